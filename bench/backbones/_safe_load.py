@@ -1,0 +1,66 @@
+"""Read an untrusted checkpoint without executing anything in it.
+
+`torch.load(weights_only=True)` with `argparse.Namespace` as the only allowed global (DINO, iBOT and data2vec
+store their `args`); safetensors directly. Anything else is refused unless the user trusts the file.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+
+__all__ = ["read_checkpoint", "SAFE_GLOBALS"]
+
+SAFE_GLOBALS = [argparse.Namespace]
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e}); re-download it") from e
+
+
+def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> Any:
+    """The object stored in `path`, loaded on CPU. Raises CheckpointError with the fix on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found; check the path or use a name from checkpoints.yaml")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: checkpoint file is empty; re-download it")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    if trust:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = str(e)
+        if "GLOBAL" in msg:
+            name = _offending_global(msg)
+            raise CheckpointError(
+                f"{path}: refused to unpickle {name} (checkpoints are untrusted; only tensors and "
+                f"argparse.Namespace load safely); if you trust this file pass --trust-checkpoint, or convert "
+                f"it once with `bench convert --trust-checkpoint {path} OUT.safetensors`") from None
+        first = next((ln for ln in msg.splitlines() if ln.strip()), "unpickling failed")
+        raise CheckpointError(f"{path}: corrupt checkpoint ({first}); re-download it") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({first}); re-download it") from None
+
+
+def _offending_global(msg: str) -> str:
+    # torch words it "Unsupported global: GLOBAL mod.name was not an allowed global" or "... GLOBAL mod.name whose ..."
+    m = re.search(r"GLOBAL ([\w.]+)", msg)
+    return f"the global '{m.group(1)}'" if m else "a non-tensor global"

@@ -1,0 +1,93 @@
+"""Feature modes: which tensor of a backbone's forward pass is "the feature".
+
+Every mode takes (model, images) and returns an (N, D) tensor. ViT modes read timm's normed token sequence;
+CNN modes read the pooled output. The mode is part of every cache key and record.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from .._registry import Registry
+from ..errors import BenchError
+
+__all__ = ["FEATURE_MODES", "register_feature_mode", "compute_features", "is_vit", "default_feature_mode"]
+
+FeatureFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+FEATURE_MODES: Registry[FeatureFn] = Registry("feature mode")
+register_feature_mode = FEATURE_MODES.register
+
+
+def is_vit(model: nn.Module) -> bool:
+    return getattr(model, "num_prefix_tokens", 0) > 0 and hasattr(model, "forward_intermediates")
+
+
+def default_feature_mode(model: nn.Module) -> str:
+    return "cls" if is_vit(model) else "pool"
+
+
+def _require_vit(model: nn.Module, mode: str) -> None:
+    if not is_vit(model):
+        raise BenchError(f"feature mode {mode!r} needs a timm ViT with a CLS token; "
+                         f"use --feature-mode pool for {type(model).__name__}")
+
+
+def _tokens(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model.forward_features(x)  # (N, prefix + patches, D), after the final norm
+
+
+def _last_n_normed(model: nn.Module, x: torch.Tensor, n: int) -> list[torch.Tensor]:
+    return model.forward_intermediates(x, indices=n, norm=True, output_fmt="NLC", intermediates_only=True,
+                                       return_prefix_tokens=True)
+
+
+@register_feature_mode("pool")
+def _pool(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's own pooled pre-logits feature (CNN global average pool, e.g. RN50's 2048-d)."""
+    if hasattr(model, "forward_head"):
+        return model.forward_head(model.forward_features(x), pre_logits=True)
+    return model(x).flatten(1)  # torchvision models have had their classifier replaced by Identity
+
+
+@register_feature_mode("cls")
+def _cls(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """CLS token after the final norm (DINO k-NN, MoCo v3, MAE linear probe)."""
+    _require_vit(model, "cls")
+    return _tokens(model, x)[:, 0]
+
+
+@register_feature_mode("avgpool")
+def _avgpool(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Mean of the normed patch tokens (prefix and register tokens excluded)."""
+    _require_vit(model, "avgpool")
+    return _tokens(model, x)[:, model.num_prefix_tokens:].mean(1)
+
+
+@register_feature_mode("cls+avgpool")
+def _cls_avgpool(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """[CLS, mean(patches)] concatenated in order, as DINOv2 `linear.py`."""
+    _require_vit(model, "cls+avgpool")
+    t = _tokens(model, x)
+    return torch.cat([t[:, 0], t[:, model.num_prefix_tokens:].mean(1)], dim=-1)
+
+
+@register_feature_mode("cls+avgpool-interleaved")
+def _cls_avgpool_interleaved(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """DINO `eval_linear.py --avgpool_patchtokens` (ViT-B): stacks on a new last axis, so [c0, a0, c1, a1, ...]."""
+    _require_vit(model, "cls+avgpool-interleaved")
+    t = _tokens(model, x)
+    return torch.stack([t[:, 0], t[:, model.num_prefix_tokens:].mean(1)], dim=-1).flatten(1)
+
+
+@register_feature_mode("last4-cls")
+def _last4_cls(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """CLS of each of the last 4 blocks, each through the final norm, concatenated (DINO ViT-S linear probe)."""
+    _require_vit(model, "last4-cls")
+    outs = _last_n_normed(model, x, 4)
+    return torch.cat([prefix[:, 0] for _, prefix in outs], dim=-1)
+
+
+def compute_features(model: nn.Module, x: torch.Tensor, mode: str) -> torch.Tensor:
+    return FEATURE_MODES.get(mode)(model, x)

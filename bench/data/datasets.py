@@ -1,0 +1,86 @@
+"""Dataset registry: name → reader of its standard on-disk layout under the data root.
+
+Every dataset yields (image, target, index) so features are written by index and every row is checked filled.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from torch.utils.data import Dataset
+
+from .._registry import Registry
+from ..errors import DataError
+
+__all__ = ["DatasetSpec", "DATASETS", "register_dataset", "open_dataset", "IndexedDataset", "check_folder"]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    folder: str                                      # standard folder name under the data root
+    splits: tuple[str, ...]
+    open: Callable[[Path, str, Any], Dataset]        # (dataset dir, split, transform) → dataset of (img, target)
+    num_classes: int | None = None
+    manifest: dict[str, int] = field(default_factory=dict)  # expected image count per split (full dataset)
+    multilabel: bool = False
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    return DATASETS.register(spec.name, spec)
+
+
+class IndexedDataset(Dataset):
+    """(image, target) → (image, target, index): the index travels with the sample (DINOv2's adapter)."""
+
+    def __init__(self, base: Dataset):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        try:
+            img, target = self.base[i]
+        except Exception as e:
+            raise DataError(f"could not read sample {i} of {self.base}: {e}") from e
+        return img, target, i
+
+
+def check_folder(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise DataError(f"{path}: {what} folder not found; pass --data-root DIR holding it, "
+                        f"or run `bench data mini --root DIR` for the miniatures")
+    if not any(path.iterdir()):
+        raise DataError(f"{path}: {what} folder is empty; (re)extract the dataset there")
+    return path
+
+
+def open_dataset(name: str, root: Path, split: str, transform: Any, *, mini: bool = False) -> Dataset:
+    spec = DATASETS.get(name)
+    if split not in spec.splits:
+        raise DataError(f"dataset {name!r} has no split {split!r}; splits: {', '.join(spec.splits)}")
+    ds = spec.open(check_folder(root / spec.folder, name), split, transform)
+    expected = spec.manifest.get(split)
+    if expected is not None and not mini and len(ds) != expected:
+        raise DataError(f"{root / spec.folder}: {name}/{split} has {len(ds)} images, expected {expected}; "
+                        f"the download is partial or wrong; re-extract it")
+    return ds
+
+
+def _open_imagefolder(root: Path, split: str, transform: Any) -> Dataset:
+    from torchvision.datasets import ImageFolder
+    folder = check_folder(root / split, f"imagenet/{split}")
+    try:
+        return ImageFolder(str(folder), transform=transform)
+    except (FileNotFoundError, RuntimeError) as e:
+        raise DataError(f"{folder}: not an ImageFolder layout (<class>/<image>): {e}") from e
+
+
+register_dataset(DatasetSpec(
+    name="imagenet", folder="imagenet", splits=("train", "val"), open=_open_imagefolder, num_classes=1000,
+    manifest={"train": 1_281_167, "val": 50_000}))

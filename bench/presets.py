@@ -1,0 +1,102 @@
+"""Presets are data: `protocols/<protocol>.yaml` → a frozen dataclass, then `--set key=value` overrides.
+
+Merge order: dataclass defaults < the YAML preset < CLI overrides. An unknown key is an error, and the resolved
+preset (with the names of what was overridden) goes into the record.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import PresetError
+
+__all__ = ["presets_dir", "load_protocol_yaml", "resolve_preset", "parse_overrides", "preset_settings",
+           "PRESET_META_FIELDS"]
+
+# Provenance fields: they describe a preset but cannot move a number, so they stay out of fingerprints.
+PRESET_META_FIELDS = ("paper", "source", "notes")
+
+
+def presets_dir() -> Path:
+    """$BENCH_PROTOCOLS, else the `protocols/` folder next to the `bench` package (the repository root)."""
+    if env := os.environ.get("BENCH_PROTOCOLS"):
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "protocols"
+
+
+def load_protocol_yaml(protocol: str) -> dict[str, Any]:
+    path = presets_dir() / f"{protocol}.yaml"
+    if not path.is_file():
+        raise PresetError(f"{path}: preset file for protocol {protocol!r} not found; is bench installed from its "
+                          f"repository (pip install -e .) or $BENCH_PROTOCOLS set?")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise PresetError(f"{path}: invalid YAML ({e})") from e
+    if not isinstance(data, dict) or not isinstance(data.get("presets"), dict):
+        raise PresetError(f"{path}: expected a mapping with a 'presets' section")
+    return data
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """['k=[10,20]', 'temperature=0.1'] → {'k': [10, 20], 'temperature': 0.1} (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise PresetError(f"--set {item!r}: expected key=value, e.g. --set temperature=0.1")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _coerce(cls: type, name: str, value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple and isinstance(value, (list, tuple)):
+        inner = args[0] if args else Any
+        return tuple(_coerce(cls, name, v, inner, where) for v in value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    check = origin or hint
+    if isinstance(check, type) and check is not typing.Any and not isinstance(value, check):
+        raise PresetError(f"{where}: {cls.__name__}.{name} must be {getattr(hint, '__name__', hint)}, "
+                          f"got {value!r}")
+    return value
+
+
+def resolve_preset(protocol: str, cls: type, name: str | None, overrides: dict[str, Any] | None = None):
+    """(preset instance, preset name) for `protocol`; the YAML's `default` when `name` is None."""
+    data = load_protocol_yaml(protocol)
+    name = name or data.get("default")
+    if name not in data["presets"]:
+        raise PresetError(f"unknown preset {name!r} for protocol {protocol!r}; choose one of: "
+                          f"{', '.join(sorted(data['presets']))}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for where, layer in ((f"protocols/{protocol}.yaml:{name}", data["presets"][name] or {}),
+                         ("--set", overrides or {})):
+        unknown = sorted(set(layer) - fields)
+        if unknown:
+            raise PresetError(f"{where}: unknown key(s) {unknown} for {protocol}; known: {sorted(fields)}")
+        values.update({k: _coerce(cls, k, v, hints[k], where) for k, v in layer.items()})
+    try:
+        return cls(**values), name
+    except (TypeError, ValueError) as e:
+        raise PresetError(f"protocols/{protocol}.yaml:{name}: {e}") from e
+
+
+def preset_settings(preset: Any) -> dict[str, Any]:
+    """The fields that can move a number (provenance fields left out), for fingerprints."""
+    return {k: v for k, v in dataclasses.asdict(preset).items() if k not in PRESET_META_FIELDS}

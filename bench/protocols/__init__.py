@@ -1,0 +1,62 @@
+"""Protocol registry. A protocol gets a RunContext (features or a backbone, data) and a preset, returns numbers.
+
+It never opens a checkpoint, never writes a record and never formats a table: `bench.runner` does those.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .._registry import Registry
+
+__all__ = ["ProtocolSpec", "ProtocolResult", "PROTOCOLS", "register_protocol", "get_protocol", "list_protocols"]
+
+
+@dataclass
+class ProtocolResult:
+    metrics: dict[str, float]                          # percent, flat: {"top1": 74.5, "top1_k10": ...}
+    details: dict[str, Any] = field(default_factory=dict)   # chosen hyperparameters, curves, per-class numbers
+    headline: tuple[str, ...] = ()                     # metrics to print first
+
+
+@dataclass(frozen=True)
+class ProtocolSpec:
+    name: str
+    run: Callable[..., ProtocolResult]
+    preset_cls: type
+    default_dataset: str = "imagenet"
+    accepts_features: bool = True                      # can run from `--features DIR` without a backbone
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    options: Callable[[argparse.Namespace], dict[str, Any]] | None = None   # CLI args → ctx.options
+    description: str = ""
+
+
+PROTOCOLS: Registry[ProtocolSpec] = Registry("protocol")
+
+# Protocol modules, imported on first use so `bench --help` stays fast. Each registers itself.
+_MODULES = ["knn"]
+
+
+def register_protocol(name: str, *, preset_cls: type, **kwargs):
+    def deco(fn: Callable[..., ProtocolResult]):
+        PROTOCOLS.register(name, ProtocolSpec(name=name, run=fn, preset_cls=preset_cls,
+                                              description=(fn.__doc__ or "").strip().split("\n")[0], **kwargs))
+        return fn
+    return deco
+
+
+def _import_all() -> None:
+    for mod in _MODULES:
+        importlib.import_module(f"{__name__}.{mod}")
+
+
+def get_protocol(name: str) -> ProtocolSpec:
+    _import_all()
+    return PROTOCOLS.get(name)
+
+
+def list_protocols(pattern: str = "*") -> list[str]:
+    _import_all()
+    return PROTOCOLS.names(pattern)

@@ -1,0 +1,208 @@
+"""run_protocol(): features or backbone + data + preset → protocol → record. The only place records are built.
+
+RunContext is what a protocol sees: `ctx.features(split, transform)` returns cached features whether they come
+from a backbone or from `--features DIR`, and notes every input it handed out, so the record and its
+fingerprint describe exactly what produced the number.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._io import sha256_file, sha256_json
+from .backbones import Backbone
+from .backbones.features import FEATURE_MODES
+from .cache import FeatureSet, extract_features, load_feature_split
+from .data import DATASETS, DataRoot, TransformSpec, build_eval_transform, open_dataset
+from .errors import BenchError
+from .presets import preset_settings, resolve_preset
+from .protocols import ProtocolResult, get_protocol
+from .records import environment, fingerprint, read_record, record_path, write_record
+
+__all__ = ["RunContext", "run_protocol", "MINI_RESOLUTION"]
+
+_logger = logging.getLogger(__name__)
+
+# Miniatures are 32-px images; evaluating them at 224 px would cost 12× the compute for no information.
+MINI_RESOLUTION = 64
+
+
+@dataclass
+class RunContext:
+    dataset: str
+    data_root: DataRoot | None = None
+    backbone: Backbone | None = None
+    features_dir: Path | None = None
+    feature_mode: str | None = None          # --feature-mode; beats the preset's and the backbone's
+    resolution: int | None = None            # --resolution; None = the preset's (MINI_RESOLUTION on miniatures)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    batch_size: int = 64
+    workers: int = 0
+    cache_dir: Path | None = None
+    quick: bool = False
+    seed: int = 0
+    amp: bool = False
+    options: dict[str, Any] = field(default_factory=dict)   # protocol-specific CLI options (recorded)
+    inputs: dict[str, Any] = field(default_factory=dict)    # filled while running: what each split was
+
+    @property
+    def mini(self) -> bool:
+        return bool(self.data_root and self.data_root.mini)
+
+    def require_backbone(self, why: str) -> Backbone:
+        if self.backbone is None:
+            raise BenchError(f"{why} needs a backbone (--model/--ckpt), not --features")
+        return self.backbone
+
+    def resolve_feature_mode(self, preset_mode: str | None) -> str:
+        mode = self.feature_mode or preset_mode or self.require_backbone("feature extraction").feature_mode
+        FEATURE_MODES.get(mode)
+        return mode
+
+    def transform_spec(self, preset_transform: dict[str, Any]) -> TransformSpec:
+        """Preset resize/crop/interpolation + the backbone's normalisation, at the run's resolution."""
+        unknown = set(preset_transform) - {"resize", "crop", "interpolation", "mean", "std"}
+        if unknown:
+            raise BenchError(f"unknown transform key(s) {sorted(unknown)}")
+        pre = self.require_backbone("image transforms").preprocessing
+        spec = TransformSpec(**{"mean": pre.mean, "std": pre.std, **preset_transform})
+        resolution = self.resolution or (MINI_RESOLUTION if self.mini else None)
+        return spec.at_resolution(resolution) if resolution else spec
+
+    def open_images(self, split: str, transform, dataset: str | None = None):
+        """The image dataset for `split` with `transform` applied (for protocols that train on images)."""
+        if self.data_root is None:
+            raise BenchError("this protocol needs images; give --data-root (or no --features)")
+        return open_dataset(dataset or self.dataset, self.data_root.path, split, transform, mini=self.mini)
+
+    def features(self, split: str, transform: dict[str, Any], *, feature_mode: str | None = None,
+                 dataset: str | None = None) -> FeatureSet:
+        dataset = dataset or self.dataset
+        key = f"{dataset}/{split}"
+        if self.features_dir is not None:
+            sub = self.features_dir if dataset == self.dataset else self.features_dir / dataset
+            fs = load_feature_split(sub, split)
+            self.inputs[key] = {"source": "features", "path": str(sub / f"{split}.npz"),
+                                "sha256": sha256_file(sub / f"{split}.npz"), "count": len(fs),
+                                "dim": int(fs.features.shape[1]), "feature_mode": fs.meta.get("feature_mode"),
+                                "transform": fs.meta.get("transform")}
+            return fs
+        backbone = self.require_backbone("feature extraction")
+        mode = self.resolve_feature_mode(feature_mode)
+        spec = self.transform_spec(transform)
+        images = self.open_images(split, build_eval_transform(spec), dataset)
+        fs = extract_features(backbone, images, split=split, dataset_name=dataset, feature_mode=mode,
+                              transform=spec.to_dict(), data_root=str(self.data_root.path),
+                              cache_dir=self.cache_dir, batch_size=self.batch_size, workers=self.workers,
+                              device=self.device, amp=self.amp)
+        self.inputs[key] = {"source": "extracted", "count": len(fs), "dim": int(fs.features.shape[1]),
+                            "feature_mode": mode, "transform": spec.to_dict(), "cache_hit": fs.meta["cache_hit"],
+                            "amp": self.amp}
+        return fs
+
+    def num_classes(self, *label_arrays: np.ndarray) -> int:
+        spec = DATASETS.get(self.dataset) if self.dataset in DATASETS else None
+        observed = int(max(int(np.max(a)) for a in label_arrays)) + 1
+        if spec and spec.num_classes and not self.mini and self.features_dir is None:
+            return max(spec.num_classes, observed)
+        return observed
+
+
+def _source_id(ctx: RunContext) -> str:
+    if ctx.backbone is not None:
+        return ctx.backbone.weights_id
+    h = hashlib.sha256()
+    for p in sorted(Path(ctx.features_dir).rglob("*.npz")):
+        h.update(p.name.encode() + sha256_file(p).encode())
+    return f"features:{h.hexdigest()}"
+
+
+def _backbone_tag(ctx: RunContext) -> str:
+    if ctx.backbone is None:
+        return f"features-{Path(ctx.features_dir).name}"
+    rep = ctx.backbone.report
+    return f"{rep.arch}-random" if rep.family == "random" else Path(rep.source).stem
+
+
+def _checkpoint_block(ctx: RunContext) -> dict[str, Any]:
+    if ctx.backbone is None:
+        return {"name": f"features:{ctx.features_dir}", "path": None, "sha256": None, "arch": None, "family": None}
+    rep = ctx.backbone.report
+    return {"name": "random" if rep.family == "random" else Path(rep.source).name,
+            "path": None if rep.family == "random" else rep.source, "sha256": rep.sha256, "arch": rep.arch,
+            "family": rep.family, "layout": rep.layout, "ckpt_key": rep.ckpt_key,
+            "coverage_pct": round(100 * rep.coverage, 3), "library": rep.library}
+
+
+def _not_comparable(ctx: RunContext, overrides: dict[str, Any]) -> list[str]:
+    reasons = []
+    if ctx.mini:
+        reasons.append("miniature data")
+    if ctx.quick:
+        reasons.append("--quick")
+    if overrides:
+        reasons.append(f"preset overridden: {', '.join(sorted(overrides))}")
+    if ctx.resolution:
+        reasons.append(f"--resolution {ctx.resolution}")
+    if ctx.feature_mode:
+        reasons.append(f"--feature-mode {ctx.feature_mode}")
+    if ctx.backbone is not None and ctx.backbone.report.family != "random" and ctx.backbone.report.coverage < 1:
+        reasons.append(f"partial load ({ctx.backbone.report.coverage:.1%})")
+    return reasons
+
+
+def run_protocol(protocol: str, ctx: RunContext, *, preset: str | None = None,
+                 overrides: dict[str, Any] | None = None, out_dir: Path | str = "results",
+                 force: bool = False) -> tuple[dict[str, Any], Path, bool]:
+    """Run one protocol and write its record. Returns (record, path, reused) — reused when the record existed."""
+    spec = get_protocol(protocol)
+    overrides = overrides or {}
+    preset_obj, preset_name = resolve_preset(protocol, spec.preset_cls, preset, overrides)
+    if ctx.backbone is None and not spec.accepts_features:
+        raise BenchError(f"protocol {protocol!r} trains on images and needs a backbone (--model/--ckpt), "
+                         f"not --features")
+    run_key = {"protocol": protocol, "preset": preset_name, "overrides": overrides, "source": _source_id(ctx),
+               "dataset": ctx.dataset, "data_root": str(ctx.data_root.path) if ctx.data_root else None,
+               "feature_mode": ctx.feature_mode, "resolution": ctx.resolution, "quick": ctx.quick,
+               "seed": ctx.seed, "options": ctx.options, "amp": ctx.amp}
+    path = record_path(Path(out_dir), protocol=protocol, preset=preset_name, backbone_tag=_backbone_tag(ctx),
+                       dataset=ctx.dataset + ("-mini" if ctx.mini else ""), fingerprint_=sha256_json(run_key),
+                       weights_id=run_key["source"])
+    if path.exists() and not force:
+        return read_record(path), path, True
+    torch.manual_seed(ctx.seed)
+    np.random.seed(ctx.seed)
+    start = time.perf_counter()
+    result: ProtocolResult = spec.run(ctx, preset_obj)
+    wall = time.perf_counter() - start
+    _check_metrics(protocol, result.metrics)
+    settings = {"protocol": protocol, "preset": preset_name, "preset_settings": preset_settings(preset_obj),
+                "inputs": ctx.inputs, "options": ctx.options, "quick": ctx.quick, "mini": ctx.mini}
+    reasons = _not_comparable(ctx, overrides)
+    record = {
+        "protocol": protocol, "preset": preset_name, "paper": getattr(preset_obj, "paper", ""),
+        "preset_source": getattr(preset_obj, "source", ""), "preset_settings": asdict(preset_obj),
+        "overrides": overrides, "fingerprint": fingerprint(settings), "fingerprint_settings": settings,
+        "comparable": not reasons, "not_comparable_because": reasons, "checkpoint": _checkpoint_block(ctx),
+        "backbone_report": ctx.backbone.report.to_dict() if ctx.backbone else None,
+        "dataset": {"name": ctx.dataset, "root": str(ctx.data_root.path) if ctx.data_root else None,
+                    "mini": ctx.mini, "counts": {k: v["count"] for k, v in ctx.inputs.items()}},
+        "metrics": result.metrics, "headline": list(result.headline), "details": result.details,
+        "quick": ctx.quick, "seed": ctx.seed, "run_key": run_key, "environment": environment(str(ctx.device)),
+        "wall_time_s": round(wall, 3),
+    }
+    write_record(record, path)
+    return read_record(path), path, False
+
+
+def _check_metrics(protocol: str, metrics: dict[str, float]) -> None:
+    bad = [k for k, v in metrics.items() if not np.isfinite(v)]
+    if bad:
+        raise BenchError(f"protocol {protocol!r} produced non-finite metrics {bad}; no record written")

@@ -1,0 +1,34 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("BENCH_PROGRESS", "0")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Every test session gets its own cache and never touches ~/.cache or $BENCH_DATA."""
+    cache = tmp_path_factory.mktemp("bench-cache")
+    old = {k: os.environ.get(k) for k in ("BENCH_CACHE", "BENCH_DATA")}
+    os.environ["BENCH_CACHE"] = str(cache)
+    os.environ.pop("BENCH_DATA", None)
+    yield cache
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def mini_root(tmp_path_factory) -> Path:
+    from bench.data.mini import write_minis
+    root = tmp_path_factory.mktemp("mini")
+    write_minis(root)
+    return root
+
+
+def run_cli(*argv: str) -> int:
+    from bench.cli import main
+    return main([str(a) for a in argv])

@@ -1,0 +1,112 @@
+"""The command line as a user meets it: run, extract, --features, records, errors."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from bench.cli import main
+from test_knn import dino_knn_classifier
+
+
+def _record(out):
+    recs = sorted((out / "runs").glob("*.json"))
+    assert len(recs) == 1
+    return json.loads(recs[0].read_text())
+
+
+def test_knn_on_the_miniature_writes_a_complete_record(mini_root, tmp_path, capsys):
+    out = tmp_path / "results"
+    assert main(["run", "--protocol", "knn", "--data-root", str(mini_root), "--out", str(out)]) == 0
+    rec = _record(out)
+    assert rec["protocol"] == "knn" and rec["preset"] == "dino"
+    assert rec["checkpoint"]["name"] == "random" and rec["checkpoint"]["arch"] == "resnet18"
+    assert rec["dataset"]["mini"] is True and rec["comparable"] is False
+    assert rec["dataset"]["counts"] == {"imagenet/train": 1437, "imagenet/val": 360}
+    assert set(rec["metrics"]) >= {"top1", "top5", "top1_k10", "top5_k200"}
+    assert rec["metrics"]["top1"] == rec["metrics"]["top1_k20"]
+    assert rec["metrics"]["top1"] > 30, "a random ResNet on digits does far better than the 10% chance level"
+    settings = rec["fingerprint_settings"]
+    assert settings["preset_settings"]["temperature"] == 0.07
+    assert settings["inputs"]["imagenet/val"]["transform"]["interpolation"] == "bicubic"
+    assert len(rec["fingerprint"]) == 16 and rec["environment"]["torch"] == torch.__version__
+    assert "top1" in capsys.readouterr().out
+
+
+def test_features_dir_equals_dino_formula(tmp_path):
+    # well-separated similarities: float32 rounding cannot reorder neighbours, so equality must be exact
+    from test_knn import _clustered
+    rng = np.random.default_rng(5)
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    (xtr, ytr), (xva, yva) = _clustered(800, 48, 10, rng, noise=2.0), _clustered(300, 48, 10, rng, noise=2.0)
+    np.savez(feats / "train.npz", features=xtr, labels=ytr)
+    np.savez(feats / "val.npz", features=xva, labels=yva)
+    out = tmp_path / "results"
+    assert main(["run", "--protocol", "knn", "--features", str(feats), "--out", str(out)]) == 0
+    rec = _record(out)
+    n = torch.nn.functional.normalize
+    for k in (10, 20, 100, 200):
+        t1, t5 = dino_knn_classifier(n(torch.tensor(xtr), dim=1), torch.tensor(ytr), n(torch.tensor(xva), dim=1),
+                                     torch.tensor(yva), k, 0.07, 10)
+        assert rec["metrics"][f"top1_k{k}"] == pytest.approx(t1, abs=1e-9)
+        assert rec["metrics"][f"top5_k{k}"] == pytest.approx(t5, abs=1e-9)
+    assert rec["fingerprint_settings"]["inputs"]["imagenet/train"]["source"] == "features"
+    assert rec["checkpoint"]["name"].startswith("features:")
+
+
+def test_extracted_features_reproduce_the_backbone_run(mini_root, tmp_path):
+    feats = tmp_path / "feats"
+    common = ["--data-root", str(mini_root), "--resolution", "32"]
+    assert main(["extract", *common, "--out", str(feats)]) == 0
+    meta = json.loads((feats / "meta.json").read_text())
+    assert meta["counts"] == {"train": 1437, "val": 360} and meta["feature_mode"] == "pool"
+    assert meta["transform"]["crop"] == 32 and meta["checkpoint_sha256"] is None
+    assert main(["run", "--protocol", "knn", *common, "--out", str(tmp_path / "a")]) == 0
+    assert main(["run", "--protocol", "knn", "--features", str(feats), "--out", str(tmp_path / "b")]) == 0
+    assert _record(tmp_path / "a")["metrics"] == _record(tmp_path / "b")["metrics"]
+
+
+def test_missing_dataset_is_one_line_naming_the_path(tmp_path, capsys):
+    assert main(["run", "--protocol", "knn", "--data-root", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(tmp_path / "nowhere" / "imagenet") in err and "not found" in err
+
+
+def test_empty_dataset_folder(tmp_path, capsys):
+    (tmp_path / "imagenet" / "train").mkdir(parents=True)
+    (tmp_path / "imagenet" / "val").mkdir()
+    assert main(["run", "--protocol", "knn", "--data-root", str(tmp_path)]) == 2
+    assert "empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["run", "--protocol", "nope"], "unknown protocol 'nope'"),
+    (["run", "--protocol", "knn", "--preset", "nope"], "unknown preset 'nope'"),
+    (["run", "--protocol", "knn", "--set", "kk=3"], "unknown key(s) ['kk']"),
+    (["run", "--protocol", "knn", "--ckpt", "/no/such.pth", "--arch", "resnet18"], "not found"),
+    (["run", "--protocol", "knn", "--model", "resnet_nonexistent"], "unknown architecture"),
+])
+def test_bad_input_is_a_clear_error(argv, needle, capsys):
+    assert main(argv) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_second_run_reuses_the_record_and_force_reruns(mini_root, tmp_path, capsys):
+    out = tmp_path / "r"
+    args = ["run", "--protocol", "knn", "--preset", "instdisc", "--data-root", str(mini_root), "--out", str(out)]
+    assert main(args) == 0
+    first = _record(out)
+    assert main(args) == 0
+    assert "exists" in capsys.readouterr().out
+    assert main(args + ["--force"]) == 0
+    again = _record(out)
+    assert again["metrics"] == first["metrics"] and list(again["metrics"]) == list(first["metrics"])
+    assert set(first["metrics"]) == {"top1", "top5", "top1_k200", "top5_k200"}
+
+
+def test_python_dash_m_bench_works():
+    res = subprocess.run([sys.executable, "-m", "bench", "list", "protocols"], capture_output=True, text=True)
+    assert res.returncode == 0 and "knn" in res.stdout
