@@ -70,17 +70,3 @@ def open_dataset(name: str, root: Path, split: str, transform: Any, *, mini: boo
         raise DataError(f"{root / spec.folder}: {name}/{split} has {len(ds)} images, expected {expected}; "
                         f"the download is partial or wrong; re-extract it")
     return ds
-
-
-def _open_imagefolder(root: Path, split: str, transform: Any) -> Dataset:
-    from torchvision.datasets import ImageFolder
-    folder = check_folder(root / split, f"imagenet/{split}")
-    try:
-        return ImageFolder(str(folder), transform=transform)
-    except (FileNotFoundError, RuntimeError) as e:
-        raise DataError(f"{folder}: not an ImageFolder layout (<class>/<image>): {e}") from e
-
-
-register_dataset(DatasetSpec(
-    name="imagenet", folder="imagenet", splits=("train", "val"), open=_open_imagefolder, num_classes=1000,
-    manifest={"train": 1_281_167, "val": 50_000}))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -35,8 +36,6 @@ class ProtocolSpec:
 
 PROTOCOLS: Registry[ProtocolSpec] = Registry("protocol")
 
-# Protocol modules, imported on first use so `bench --help` stays fast. Each registers itself.
-_MODULES = ["knn"]
 
 
 def register_protocol(name: str, *, preset_cls: type, **kwargs):
@@ -48,8 +47,11 @@ def register_protocol(name: str, *, preset_cls: type, **kwargs):
 
 
 def _import_all() -> None:
-    for mod in _MODULES:
-        importlib.import_module(f"{__name__}.{mod}")
+    # Every public module of this package is a protocol that registers itself; imported on first use so
+    # `bench --help` stays fast.
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
 
 
 def get_protocol(name: str) -> ProtocolSpec:

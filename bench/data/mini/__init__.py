@@ -55,4 +55,11 @@ def ensure_mini(root: Path) -> Path:
     return root
 
 
-from . import imagenet  # noqa: E402,F401  (registers the writers)
+def _import_writers() -> None:
+    import importlib
+    import pkgutil
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_writers()

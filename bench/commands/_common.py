@@ -1,0 +1,70 @@
+"""Arguments and helpers shared by the verbs: backbone flags, data flags, building a RunContext."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from ..errors import BenchError
+
+__all__ = ["add_backbone_args", "add_data_args", "load_backbone_from_args", "make_context", "device_from_arg"]
+
+
+def add_backbone_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("backbone")
+    g.add_argument("--model", help="timm/torchvision architecture, random weights unless --ckpt is given "
+                                   "(default without --ckpt: random resnet18)")
+    g.add_argument("--ckpt", help="checkpoint file (.pth/.pt/.safetensors)")
+    g.add_argument("--arch", help="architecture of --ckpt (same names as --model)")
+    g.add_argument("--ckpt-key", help="sub-dict of the checkpoint to read, e.g. teacher or student")
+    g.add_argument("--allow-partial", action="store_true", help="evaluate even if the load is incomplete")
+    g.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow full unpickling of --ckpt (executes code in the file; trusted files only)")
+    g.add_argument("--seed", type=int, default=0, help="seed for random init and any sampling (default 0)")
+
+
+def add_data_args(p: argparse.ArgumentParser, default_dataset: str | None = "imagenet") -> None:
+    g = p.add_argument_group("data and features")
+    g.add_argument("--data-root", help="folder holding the datasets (default $BENCH_DATA, else the miniatures)")
+    g.add_argument("--dataset", default=default_dataset, help=f"dataset name (default {default_dataset})")
+    g.add_argument("--feature-mode", help="cls, avgpool, cls+avgpool, cls+avgpool-interleaved, last4-cls, pool")
+    g.add_argument("--resolution", type=int, help="centre-crop size (resize scaled alike); miniatures default 64")
+    g.add_argument("--batch-size", type=int, default=64)
+    g.add_argument("--workers", type=int, help="DataLoader workers (default: 0 on CPU, 8 on GPU)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    g.add_argument("--amp", action="store_true", help="bf16 autocast for extraction (recorded)")
+    g.add_argument("--cache-dir", help="feature cache (default $BENCH_CACHE or ~/.cache/bench)")
+    g.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
+
+
+def device_from_arg(name: str):
+    import torch
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_backbone_from_args(args):
+    from ..backbones import load_backbone
+    if args.ckpt:
+        return load_backbone(args.ckpt, args.arch or args.model, ckpt_key=args.ckpt_key,
+                             allow_partial=args.allow_partial, trust_checkpoint=args.trust_checkpoint, seed=args.seed)
+    if args.arch and args.model and args.arch != args.model:
+        raise BenchError(f"--model {args.model} and --arch {args.arch} disagree; give one")
+    return load_backbone(None, args.model or args.arch, seed=args.seed)
+
+
+def make_context(args, dataset: str, backbone, features_dir=None, options=None):
+    from ..data import cache_dir, resolve_data_root
+    from ..runner import RunContext
+    device = device_from_arg(args.device)
+    workers = args.workers if args.workers is not None else (min(8, os.cpu_count() or 1) if device.type == "cuda"
+                                                             else 0)
+    data_root = resolve_data_root(args.data_root) if features_dir is None or args.data_root else None
+    return RunContext(dataset=dataset, data_root=data_root, backbone=backbone,
+                      features_dir=Path(features_dir) if features_dir else None, feature_mode=args.feature_mode,
+                      resolution=args.resolution, device=device, batch_size=args.batch_size, workers=workers,
+                      cache_dir=None if args.no_cache else Path(args.cache_dir or cache_dir()), amp=args.amp,
+                      seed=args.seed, quick=getattr(args, "quick", False), options=options or {})
+
+

@@ -1,0 +1,50 @@
+"""bench extract: features of dataset splits to DIR/<split>.npz + DIR/meta.json (the public feature format)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._common import add_backbone_args, add_data_args, load_backbone_from_args, make_context
+
+HELP = "extract features to DIR/<split>.npz + meta.json"
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    ext = sub.add_parser("extract", help=HELP)
+    ext.add_argument("--split", default="train,val", help="comma-separated splits (default train,val)")
+    ext.add_argument("--out", required=True, help="output folder")
+    ext.add_argument("--resize", type=int, default=256)
+    ext.add_argument("--crop", type=int, default=224)
+    ext.add_argument("--interpolation", default="bicubic")
+    add_backbone_args(ext)
+    add_data_args(ext)
+    return ext
+
+
+def run(args) -> int:
+    from .._io import atomic_write_json
+    from ..cache import extract_features, save_feature_split
+    from ..data import build_eval_transform
+    backbone = load_backbone_from_args(args)
+    ctx = make_context(args, args.dataset, backbone)
+    spec = ctx.transform_spec({"resize": args.resize, "crop": args.crop, "interpolation": args.interpolation})
+    mode = ctx.resolve_feature_mode(None)
+    out = Path(args.out)
+    counts = {}
+    for split in [s for s in args.split.split(",") if s]:
+        images = ctx.open_images(split, build_eval_transform(spec))
+        fs = extract_features(backbone, images, split=split, dataset_name=args.dataset, feature_mode=mode,
+                              transform=spec.to_dict(), data_root=str(ctx.data_root.path), cache_dir=ctx.cache_dir,
+                              batch_size=args.batch_size, workers=ctx.workers, device=ctx.device, amp=args.amp)
+        save_feature_split(out, split, fs)
+        counts[split] = len(fs)
+        print(f"{split}: {fs.features.shape[0]} × {fs.features.shape[1]} → {out / (split + '.npz')}"
+              f"{' (cache)' if fs.meta['cache_hit'] else ''}")
+    rep = backbone.report
+    atomic_write_json(out / "meta.json", {
+        "checkpoint": rep.source, "checkpoint_sha256": rep.sha256, "arch": rep.arch, "family": rep.family,
+        "feature_mode": mode, "transform": spec.to_dict(), "dataset": args.dataset,
+        "data_root": str(ctx.data_root.path), "mini": ctx.mini, "counts": counts, "amp": args.amp})
+    return 0
+
+

@@ -1,0 +1,67 @@
+"""bench run --protocol P: one protocol on one backbone (or feature folder), one record."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import BenchError
+from ._common import add_backbone_args, add_data_args, load_backbone_from_args, make_context
+
+HELP = "run a protocol and write a record"
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    run = sub.add_parser("run", help=HELP)
+    run.add_argument("--protocol", required=True, help="knn, ... (`bench list protocols`)")
+    run.add_argument("--preset", help="preset from protocols/<protocol>.yaml (default: the file's default)")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a preset field (repeatable)")
+    run.add_argument("--features", help="folder with <split>.npz feature files instead of a backbone")
+    run.add_argument("--out", default="results", help="results folder; the record goes to OUT/runs/")
+    run.add_argument("--quick", action="store_true", help="smoke run: fewer epochs; never comparable to papers")
+    run.add_argument("--force", action="store_true", help="re-run even if the record exists")
+    add_backbone_args(run)
+    add_data_args(run, default_dataset=None)
+    return run
+
+
+ACCEPTS_EXTRA = True  # protocol-specific flags are parsed by the protocol's own add_arguments
+
+
+def run(args, extra: list[str]) -> int:
+    from ..presets import parse_overrides
+    from ..protocols import get_protocol
+    from ..runner import run_protocol
+    spec = get_protocol(args.protocol)
+    options = {}
+    if spec.add_arguments:
+        p = argparse.ArgumentParser(prog=f"bench run --protocol {spec.name}")
+        spec.add_arguments(p)
+        opts = p.parse_args(extra)
+        options = spec.options(opts) if spec.options else vars(opts)
+    elif extra:
+        raise BenchError(f"unrecognized arguments for protocol {spec.name}: {' '.join(extra)}")
+    if args.features and (args.ckpt or args.model):
+        raise BenchError("give either --features or a backbone (--model/--ckpt), not both")
+    if args.features and not Path(args.features).is_dir():
+        raise BenchError(f"{args.features}: --features folder not found")
+    backbone = None if args.features else load_backbone_from_args(args)
+    ctx = make_context(args, args.dataset or spec.default_dataset, backbone, args.features, options)
+    record, path, reused = run_protocol(args.protocol, ctx, preset=args.preset, overrides=parse_overrides(args.set),
+                                        out_dir=args.out, force=args.force)
+    _print_record(record, path, reused)
+    return 0
+
+
+def _print_record(rec: dict, path: Path, reused: bool) -> None:
+    ck = rec["checkpoint"]
+    who = f"{ck['arch']} ({ck['name']})" if ck.get("arch") else ck["name"]
+    data = rec["dataset"]["name"] + (" [miniature]" if rec["dataset"]["mini"] else "")
+    print(f"{rec['protocol']} · preset {rec['preset']} · {who} · {data} · {rec['wall_time_s']:.1f} s")
+    metrics = rec["metrics"]
+    order = list(rec.get("headline") or []) + sorted(k for k in metrics if k not in (rec.get("headline") or []))
+    width = max(len(k) for k in order)
+    for k in order:
+        print(f"  {k:<{width}}  {metrics[k]:8.2f}")
+    if not rec["comparable"]:
+        print(f"  not comparable with the papers: {'; '.join(rec['not_comparable_because'])}")
+    print(f"record {'exists (use --force to re-run)' if reused else 'written'}: {path}")
