@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from ._io import atomic_save_npz, atomic_write_json, sha256_json
 from .backbones import Backbone
@@ -78,35 +78,77 @@ def _targets_array(targets: list) -> np.ndarray:
 
 @torch.inference_mode()
 def _run_extraction(backbone: Backbone, dataset: Dataset, feature_mode: str, *, batch_size: int, workers: int,
-                    device: torch.device, desc: str, amp: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                    device: torch.device, desc: str, amp: bool = False,
+                    shard: tuple[int, int] = (0, 1)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indices, features, targets) of this process's shard: samples rank, rank + world, ... (no padding)."""
     from tqdm.auto import tqdm
+    rank, world = shard
     model = backbone.model.to(device).eval()
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    loader = DataLoader(IndexedDataset(dataset), batch_size=batch_size, num_workers=workers, shuffle=False,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
-    n = len(dataset)
+    own = np.arange(rank, len(dataset), world)
+    loader = DataLoader(Subset(IndexedDataset(dataset), own.tolist()), batch_size=batch_size, num_workers=workers,
+                        shuffle=False, pin_memory=device.type == "cuda", persistent_workers=False)
     feats: np.ndarray | None = None
-    targets: list = [None] * n
-    filled = np.zeros(n, dtype=bool)
+    targets: list = [None] * len(own)
+    pos = {int(g): i for i, g in enumerate(own)}
+    filled = np.zeros(len(own), dtype=bool)
     for images, target, index in tqdm(loader, desc=desc, unit="batch", leave=False,
-                                      disable=os.environ.get("BENCH_PROGRESS", "1") == "0"):
+                                      disable=os.environ.get("BENCH_PROGRESS", "1") == "0" or rank != 0):
         images = images.to(device, non_blocking=True)
+        if device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             out = backbone.features(images, feature_mode).float()
         if not torch.isfinite(out).all():
             raise NonFiniteError(f"{desc}: non-finite features in batch starting at sample {int(index[0])}; "
                                  f"check the checkpoint and the preprocessing")
         if feats is None:
-            feats = np.empty((n, out.shape[1]), dtype=np.float32)
-        idx = index.numpy()
-        feats[idx] = out.cpu().numpy()
-        filled[idx] = True
-        for i, t in zip(idx, target.numpy()):
-            targets[i] = t
-    if feats is None or not filled.all():
-        raise DataError(f"{desc}: {int((~filled).sum())} of {n} samples were never extracted")
-    return feats, _targets_array(targets)
+            feats = np.empty((len(own), out.shape[1]), dtype=np.float32)
+        rows = np.array([pos[int(i)] for i in index])
+        feats[rows] = out.cpu().numpy()
+        filled[rows] = True
+        for r, t in zip(rows, target.numpy()):
+            targets[r] = t
+    if len(own) and (feats is None or not filled.all()):
+        raise DataError(f"{desc}: {int((~filled).sum())} of {len(own)} samples were never extracted")
+    if feats is None:
+        feats = np.empty((0, 0), dtype=np.float32)
+    return own, feats, _targets_array(targets) if targets else np.empty(0, dtype=np.int64)
+
+
+def _gather_shards(entry: Path, split: str, n: int, own: np.ndarray, feats: np.ndarray,
+                   targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every rank writes its shard beside the cache entry; rank 0 stitches them by index; all read the result.
+
+    Files rather than collectives: it works for gloo and nccl alike and never holds N×D twice in GPU memory.
+    """
+    from . import distributed as dd
+    rank, world = dd.rank(), dd.world_size()
+    atomic_save_npz(entry / f"{split}.shard{rank}of{world}.npz", index=own, features=feats, labels=targets)
+    dd.barrier()
+    if rank == 0:
+        parts = [np.load(entry / f"{split}.shard{r}of{world}.npz") for r in range(world)]
+        dim = max(p["features"].shape[1] for p in parts if len(p["index"]))
+        all_feats = np.empty((n, dim), dtype=np.float32)
+        label_shape = next(p["labels"].shape[1:] for p in parts if len(p["index"]))
+        all_labels = np.empty((n, *label_shape), dtype=next(p["labels"].dtype for p in parts if len(p["index"])))
+        seen = np.zeros(n, dtype=int)
+        for p in parts:
+            if len(p["index"]):
+                all_feats[p["index"]], all_labels[p["index"]] = p["features"], p["labels"]
+                seen[p["index"]] += 1
+        if not (seen == 1).all():
+            raise DataError(f"{entry}: distributed extraction filled {int((seen != 1).sum())} rows not exactly once")
+        atomic_save_npz(entry / f"{split}.gathered.npz", features=all_feats, labels=all_labels)
+    dd.barrier()
+    with np.load(entry / f"{split}.gathered.npz") as z:
+        out = z["features"], z["labels"]
+    dd.barrier()
+    (entry / f"{split}.shard{rank}of{world}.npz").unlink(missing_ok=True)
+    if rank == 0:
+        (entry / f"{split}.gathered.npz").unlink(missing_ok=True)
+    return out
 
 
 def extract_features(backbone: Backbone, dataset: Dataset, *, split: str, dataset_name: str, feature_mode: str,
@@ -125,12 +167,20 @@ def extract_features(backbone: Backbone, dataset: Dataset, *, split: str, datase
         if cached is not None:
             _logger.info("features %s/%s from cache %s", dataset_name, split, entry)
             return FeatureSet(cached.features, cached.labels, {**meta, "cache": str(entry), "cache_hit": True})
-    feats, labels = _run_extraction(backbone, dataset, feature_mode, batch_size=batch_size, workers=workers,
-                                    device=device, desc=f"extract {dataset_name}/{split}", amp=amp)
-    fs = FeatureSet(feats, labels, {**meta, "cache": str(entry) if entry else None, "cache_hit": False})
-    if entry is not None:
+    from . import distributed as dd
+    shard = (dd.rank(), dd.world_size())
+    own, feats, labels = _run_extraction(backbone, dataset, feature_mode, batch_size=batch_size, workers=workers,
+                                         device=device, desc=f"extract {dataset_name}/{split}", amp=amp, shard=shard)
+    if shard[1] > 1:
+        if entry is None:
+            raise DataError("distributed extraction gathers through the feature cache; drop --no-cache")
+        feats, labels = _gather_shards(entry, split, len(dataset), own, feats, labels)
+    fs = FeatureSet(feats, labels, {**meta, "cache": str(entry) if entry else None, "cache_hit": False,
+                                    "world_size": shard[1]})
+    if entry is not None and dd.is_main():
         save_feature_split(entry, split, fs)
         atomic_write_json(entry / f"{split}.meta.json", {**meta, "count": len(fs), "dim": int(feats.shape[1])})
+    dd.barrier()
     return fs
 
 

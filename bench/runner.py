@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import distributed as dd
 from ._io import sha256_file, sha256_json
 from .backbones import Backbone
 from .backbones.features import FEATURE_MODES
@@ -198,7 +199,9 @@ def run_protocol(protocol: str, ctx: RunContext, *, preset: str | None = None,
         "quick": ctx.quick, "seed": ctx.seed, "run_key": run_key, "environment": environment(str(ctx.device)),
         "wall_time_s": round(wall, 3),
     }
-    write_record(record, path)
+    if dd.is_main():  # under torchrun every rank computes, one writes
+        write_record(record, path)
+    dd.barrier()
     return read_record(path), path, False
 
 

@@ -57,7 +57,10 @@ def load_backbone_from_args(args):
 def make_context(args, dataset: str, backbone, features_dir=None, options=None):
     from ..data import cache_dir, resolve_data_root
     from ..runner import RunContext
+    from .. import distributed as dd
     device = device_from_arg(args.device)
+    dd.init_from_env(device.type)
+    device = dd.local_device(device)
     workers = args.workers if args.workers is not None else (min(8, os.cpu_count() or 1) if device.type == "cuda"
                                                              else 0)
     data_root = resolve_data_root(args.data_root) if features_dir is None or args.data_root else None

@@ -22,29 +22,25 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    from .. import distributed as dd
     from .._io import atomic_write_json
-    from ..cache import extract_features, save_feature_split
-    from ..data import build_eval_transform
+    from ..cache import save_feature_split
     backbone = load_backbone_from_args(args)
     ctx = make_context(args, args.dataset, backbone)
-    spec = ctx.transform_spec({"resize": args.resize, "crop": args.crop, "interpolation": args.interpolation})
-    mode = ctx.resolve_feature_mode(None)
+    transform = {"resize": args.resize, "crop": args.crop, "interpolation": args.interpolation}
     out = Path(args.out)
-    counts = {}
     for split in [s for s in args.split.split(",") if s]:
-        images = ctx.open_images(split, build_eval_transform(spec))
-        fs = extract_features(backbone, images, split=split, dataset_name=args.dataset, feature_mode=mode,
-                              transform=spec.to_dict(), data_root=str(ctx.data_root.path), cache_dir=ctx.cache_dir,
-                              batch_size=args.batch_size, workers=ctx.workers, device=ctx.device, amp=args.amp)
-        save_feature_split(out, split, fs)
-        counts[split] = len(fs)
-        print(f"{split}: {fs.features.shape[0]} × {fs.features.shape[1]} → {out / (split + '.npz')}"
-              f"{' (cache)' if fs.meta['cache_hit'] else ''}")
-    rep = backbone.report
-    atomic_write_json(out / "meta.json", {
-        "checkpoint": rep.source, "checkpoint_sha256": rep.sha256, "arch": rep.arch, "family": rep.family,
-        "feature_mode": mode, "transform": spec.to_dict(), "dataset": args.dataset,
-        "data_root": str(ctx.data_root.path), "mini": ctx.mini, "counts": counts, "amp": args.amp})
+        fs = ctx.features(split, transform)
+        if dd.is_main():
+            save_feature_split(out, split, fs)
+            print(f"{split}: {fs.features.shape[0]} × {fs.features.shape[1]} → {out / (split + '.npz')}"
+                  f"{' (cache)' if fs.meta['cache_hit'] else ''}")
+    if dd.is_main():
+        rep = backbone.report
+        first = next(iter(ctx.inputs.values()))
+        atomic_write_json(out / "meta.json", {
+            "checkpoint": rep.source, "checkpoint_sha256": rep.sha256, "arch": rep.arch, "family": rep.family,
+            "feature_mode": first["feature_mode"], "transform": first["transform"], "dataset": args.dataset,
+            "data_root": str(ctx.data_root.path), "mini": ctx.mini, "amp": args.amp,
+            "counts": {key.split("/", 1)[1]: v["count"] for key, v in ctx.inputs.items()}})
     return 0
-
-

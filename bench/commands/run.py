@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import BenchError
+from ..launch import add_launcher_args
 from ._common import add_backbone_args, add_data_args, load_backbone_from_args, make_context
 
 HELP = "run a protocol and write a record"
@@ -21,6 +22,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="re-run even if the record exists")
     add_backbone_args(run)
     add_data_args(run, default_dataset=None)
+    add_launcher_args(run)
     return run
 
 
@@ -28,6 +30,9 @@ ACCEPTS_EXTRA = True  # protocol-specific flags are parsed by the protocol's own
 
 
 def run(args, extra: list[str]) -> int:
+    if args.launcher != "none":
+        from ..launch import submit
+        return submit(args.argv, args)
     from ..presets import parse_overrides
     from ..protocols import get_protocol
     from ..runner import run_protocol
@@ -48,7 +53,9 @@ def run(args, extra: list[str]) -> int:
     ctx = make_context(args, args.dataset or spec.default_dataset, backbone, args.features, options)
     record, path, reused = run_protocol(args.protocol, ctx, preset=args.preset, overrides=parse_overrides(args.set),
                                         out_dir=args.out, force=args.force)
-    _print_record(record, path, reused)
+    from .. import distributed as dd
+    if dd.is_main():
+        _print_record(record, path, reused)
     return 0
 
 
