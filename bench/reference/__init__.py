@@ -1,0 +1,163 @@
+"""The papers' results tables as bench's own reference data, and how they meet bench's protocols.
+
+`data/` holds the long-format CSVs (one documented number per row, `value` kept as the printed string) and
+`index.csv` (title, paper, seed lines of each table); the vocabulary is documented in `data/README.md`.
+`mapping.yaml` says which reference protocol is which bench protocol, which tables feed the leaderboards and
+with which preset. Values stay strings end to end so a table shows exactly what the paper printed.
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ..errors import BenchError
+
+__all__ = ["DATA_DIR", "Documented", "reference_index", "reference_table", "reference_mapping", "documented_entries",
+           "render_reference_table", "canonical_method", "canonical_arch", "reference_dataset"]
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+MAPPING_PATH = Path(__file__).resolve().parent / "mapping.yaml"
+
+
+@dataclass(frozen=True)
+class Documented:
+    """One documented number, placed on bench's (protocol, dataset) grid."""
+    table: str          # reference table name (CSV stem)
+    paper: str
+    protocol: str       # bench protocol
+    preset: str         # bench preset that reproduces the paper's evaluation
+    dataset: str        # reference dataset name
+    metric: str         # column label, e.g. top1 or top1@1% (semisup)
+    method: str         # as printed
+    arch: str
+    setting: str        # split_or_setting as printed
+    value: str          # as printed
+    row: int            # row number in the CSV (for stable ordering)
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise BenchError(f"{path}: reference table not found; reinstall bench (pip install -e .)")
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@functools.lru_cache(maxsize=None)
+def reference_index() -> tuple[dict[str, str], ...]:
+    return tuple(_read_csv(DATA_DIR / "index.csv"))
+
+
+@functools.lru_cache(maxsize=None)
+def reference_table(name: str) -> tuple[dict[str, str], ...]:
+    """Rows of one reference table (`name` without .csv), every field a string as in the CSV."""
+    return tuple(_read_csv(DATA_DIR / f"{name}.csv"))
+
+
+@functools.lru_cache(maxsize=None)
+def reference_mapping() -> dict:
+    try:
+        data = yaml.safe_load(MAPPING_PATH.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise BenchError(f"{MAPPING_PATH}: unreadable reference mapping ({e})") from e
+    for key in ("protocols", "tables", "unmapped", "excluded", "datasets", "methods"):
+        data.setdefault(key, {})
+    return data
+
+
+def reference_dataset(name: str) -> str:
+    """A bench dataset name in the reference vocabulary (identity unless mapping.yaml aliases it)."""
+    return reference_mapping()["datasets"].get(name, name)
+
+
+def canonical_method(label: str | None) -> str | None:
+    """'MoCov2 [15]', 'MoCo v2', 'mocov2' → 'mocov2'; 'SCLR [12]' → 'simclr'. None when it cannot match."""
+    if not label:
+        return None
+    s = re.sub(r"\[[^\]]*\]|\(ours\)", "", label.lower())
+    s = re.sub(r"[^a-z0-9]+", "", s)
+    aliases = reference_mapping()["methods"]
+    return aliases[s] if s in aliases else (s or None)
+
+
+_VIT_SIZES = {"tiny": "t", "small": "s", "base": "b", "large": "l", "huge": "h", "giant": "g"}
+
+
+def canonical_arch(arch: str | None) -> str | None:
+    """Printed or timm architecture → one spelling: 'RN50'/'ResNet-50'/'resnet50' → 'resnet50',
+    'ResNet-50 (2×)'/'RN50w2' → 'resnet50w2', 'ViT-S/16'/'vit_small_patch16_224' → 'vit-s/16', 'ViT-S' → 'vit-s'."""
+    if not arch:
+        return None
+    s = arch.lower().replace("×", "x").replace(" ", "").removeprefix("tv:").removeprefix("timm/")
+    if m := re.match(r"vit_(tiny|small|base|large|huge|giant)_patch(\d+)", s):
+        return f"vit-{_VIT_SIZES[m[1]]}/{m[2]}"
+    if m := re.fullmatch(r"vit-([tsblhg])(?:/(\d+))?", s):
+        return f"vit-{m[1]}" + (f"/{m[2]}" if m[2] else "")
+    if m := re.fullmatch(r"(?:resnet|rn|r)-?(\d+)(?:w(\d+)x?|\((\d+)x\))?", s):
+        width = m[2] or m[3]
+        return f"resnet{m[1]}" + (f"w{width}" if width and width != "1" else "")
+    if m := re.fullmatch(r"vgg-?(\d+)(?:_bn)?", s):
+        return f"vgg{m[1]}"
+    return re.sub(r"[^a-z0-9/]+", "", s) or None
+
+
+def arch_matches(documented: str | None, measured: str | None) -> bool:
+    """Same canonical arch; a documented ViT without patch size ('ViT-S' in DINO's table) matches any patch."""
+    d, m = canonical_arch(documented), canonical_arch(measured)
+    if not d or not m:
+        return False
+    return d == m or (d.startswith("vit-") and "/" not in d and m.split("/")[0] == d)
+
+
+@functools.lru_cache(maxsize=None)
+def documented_entries() -> tuple[Documented, ...]:
+    """Every numeric documented value of the leaderboard tables, on bench's grid, in index then row order."""
+    mapping = reference_mapping()
+    papers = {r["file"].removesuffix(".csv"): r["source_paper"] for r in reference_index()}
+    out = []
+    for table in (r["file"].removesuffix(".csv") for r in reference_index()):
+        presets = mapping["tables"].get(table)
+        if not presets:
+            continue
+        for i, row in enumerate(reference_table(table)):
+            target = mapping["protocols"].get(row["protocol"])
+            if row["protocol"] not in presets or not target or not row["value"]:
+                continue
+            # A setting the mapping lifts into the column (label fraction) no longer tells rows apart.
+            setting = "" if target.get("setting") else row["split_or_setting"]
+            metric = row["metric"] + (f"@{target['setting']}" if target.get("setting") else "")
+            out.append(Documented(table, papers.get(table, ""), target["protocol"], presets[row["protocol"]],
+                                  row["dataset"], metric, row["method"], row["arch"], setting, row["value"], i))
+    return tuple(out)
+
+
+_KEY_COLUMNS = ("method", "arch", "pretrain_data", "epochs", "resolution", "section", "split_or_setting")
+
+
+def render_reference_table(name: str) -> str:
+    """A reference table back as Markdown: one row per printed row, one column per protocol/dataset/metric.
+    Cells show `value` as printed, or the flag for a value that was not printed."""
+    rows = reference_table(name)
+    columns: list[tuple[str, str, str]] = []
+    body: dict[tuple, dict[tuple, str]] = {}
+    for row in rows:
+        col = (row["protocol"], row["dataset"], row["metric"])
+        if col not in columns:
+            columns.append(col)
+        body.setdefault(tuple(row[k] for k in _KEY_COLUMNS), {})[col] = row["value"] or f"({row['flag']})"
+    keys = [k for k in _KEY_COLUMNS if any(row[k] for row in rows)]
+    head = keys + ["/".join(c for c in col if c) for col in columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, cells in body.items():
+        label = [_md(v) for k, v in zip(_KEY_COLUMNS, key) if k in keys]
+        lines.append("| " + " | ".join(label + [_md(cells.get(col, "")) for col in columns]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _md(text: str) -> str:
+    """A Markdown-safe cell: pipes escaped, newlines flattened."""
+    return str(text).replace("|", "\\|").replace("\n", " ")

@@ -1,0 +1,106 @@
+"""What `run_all.sh` sweeps: the checkpoints of `checkpoints.yaml` that are on this machine, and why others are not.
+
+`checkpoints.yaml` (issue 3 fills it) maps a name to {url, sha256, family, arch, method, file/path, documented}.
+Every field is optional here: an entry is *local* when `path` exists, or when its file name (`file`, else the
+last part of `url`) is in `$BENCH_CHECKPOINTS` or `<cache>/checkpoints/`. Nothing is downloaded.
+
+`python3 -m bench.sweep` prints one line per checkpoint, `run<TAB>name<TAB>path<TAB>arch` or
+`skip<TAB>name<TAB>why`, which is all run_all.sh needs.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import BenchError
+
+__all__ = ["catalog_path", "checkpoint_catalog", "catalog_entry_for", "plan_checkpoints"]
+
+
+def catalog_path() -> Path:
+    """$BENCH_CHECKPOINTS_YAML, else `checkpoints.yaml` next to the bench package (the repository root)."""
+    if env := os.environ.get("BENCH_CHECKPOINTS_YAML"):
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "checkpoints.yaml"
+
+
+@functools.lru_cache(maxsize=None)
+def _load_catalog(path: str) -> dict[str, dict[str, Any]]:
+    p = Path(path)
+    if not p.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise BenchError(f"{p}: invalid YAML ({e}); fix the file") from e
+    entries = data.get("checkpoints") if isinstance(data, dict) else None
+    if entries is None:
+        return {}
+    if not isinstance(entries, dict):
+        raise BenchError(f"{p}: 'checkpoints' must be a mapping of name → fields")
+    return {str(k): (v if isinstance(v, dict) else {}) for k, v in entries.items()}
+
+
+def checkpoint_catalog() -> dict[str, dict[str, Any]]:
+    """name → fields of checkpoints.yaml; {} when the file is absent or empty."""
+    return _load_catalog(str(catalog_path()))
+
+
+def _file_name(entry: dict[str, Any]) -> str | None:
+    name = entry.get("file") or (str(entry["url"]).rstrip("/").rsplit("/", 1)[-1] if entry.get("url") else None)
+    return str(name) if name else None
+
+
+def catalog_entry_for(checkpoint: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The catalog entry of a record's `checkpoint` block: by name, then file name, then sha256."""
+    catalog = checkpoint_catalog()
+    name, sha = checkpoint.get("name"), checkpoint.get("sha256")
+    if name in catalog:
+        return name, catalog[name]
+    for key, entry in sorted(catalog.items()):
+        path_name = Path(str(entry["path"])).name if entry.get("path") else None
+        if name and name in (_file_name(entry), path_name):
+            return key, entry
+        if sha and entry.get("sha256") and str(entry["sha256"]).lower() == str(sha).lower():
+            return key, entry
+    return None
+
+
+def _search_dirs() -> list[Path]:
+    from .data import cache_dir
+    dirs = [Path(os.environ["BENCH_CHECKPOINTS"])] if os.environ.get("BENCH_CHECKPOINTS") else []
+    return dirs + [Path(cache_dir()) / "checkpoints"]
+
+
+def plan_checkpoints() -> list[tuple[str, str, str | None, str | None]]:
+    """[(action, name, path_or_reason, arch)] for every catalog entry; action is 'run' or 'skip'."""
+    plan = []
+    for name, entry in sorted(checkpoint_catalog().items()):
+        arch = entry.get("arch")
+        candidates = [Path(str(entry["path"])).expanduser()] if entry.get("path") else []
+        if fname := _file_name(entry):
+            candidates += [d / fname for d in _search_dirs()]
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            where = ", ".join(str(p) for p in candidates) or "no path/url/file in checkpoints.yaml"
+            plan.append(("skip", name, f"not on this machine (looked in: {where})", arch))
+        elif not arch:
+            plan.append(("skip", name, "checkpoints.yaml gives no arch", arch))
+        else:
+            plan.append(("run", name, str(found), str(arch)))
+    return plan
+
+
+def main() -> int:
+    for action, name, what, arch in plan_checkpoints():
+        print("\t".join([action, name, what or "", arch or ""]) if action == "run" else f"skip\t{name}\t{what}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""Leaderboards: run records + the papers' documented numbers → one Markdown and one CSV per protocol × dataset.
+
+Decisions:
+- Documented cells are the printed strings (never re-rounded); measured cells are `%.2f`; deltas `%+.2f`.
+- A measured row meets documented rows of the same table by (method, arch): the method comes from
+  checkpoints.yaml (`method`, else `family`) or the record's checkpoint family, both normalised by
+  `bench.reference.canonical_method`; the arch by `canonical_arch`. A delta is printed only when the record is
+  comparable (full data, no --quick, preset not overridden) AND ran the documented preset; otherwise the Δ cell
+  says why not.
+- Everything is sorted and formatted deterministically and no time or path enters a table, so regenerating from
+  the same records gives byte-identical files.
+- Protocol-specific record shapes are read by small adapters: `semisup` puts the label fraction into the column
+  (top1@1%), `transfer` spreads its per-dataset metrics over the per-dataset tables.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from ._io import atomic_write_text
+from .records import read_records
+from .reference import (Documented, _md, arch_matches, canonical_method, documented_entries, reference_dataset)
+from .sweep import catalog_entry_for
+
+__all__ = ["Measured", "Table", "measurements", "build_tables", "write_tables", "label_fraction"]
+
+FIXED_COLUMNS = ("source", "method", "arch", "checkpoint", "preset", "setting")
+TAIL_COLUMNS = ("delta", "record")
+
+
+@dataclass
+class Measured:
+    """One measured row: a checkpoint under one preset on one dataset (several records may fill it)."""
+    protocol: str
+    dataset: str
+    method: str
+    arch: str
+    checkpoint: str
+    preset: str
+    reasons: tuple[str, ...]            # why not comparable (empty = comparable)
+    values: dict[str, float] = field(default_factory=dict)
+    fingerprints: list[str] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple:
+        return (self.protocol, self.dataset, self.method, self.arch, self.checkpoint, self.preset, self.reasons)
+
+
+@dataclass
+class Table:
+    protocol: str
+    dataset: str
+    documented: list[Documented]
+    measured: list[Measured]
+
+    @property
+    def stem(self) -> str:
+        return re.sub(r"[^A-Za-z0-9_.+-]+", "-", f"{self.protocol}__{self.dataset}")
+
+    def metric_columns(self) -> list[str]:
+        cols = list(dict.fromkeys(d.metric for d in self.documented))
+        for m in self.measured:
+            cols += [c for c in m.values if c not in cols and (not self.documented or _is_headline(m, c))]
+        return cols
+
+
+def _is_headline(m: Measured, column: str) -> bool:
+    head = {h for r in m.records for h in (r.get("headline") or [])}
+    return column.split("@")[0] in head or not head
+
+
+def label_fraction(record: dict[str, Any]) -> str | None:
+    """'1%' / '10%' / '100%' from a semisup record's preset settings, options or details; None when absent.
+    Values ≤ 1 are fractions, larger ones percentages."""
+    pools = [record.get("preset_settings") or {}, (record.get("run_key") or {}).get("options") or {},
+             record.get("details") or {}]
+    for pool in pools:
+        for key in ("label_fraction", "fraction", "labels_fraction", "label_percent", "percent", "labels_pct", "pct"):
+            value = pool.get(key) if isinstance(pool, dict) else None
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+                pct = value * 100 if value <= 1 else value
+                return f"{pct:g}%"
+    return None
+
+
+def _identity(record: dict[str, Any]) -> tuple[str, str, str]:
+    """(method, arch, checkpoint name) of a record, the method from checkpoints.yaml when it knows the file."""
+    ck = record.get("checkpoint") or {}
+    hit = catalog_entry_for(ck)
+    entry = hit[1] if hit else {}
+    method = entry.get("method") or entry.get("family") or ck.get("family") or "unknown"
+    name = hit[0] if hit else (ck.get("name") or "unknown")
+    return str(method), str(ck.get("arch") or entry.get("arch") or ""), str(name)
+
+
+def _pieces(record: dict[str, Any]) -> Iterable[tuple[str, dict[str, float], tuple[str, ...]]]:
+    """(reference dataset, {column: value}, extra reasons) for each table a record contributes to."""
+    metrics = {k: float(v) for k, v in (record.get("metrics") or {}).items()}
+    dataset = reference_dataset((record.get("dataset") or {}).get("name", "unknown"))
+    protocol = record.get("protocol")
+    if protocol == "semisup":
+        frac = label_fraction(record)
+        if frac is None:
+            yield dataset, metrics, ("label fraction not in the record",)
+        else:
+            yield dataset, {f"{k}@{frac}": v for k, v in metrics.items()}, ()
+    elif protocol == "transfer":
+        doc_metric = {d.dataset: d.metric for d in documented_entries() if d.protocol == "transfer"}
+        for key, value in metrics.items():
+            if key != "mean":
+                yield reference_dataset(key), {doc_metric.get(reference_dataset(key), "score"): value}, ()
+    else:
+        yield dataset, metrics, ()
+
+
+def measurements(records: list[dict[str, Any]]) -> list[Measured]:
+    """Measured rows from records; records of the same checkpoint/preset/status share a row when their columns
+    do not overlap (semisup 1% and 10% side by side), otherwise each gets its own row."""
+    rows: list[Measured] = []
+    for rec in sorted(records, key=lambda r: (r.get("protocol", ""), r.get("preset", ""), r.get("fingerprint", ""),
+                                              str(r.get("checkpoint", {}).get("sha256")))):
+        method, arch, ckpt = _identity(rec)
+        for dataset, values, extra in _pieces(rec):
+            reasons = tuple(rec.get("not_comparable_because") or ()) + extra
+            new = Measured(rec["protocol"], dataset, method, arch, ckpt, str(rec.get("preset", "")), reasons)
+            row = next((r for r in rows if r.key == new.key and not set(r.values) & set(values)), None)
+            if row is None:
+                rows.append(row := new)
+            row.values.update(values)
+            row.fingerprints.append(str(rec.get("fingerprint", ""))[:8])
+            row.records.append(rec)
+    return rows
+
+
+def build_tables(records: list[dict[str, Any]]) -> list[Table]:
+    """Every (protocol, dataset) that has documented or measured numbers, sorted by protocol then dataset."""
+    tables: dict[tuple[str, str], Table] = {}
+    for d in documented_entries():
+        tables.setdefault((d.protocol, d.dataset), Table(d.protocol, d.dataset, [], [])).documented.append(d)
+    for m in measurements(records):
+        tables.setdefault((m.protocol, m.dataset), Table(m.protocol, m.dataset, [], [])).measured.append(m)
+    for t in tables.values():
+        t.measured.sort(key=lambda m: (m.method, m.arch, m.checkpoint, m.preset, m.reasons, m.fingerprints))
+    return [tables[k] for k in sorted(tables)]
+
+
+def _doc_rows(table: Table) -> list[tuple[tuple, dict[str, str], Documented]]:
+    """Documented entries grouped into printed rows: (table, method, arch, setting), in reference order."""
+    rows: dict[tuple, tuple[dict[str, str], Documented]] = {}
+    for d in table.documented:
+        key = (d.table, d.method, d.arch, d.preset, d.setting)
+        rows.setdefault(key, ({}, d))[0].setdefault(d.metric, d.value)
+    return [(k, cells, d) for k, (cells, d) in rows.items()]
+
+
+def delta_cell(m: Measured, table: Table) -> str:
+    """The Δ column of a measured row: deltas vs each matching documented row, or why there are none."""
+    matches = [(cells, d) for _, cells, d in _doc_rows(table)
+               if canonical_method(d.method) and canonical_method(d.method) == canonical_method(m.method)
+               and arch_matches(d.arch, m.arch)]
+    if not matches:
+        return f"no documented row for {m.method} {m.arch}".strip()
+    if m.reasons:
+        return "not compared: " + "; ".join(m.reasons)
+    parts = []
+    for cells, d in matches:
+        if d.preset != m.preset:
+            parts.append(f"not compared with {d.table}: preset {m.preset}, documented {d.preset}")
+            continue
+        common = [c for c in cells if c in m.values]
+        deltas = ", ".join(f"{c} {m.values[c] - float(cells[c]):+.2f}" for c in common)
+        parts.append(f"{deltas} vs {d.table}" if deltas else f"no common metric with {d.table}")
+    return "; ".join(parts)
+
+
+def table_rows(table: Table) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (all strings): documented rows first (reference order), then measured rows."""
+    metrics = table.metric_columns()
+    header = list(FIXED_COLUMNS) + metrics + list(TAIL_COLUMNS)
+    rows = [[d.table, d.method, d.arch, "", d.preset, d.setting] + [cells.get(c, "") for c in metrics] + ["", ""]
+            for _, cells, d in _doc_rows(table)]
+    for m in table.measured:
+        setting = "miniature" if any(r.get("dataset", {}).get("mini") for r in m.records) else ""
+        values = [f"{m.values[c]:.2f}" if c in m.values else "" for c in metrics]
+        rows.append(["measured", m.method, m.arch, m.checkpoint, m.preset, setting] + values
+                    + [delta_cell(m, table), " ".join(m.fingerprints)])
+    return header, rows
+
+
+def render_markdown(table: Table) -> str:
+    header, rows = table_rows(table)
+    papers = list(dict.fromkeys(f"`{d.table}` ({d.paper}; preset `{d.preset}`)" for d in table.documented))
+    lines = [f"# {table.protocol} · {table.dataset}", ""]
+    lines += [f"Documented rows: {', '.join(papers)}." if papers else "No documented rows for this pair.", ""]
+    lines += ["Measured rows: run records (`record` = fingerprint). Δ = measured − documented, given only for a "
+              "comparable record run with the documented preset.", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(table: Table) -> str:
+    header, rows = table_rows(table)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["protocol", "dataset"] + header)
+    writer.writerows([table.protocol, table.dataset] + row for row in rows)
+    return buf.getvalue()
+
+
+def write_tables(results: Path | str, *, plots: bool = True) -> list[Path]:
+    """Regenerate every table (and plot) from `results/runs/*.json` into `results/`. Returns the paths written."""
+    results = Path(results)
+    records = read_records(results)
+    tables = build_tables(records)
+    written = []
+    for t in tables:
+        written.append(atomic_write_text(results / f"{t.stem}.md", render_markdown(t)))
+        written.append(atomic_write_text(results / f"{t.stem}.csv", render_csv(t)))
+    if plots:
+        from .plots import write_plots
+        written += write_plots(results, tables, records)
+    written.append(atomic_write_text(results / "index.md", _index(tables, written, results)))
+    return written
+
+
+def _index(tables: list[Table], written: list[Path], results: Path) -> str:
+    lines = ["# Leaderboards", "", "Regenerated by `bench table` from the records in `runs/`.", "",
+             "| protocol | dataset | documented | measured | table |", "|---|---|---|---|---|"]
+    for t in tables:
+        lines.append(f"| {t.protocol} | {t.dataset} | {len(_doc_rows(t))} | {len(t.measured)} | "
+                     f"[{t.stem}.md]({t.stem}.md) |")
+    figures = sorted(p.name for p in written if p.suffix == ".png")
+    lines += ["", "Plots: " + (", ".join(f"[{f}]({f})" for f in figures) if figures else "none (no measured rows)")]
+    return "\n".join(lines) + "\n"
