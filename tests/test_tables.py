@@ -1,0 +1,149 @@
+"""bench table: documented and measured rows side by side, deltas only when fair, byte-identical regeneration."""
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench.records import write_record
+from bench.reference import reference_table
+from bench.tables import label_fraction, write_tables
+from conftest import run_cli
+
+
+def _record(protocol, preset, metrics, *, arch="resnet50", family="plain", name="model.pth", dataset="imagenet",
+            reasons=(), headline=("top1",), preset_settings=None, fp="0"):
+    return {"protocol": protocol, "preset": preset, "metrics": metrics, "headline": list(headline),
+            "comparable": not reasons, "not_comparable_because": list(reasons),
+            "checkpoint": {"name": name, "arch": arch, "family": family, "sha256": f"sha-{name}"},
+            "dataset": {"name": dataset, "mini": "miniature data" in reasons},
+            "preset_settings": preset_settings or {}, "fingerprint": f"{fp:0<16}"}
+
+
+def _write(results: Path, records: list[dict]) -> None:
+    for i, rec in enumerate(records):
+        write_record(rec, results / "runs" / f"r{i:02d}.json")
+
+
+def _doc(table, method, arch, protocol, metric="top1"):
+    return next(r["value"] for r in reference_table(table)
+                if (r["method"], r["arch"], r["protocol"], r["metric"]) == (method, arch, protocol, metric))
+
+
+def _rows(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory):
+    """A checkpoints.yaml that names the method of dino_s16.pth (its record family says only 'plain')."""
+    path = tmp_path_factory.mktemp("catalog") / "checkpoints.yaml"
+    path.write_text("checkpoints:\n  dino_vits16:\n    file: dino_s16.pth\n    method: DINO\n"
+                    "    arch: vit_small_patch16_224\n")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BENCH_CHECKPOINTS_YAML", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, catalog):
+    """One results folder of synthetic records for every protocol shape, tables written once (plots are slow)."""
+    res = tmp_path_factory.mktemp("tables") / "results"
+    vit = dict(arch="vit_small_patch16_224", name="dino_s16.pth")
+    _write(res, [
+        _record("knn", "dino", {"top1": 75.0, "top5": 90.0, "top1_k10": 74.0, "top1_k20": 75.0}, **vit, fp="1",
+                headline=("top1", "top5")),
+        _record("knn", "dino", {"top1": 10.0, "top5": 20.0, "top1_k20": 10.0}, **vit, fp="2",
+                reasons=("miniature data", "--quick")),
+        _record("knn", "instdisc", {"top1": 70.0, "top1_k200": 70.0}, **vit, fp="3"),
+        _record("knn", "dino", {"top1": 5.0}, arch="resnet18", family="random", name="random", fp="4"),
+        _record("semisup", "simclr", {"top1": 55.0, "top5": 80.0}, family="byol", name="byol.pth", fp="5",
+                preset_settings={"label_fraction": 0.01}),
+        _record("semisup", "simclr", {"top1": 70.0}, family="byol", name="byol.pth", fp="6",
+                preset_settings={"label_fraction": 0.1}),
+        _record("semisup", "simclr", {"top1": 1.0}, family="byol", name="nofrac.pth", fp="7"),
+        _record("transfer", "simclr", {"food101": 70.0, "aircraft": 50.0, "mean": 60.0}, arch="resnet50",
+                family="simclr", name="simclr.pth", fp="8"),
+    ])
+    write_tables(res)
+    return res
+
+
+def _measured(rows, checkpoint):
+    return [r for r in rows if r["source"] == "measured" and r["checkpoint"] == checkpoint]
+
+
+def test_knn_table_has_documented_rows_and_deltas_only_when_fair(results):
+    rows = _rows(results / "knn__imagenet.csv")
+    documented = [r for r in rows if r["source"] == "dino_linear_knn"]
+    assert len(documented) == sum(1 for r in reference_table("dino_linear_knn") if r["protocol"] == "knn")
+    dino = _measured(rows, "dino_vits16")
+    assert {r["method"] for r in dino} == {"DINO"}          # from checkpoints.yaml, not the record's family
+    fair = next(r for r in dino if r["record"] == "10000000")
+    expected = 75.0 - float(_doc("dino_linear_knn", "DINO", "ViT-S", "knn"))
+    assert f"top1 {expected:+.2f} vs dino_linear_knn" in fair["delta"]
+    assert fair["top1"] == "75.00" and fair["top5"] == "90.00"
+    mini = next(r for r in dino if r["top1"] == "10.00")
+    assert mini["delta"] == "not compared: miniature data; --quick"
+    other = next(r for r in dino if r["preset"] == "instdisc")
+    assert "preset instdisc, documented dino" in other["delta"] and "+" not in other["delta"]
+    random_row = _measured(rows, "random")[0]
+    assert random_row["delta"].startswith("no documented row for random resnet18")
+
+
+def test_semisup_fraction_becomes_the_column_and_meets_byol(results):
+    rows = _rows(results / "semisup__imagenet.csv")
+    byol = _measured(rows, "byol.pth")
+    assert len(byol) == 1                                     # 1 % and 10 % records share one row
+    row = byol[0]
+    assert row["top1@1%"] == "55.00" and row["top1@10%"] == "70.00" and row["top5@1%"] == "80.00"
+    d1 = 55.0 - float(_doc("byol_semisup", "BYOL (ours)", "ResNet-50", "semisup_1pct"))
+    d10 = 70.0 - float(_doc("byol_semisup", "BYOL (ours)", "ResNet-50", "semisup_10pct"))
+    assert f"top1@1% {d1:+.2f}" in row["delta"] and f"top1@10% {d10:+.2f}" in row["delta"]
+    assert _measured(rows, "nofrac.pth")[0]["delta"] == "not compared: label fraction not in the record"
+    assert label_fraction({"preset_settings": {"percent": 10}}) == "10%"
+    assert label_fraction({"details": {}}) is None
+
+
+def test_transfer_spreads_over_per_dataset_tables(results):
+    food = _rows(results / "transfer__food101.csv")
+    row = _measured(food, "simclr.pth")[0]
+    assert row["top1"] == "70.00"
+    aircraft = _measured(_rows(results / "transfer__aircraft.csv"), "simclr.pth")[0]
+    assert aircraft["mean_per_class_acc"] == "50.00"          # the documented metric of that dataset
+    assert not (results / "transfer__mean.csv").exists()
+    assert "no documented row" in row["delta"]                # SimCLR's transfer table prints no arch
+
+
+def test_plots_written(results):
+    for stem in ("knn__imagenet", "knn__imagenet__over_k", "semisup__label_efficiency", "transfer__per_dataset"):
+        assert (results / f"{stem}.png").stat().st_size > 1000
+        assert (results / f"{stem}.svg").read_text().lstrip().startswith("<?xml")
+    index = (results / "index.md").read_text()
+    assert "[knn__imagenet.md](knn__imagenet.md)" in index
+
+
+def test_markdown_is_a_table_with_one_cell_per_column(results):
+    md = (results / "knn__imagenet.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("|")]
+    widths = {line.count(" | ") for line in table if not line.startswith("|---")}
+    assert len(widths) == 1 and table[1].count("---") == len(table[0].split(" | "))
+
+
+def test_regeneration_is_byte_identical_and_path_independent(results, tmp_path):
+    def snapshot(folder):
+        return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    first = snapshot(results)
+    write_tables(results)
+    assert snapshot(results) == first
+    elsewhere = tmp_path / "copy"
+    shutil.copytree(results / "runs", elsewhere / "runs")
+    assert run_cli("table", "--results", elsewhere) == 0
+    copy = snapshot(elsewhere)
+    assert copy == first and any(name.endswith(".svg") for name in copy)
+
+
+def test_table_on_missing_folder_is_a_one_line_error(tmp_path, capsys):
+    assert run_cli("table", "--results", tmp_path / "nope") == 2
+    assert "results folder not found" in capsys.readouterr().err
