@@ -1,0 +1,80 @@
+"""bench check: the project's expectations hold (this is how CI runs them), and an edit beyond tolerance fails."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench.sweep import plan_checkpoints
+from conftest import run_cli
+
+EXPECTED = Path(__file__).resolve().parent.parent / "results" / "expected"
+
+
+@pytest.fixture(scope="module")
+def check_results(tmp_path_factory):
+    """Shared results folder: the first check runs the expectations, later ones reuse their records."""
+    return tmp_path_factory.mktemp("check")
+
+
+def test_project_expectations_hold(check_results, capsys):
+    assert sorted(EXPECTED.glob("*.yaml")), "results/expected/ holds no expectation"
+    assert run_cli("check", "--expected", EXPECTED, "--results", check_results) == 0
+    assert "FAIL" not in capsys.readouterr().out
+
+
+def _edited(tmp_path: Path, metric: str, delta: float) -> Path:
+    data = yaml.safe_load((EXPECTED / "knn.yaml").read_text())
+    data["metrics"][metric] = round(data["metrics"][metric] + delta, 2)
+    path = tmp_path / "knn.yaml"            # same stem → reuses the record the first test ran
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_edit_beyond_tolerance_fails_with_a_diff(check_results, tmp_path, capsys):
+    tol = yaml.safe_load((EXPECTED / "knn.yaml").read_text())["tolerance"]
+    assert run_cli("check", "--expected", _edited(tmp_path, "top1", 2 * tol), "--results", check_results) == 1
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.strip().startswith("top1 "))
+    assert "beyond tolerance" in line and f"{-2 * tol:+.2f}" in line
+    assert "0/1 expectations hold" in out
+
+
+def test_edit_within_tolerance_passes(check_results, tmp_path):
+    tol = yaml.safe_load((EXPECTED / "knn.yaml").read_text())["tolerance"]
+    assert run_cli("check", "--expected", _edited(tmp_path, "top5", tol / 2), "--results", check_results) == 0
+
+
+def test_missing_metric_fails(check_results, tmp_path, capsys):
+    data = yaml.safe_load((EXPECTED / "knn.yaml").read_text())
+    data["metrics"]["no_such_metric"] = 1.0
+    (tmp_path / "knn.yaml").write_text(yaml.safe_dump(data))
+    assert run_cli("check", "--expected", tmp_path / "knn.yaml", "--results", check_results) == 1
+    assert "missing from the record" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("body,message", [("args: [run]\nmetrics: {top1: 1}\n", "needs 'args'"),
+                                          ("args: [run, --out, x]\nmetrics: {top1: 1}\ntolerance: 1\n", "--out"),
+                                          ("args: [run]\nmetrics: {top1: fast}\ntolerance: 1\n", "metrics.top1")])
+def test_malformed_expectation_is_a_one_line_error(tmp_path, capsys, body, message):
+    (tmp_path / "bad.yaml").write_text(body)
+    assert run_cli("check", "--expected", tmp_path / "bad.yaml") == 2
+    assert message in capsys.readouterr().err
+
+
+def test_sweep_plan_lists_local_checkpoints_and_says_why_others_are_skipped(tmp_path, monkeypatch):
+    (tmp_path / "here.pth").write_bytes(b"x")
+    catalog = tmp_path / "checkpoints.yaml"
+    catalog.write_text(yaml.safe_dump({"checkpoints": {
+        "local": {"path": str(tmp_path / "here.pth"), "arch": "resnet50"},
+        "by_url": {"url": "https://example.org/w/by_url.pth", "arch": "resnet50"},
+        "no_arch": {"path": str(tmp_path / "here.pth")}}}))
+    monkeypatch.setenv("BENCH_CHECKPOINTS_YAML", str(catalog))
+    monkeypatch.setenv("BENCH_CHECKPOINTS", str(tmp_path / "ckpts"))
+    plan = {name: (action, what) for action, name, what, _ in plan_checkpoints()}
+    assert plan["local"] == ("run", str(tmp_path / "here.pth"))
+    assert plan["by_url"][0] == "skip" and str(tmp_path / "ckpts" / "by_url.pth") in plan["by_url"][1]
+    assert plan["no_arch"] == ("skip", "checkpoints.yaml gives no arch")
+    (tmp_path / "ckpts").mkdir()
+    (tmp_path / "ckpts" / "by_url.pth").write_bytes(b"x")
+    plan = {name: (action, what) for action, name, what, _ in plan_checkpoints()}
+    assert plan["by_url"] == ("run", str(tmp_path / "ckpts" / "by_url.pth"))
