@@ -22,8 +22,7 @@ import numpy as np
 import torch
 
 from .._io import sha256_file
-from ..data.retrieval import OTHER_DATASET, REVISITED, RetrievalData, RetrievalImages, load_retrieval_data
-from ..data.retrieval import safe_load_gnd
+from ..data.retrieval import OTHER_DATASET, REVISITED, RetrievalData, RetrievalImages, safe_load_gnd
 from ..errors import BenchError, DataError, PresetError
 from ..metrics.retrieval import REVISITED_SETUPS, gnd_masks, map_from_rank_of
 from . import ProtocolResult, register_protocol
