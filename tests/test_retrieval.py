@@ -249,3 +249,34 @@ def test_features_dir_and_distractors(tmp_path):
     from bench.runner import RunContext
     with pytest.raises(DataError, match="whiten.npz"):
         _features_from_dir(RunContext(dataset="roxford5k", features_dir=d), RetrievalPreset(whiten="global"))
+
+
+def test_query_crop_before_and_after_resize():
+    from PIL import Image
+
+    from bench.protocols._retrieval_extract import ImagePrep
+    img = Image.new("RGB", (200, 100))
+    bbx = (20.0, 10.0, 120.0, 62.0)
+    # revisitop: crop the 100×52 box first, then max side 50 → 50×26
+    assert ImagePrep(50, query_crop="before_resize")(img, bbx).shape == (3, 26, 50)
+    # deepcluster: resize to 50×25 (ratio 1/4), box scaled and rounded → x 5..30, y 2..16 (np.round(15.5) = 16)
+    assert ImagePrep(50, query_crop="after_resize")(img, bbx).shape == (3, 14, 25)
+    # dino: thumbnail never enlarges, and the query is not cropped
+    assert ImagePrep(400, resize="thumbnail", query_crop="none")(img, bbx).shape == (3, 100, 200)
+
+
+def test_vit_any_size_path_equals_plain_forward_at_native_size():
+    import torch
+
+    from bench.backbones import load_backbone
+    from bench.protocols._retrieval_extract import Descriptor, _vit_tokens, describe
+    model = load_backbone(None, "test_vit").model
+    size = model.patch_embed.img_size
+    x = torch.randn(1, 3, *size)
+    with torch.inference_mode():
+        tokens, h, w = _vit_tokens(model, x)
+        torch.testing.assert_close(tokens, model.forward_features(x))
+        assert (h, w) == model.patch_embed.grid_size
+        # a non-multiple size runs (extra pixels dropped like DINO's strided patch conv) and is unit-norm
+        v = describe(model, torch.randn(1, 3, size[0] + 5, size[1] + 21), Descriptor("cls"))
+    assert v.shape == (1, model.embed_dim) and torch.linalg.norm(v).item() == pytest.approx(1.0, abs=1e-5)
