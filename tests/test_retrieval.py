@@ -244,6 +244,12 @@ def test_features_dir_and_distractors(tmp_path):
     # each query's 2 identical distractors rank first, its 3 positives at ranks 2, 3, 4 (hand-worked trapezoids)
     ap = np.mean([(0 + 1 / 3) / 2, (1 / 3 + 2 / 4) / 2, (2 / 4 + 3 / 5) / 2])
     assert rec["metrics"]["mAP_M"] == pytest.approx(100 * ap) and rec["details"]["n_distractors"] == 8
+
+    np.savez(d / "whiten.npz", features=rng.normal(size=(40, dim)).astype(np.float32))
+    assert run_cli(*base, "--out", tmp_path / "d", "--set", "whiten=global", "--set", "whiten_dim=4") == 0
+    assert _record(tmp_path / "d")["details"]["whitening"] == {"learned_on": "whiten.npz", "dim": 4,
+                                                               "n_train_vectors": 40, "kind": "global"}
+    (d / "whiten.npz").unlink()
     assert run_cli(*base, "--out", tmp_path / "c", "--set", "whiten=global") == 2   # no whiten.npz: one-line error
     from bench.protocols.retrieval import _features_from_dir, RetrievalPreset
     from bench.runner import RunContext

@@ -244,7 +244,9 @@ def run_retrieval(ctx, preset: RetrievalPreset) -> ProtocolResult:
                                "n_queries": len(data.qimlist), "n_db": len(data.imlist),
                                "protocol": "revisited" if data.revisited else "original"}
     if white is not None:
-        pca = fit_whitening(white.get("regions", white.get("features")), preset.whiten_dim, ctx.seed)
+        # fit on exactly what gets whitened: L2-normalised region vectors or L2-normalised image vectors
+        pca = fit_whitening(white["regions"] if "regions" in white else _l2(white["features"]), preset.whiten_dim,
+                            ctx.seed)
         qv, dbv = _apply_whitening(pca, q), _apply_whitening(pca, db)
         dv = _apply_whitening(pca, {"features": distractors}) if distractors is not None else None
         details["whitening"] = {"learned_on": white_on or "whiten.npz", "dim": int(pca.n_components_),
