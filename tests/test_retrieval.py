@@ -220,8 +220,8 @@ def test_dino_preset_on_vit_uses_per_dataset_settings(mini_root, tmp_path):
 
 
 def test_features_dir_and_distractors(tmp_path):
-    """A planted problem: each query's positives are its near copies; far distractors must not change mAP,
-    distractors equal to the query must push every positive down."""
+    """A planted problem: each query's positives are its near copies (mAP 100); two distractors equal to each query
+    push its positives down by exactly two ranks; whitening reads whiten.npz."""
     rng = np.random.default_rng(0)
     nq, per, dim = 4, 3, 8
     centres = rng.normal(size=(nq, dim))
