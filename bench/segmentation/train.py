@@ -1,7 +1,7 @@
 """Iteration-based training (mmseg IterBasedRunner) with DDP, AMP, atomic checkpoints and resume; evaluation.
 
 DDP: launched with torchrun, each rank trains on its share of the batch (DistributedSampler); BatchNorm becomes
-SyncBatchNorm (the configs' SyncBN). Only rank 0 writes checkpoints. Evaluation shards the images over the ranks
+SyncBatchNorm on GPUs (the configs' SyncBN). Only rank 0 writes checkpoints. Evaluation shards the images over the ranks
 and all-reduces one confusion matrix. AMP is fp16 autocast with a GradScaler (the configs' fp16) on CUDA only.
 Checkpoints hold the trainable modules, the optimiser, the scaler and the iteration; a resumed run continues
 from the last one written, so an interrupted run repeats at most `checkpoint_every` iterations.
@@ -123,8 +123,9 @@ def train_segmentation(model: SegModel, groups: list[dict], train_set: Dataset, 
     start = _resume(run_dir, model, opt, scaler, device)
     net = model
     if world > 1:
-        net = nn.parallel.DistributedDataParallel(nn.SyncBatchNorm.convert_sync_batchnorm(model),
-                                                  device_ids=[device.index] if device.type == "cuda" else None)
+        if device.type == "cuda":   # SyncBN (the configs' norm) exists only for GPU modules; CPU/gloo keeps BN
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     net.train()
     batches = _batches(train_set, max(cfg.batch_size // world, 1), workers, seed, rank, world,
                        device.type == "cuda")
