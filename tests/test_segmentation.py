@@ -74,7 +74,11 @@ def test_vit_pyramid_and_heads_shapes():
     linear = build_seg_model(load_backbone(None, "test_vit"), SegPreset(head="linear", out_indices=(-4, -3, -2, -1),
                              in_index=(0, 1, 2, 3), freeze_backbone=True), crop=64, channels=16)
     assert linear.decode.bn.num_features == 4 * bb.model.embed_dim
-    assert not any(p.requires_grad for p in linear.features.parameters()) or linear.features.frozen
+    linear.train()
+    assert not linear.features.model.training          # frozen backbone stays in inference mode
+    linear(torch.randn(2, 3, 64, 64))[0].sum().backward()
+    assert all(p.grad is None for p in linear.features.parameters())
+    assert linear.decode.conv_seg.weight.grad is not None
 
 
 def test_slide_inference_equals_whole_image_for_pointwise_model():
