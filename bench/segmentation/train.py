@@ -1,0 +1,174 @@
+"""Iteration-based training (mmseg IterBasedRunner) with DDP, AMP, atomic checkpoints and resume; evaluation.
+
+DDP: launched with torchrun, each rank trains on its share of the batch (DistributedSampler); BatchNorm becomes
+SyncBatchNorm on GPUs (the configs' SyncBN). Only rank 0 writes checkpoints. Evaluation shards the images over the ranks
+and all-reduces one confusion matrix. AMP is fp16 autocast with a GradScaler (the configs' fp16) on CUDA only.
+Checkpoints hold the trainable modules, the optimiser, the scaler and the iteration; a resumed run continues
+from the last one written, so an interrupted run repeats at most `checkpoint_every` iterations.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from .._io import atomic_write_bytes
+from ..errors import NonFiniteError
+from ..metrics.segmentation import IGNORE_INDEX, confusion_matrix
+from .model import SegModel, slide_inference
+from .optim import poly_warmup_factor
+
+__all__ = ["TrainConfig", "dist_info", "train_segmentation", "evaluate_segmentation"]
+
+_logger = logging.getLogger(__name__)
+CKPT_NAME = "last.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    iterations: int
+    batch_size: int              # total over all ranks
+    lr: float
+    warmup_iters: int
+    warmup_ratio: float
+    poly_power: float
+    min_lr_ratio: float
+    betas: tuple[float, float]
+    aux_weight: float
+    checkpoint_every: int
+    amp: bool
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size); initialises the process group under torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend)
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def _progress(iterable, **kw):
+    from tqdm.auto import tqdm
+    return tqdm(iterable, leave=False, disable=os.environ.get("BENCH_PROGRESS", "1") == "0" or
+                dist_info()[0] != 0, **kw)
+
+
+def _trainable_state(model: SegModel) -> dict[str, torch.Tensor]:
+    # A frozen backbone is rebuilt from its own weights on resume; only what training changes is saved.
+    skip = "features." if model.features.frozen else None
+    return {k: v for k, v in model.state_dict().items() if skip is None or not k.startswith(skip)}
+
+
+def _save(run_dir: Path, model: SegModel, opt, scaler, it: int) -> None:
+    buf = io.BytesIO()
+    torch.save({"model": _trainable_state(model), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+                "iteration": it}, buf)
+    atomic_write_bytes(run_dir / CKPT_NAME, buf.getvalue())
+
+
+def _resume(run_dir: Path | None, model: SegModel, opt, scaler, device) -> int:
+    path = run_dir / CKPT_NAME if run_dir else None
+    if path is None or not path.is_file():
+        return 0
+    state = torch.load(path, map_location=device, weights_only=True)
+    model.load_state_dict(state["model"], strict=not model.features.frozen)
+    opt.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    _logger.info("resuming segmentation training from %s at iteration %d", path, state["iteration"])
+    return int(state["iteration"])
+
+
+def _batches(dataset: Dataset, batch: int, workers: int, seed: int, rank: int, world: int, pin: bool):
+    """Endless shuffled batches (drop_last, as mmseg's infinite sampler), a new order every pass."""
+    from torch.utils.data.distributed import DistributedSampler
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=True,
+                        pin_memory=pin, persistent_workers=workers > 0)
+    epoch = 0
+    while True:
+        sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, aux_weight: float) -> torch.Tensor:
+    logits, aux = model(x)
+    loss = F.cross_entropy(F.interpolate(logits.float(), y.shape[1:], mode="bilinear", align_corners=False), y,
+                           ignore_index=IGNORE_INDEX)
+    if aux is not None:
+        loss = loss + aux_weight * F.cross_entropy(
+            F.interpolate(aux.float(), y.shape[1:], mode="bilinear", align_corners=False), y,
+            ignore_index=IGNORE_INDEX)
+    return loss
+
+
+def train_segmentation(model: SegModel, groups: list[dict], train_set: Dataset, cfg: TrainConfig, *,
+                       device: torch.device, run_dir: Path | None, workers: int = 0, seed: int = 0) -> dict:
+    """Train for cfg.iterations (resuming from run_dir); returns {"resumed_from", "final_loss"}."""
+    rank, world = dist_info()
+    model.to(device)
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp)
+    start = _resume(run_dir, model, opt, scaler, device)
+    net = model
+    if world > 1:
+        if device.type == "cuda":   # SyncBN (the configs' norm) exists only for GPU modules; CPU/gloo keeps BN
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    net.train()
+    batches = _batches(train_set, max(cfg.batch_size // world, 1), workers, seed, rank, world,
+                       device.type == "cuda")
+    loss_value = float("nan")
+    for it in _progress(range(start, cfg.iterations), desc="segmentation train", unit="it", initial=start,
+                        total=cfg.iterations):
+        factor = poly_warmup_factor(it, cfg.iterations, cfg.warmup_iters, cfg.warmup_ratio, cfg.poly_power,
+                                    cfg.min_lr_ratio)
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * factor * g.get("lr_scale", 1.0)
+        x, y = next(batches)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=cfg.amp):
+            loss = _loss(net, x, y, cfg.aux_weight)
+        if not torch.isfinite(loss):
+            raise NonFiniteError(f"segmentation loss is {loss.item()} at iteration {it}; lower the lr "
+                                 f"(--set lr=...) or check the checkpoint")
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        loss_value = float(loss.detach())
+        done = it + 1
+        if run_dir is not None and rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.iterations):
+            _save(run_dir, model, opt, scaler, done)
+    if world > 1:
+        dist.barrier()
+    return {"resumed_from": start, "final_loss": loss_value}
+
+
+@torch.no_grad()
+def evaluate_segmentation(model: SegModel, val_set: Dataset, *, num_classes: int, crop: int, stride: int,
+                          device: torch.device, amp: bool = False) -> torch.Tensor:
+    """Single-scale sliding-window evaluation; returns the confusion matrix summed over all ranks."""
+    rank, world = dist_info()
+    model.to(device).eval()
+    conf = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    for i in _progress(range(rank, len(val_set), world), desc="segmentation eval", unit="img"):
+        x, y = val_set[i]
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            logits = slide_inference(model, x[None].to(device), crop, stride, num_classes)
+        logits = F.interpolate(logits.float(), y.shape, mode="bilinear", align_corners=False)
+        conf += confusion_matrix(logits.argmax(1)[0], y.to(device), num_classes)
+    if world > 1:
+        dist.all_reduce(conf)
+    return conf.cpu()
