@@ -350,3 +350,168 @@ def test_layout_loads_fully_with_reference_features(built, name, capsys):
     assert run_cli("inspect", path, "--json") == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["coverage"] == 1.0 and shown["family"] == family and shown["dropped"] == rep.dropped
+
+
+# ---------------------------------------------------------------- traps (research/checkpoints.md §0 and per family)
+def test_dino_student_is_chosen_with_ckpt_key(built):
+    path, teacher, obj = built["dino_full_vit"]
+    student = vit()
+    student.load_state_dict({k[len("module.backbone."):]: v for k, v in obj["student"].items()
+                             if k.startswith("module.backbone.")})
+    bb = load_backbone(path, ckpt_key="student")
+    assert bb.report.ckpt_key == "student" and bb.report.dropped["teacher (other network)"] == 1
+    _same_features(bb, student, X32)
+    with torch.no_grad():
+        assert not torch.allclose(bb.model.forward_features(X32), teacher.forward_features(X32))
+
+
+def test_mocov3_vit_small_gets_12_heads_not_timms_6(built):
+    path, ref, _ = built["moco_v3_vit_small"]
+    bb = load_backbone(path)
+    assert bb.report.arch == "vit_small_patch16_224" and bb.model.blocks[0].attn.num_heads == 12
+    from bench.backbones._assemble import plan_model
+    from bench.backbones.families import family_spec
+    sd = {k: v for k, v in bb.model.state_dict().items()}
+    plan = plan_model(sd, "vit_small_patch16_224", family_spec("moco-v3"), "x")   # a user's stock --arch too
+    assert plan.kwargs["num_heads"] == 12
+    six = timm.create_model("vit_small_patch16_224", num_classes=0, depth=2, img_size=32)   # the silent trap
+    six.load_state_dict(ref.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(six.forward_features(X32), ref.forward_features(X32), atol=1e-3)
+
+
+def test_mask_token_alone_is_not_dinov2(built):
+    bb = load_backbone(built["mae_full"][0])
+    assert bb.report.family == "mae" and "dinov2" not in bb.report.arch
+    assert isinstance(bb.model.blocks[0].ls1, torch.nn.Identity)   # no layerscale was invented
+
+
+def test_mae_finetuned_uses_fc_norm_avg_pool(built):
+    path, ref, _ = built["mae_finetuned"]
+    bb = load_backbone(path)
+    assert bb.report.model_kwargs["global_pool"] == "avg" and bb.report.feature_mode == "pool"
+    with torch.no_grad():   # fc_norm(mean of patch tokens), MAE models_vit.py global_pool=True
+        tokens = ref.forward_features(X32)
+        torch.testing.assert_close(bb.features(X32), ref.fc_norm(tokens[:, 1:].mean(1)))
+
+
+def test_beit_pretrained_keeps_norm_with_token_pool(built):
+    bb = load_backbone(built["beit"][0])
+    assert bb.report.model_kwargs["global_pool"] == "token" and isinstance(bb.model.norm, torch.nn.LayerNorm)
+    assert bb.report.preprocessing["mean"] == (0.5, 0.5, 0.5)                       # BEiT v1 pretraining
+    assert load_backbone(built["beitv2"][0]).report.preprocessing["mean"] == (0.485, 0.456, 0.406)
+
+
+def test_pos_embed_is_resampled_to_the_requested_resolution(tmp_path):
+    from timm.layers import resample_abs_pos_embed
+    ref = _perturbed(timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=32))   # 12 blocks, 2×2 grid
+    torch.save({"model": ref.state_dict()}, tmp_path / "v.pth")
+    bb = load_backbone(tmp_path / "v.pth", "vit_tiny_patch16_224")                        # model grid 14×14
+    expected = resample_abs_pos_embed(ref.pos_embed.detach(), new_size=[14, 14], num_prefix_tokens=1)
+    assert bb.report.coverage == 1.0 and any("pos_embed resampled 4 → 196" in n for n in bb.report.notes)
+    torch.testing.assert_close(bb.model.pos_embed.detach(), expected)
+
+
+def test_family_preprocessing_and_probe_feature(built):
+    assert load_backbone(built["simclrv2_separius"][0]).report.preprocessing["std"] == (1.0, 1.0, 1.0)
+    assert load_backbone(built["swav"][0]).report.preprocessing["std"] == (0.228, 0.224, 0.225)
+    from bench.backbones.families import family_spec
+    dino, ibot = family_spec("dino"), family_spec("ibot")
+    assert [dino.feature_mode("vit", w) for w in (384, 768)] == ["last4-cls", "cls+avgpool-interleaved"]
+    assert [ibot.feature_mode("vit", w) for w in (384, 768)] == ["last4-cls", "cls+avgpool"]
+    assert dino.feature_mode("resnet", 0) == "pool"
+
+
+def test_widened_resnet_fails_loudly(tmp_path):
+    sd = resnet().state_dict()
+    sd["conv1.weight"] = t(128, 3, 7, 7)   # SwAV RN50-w2 / SimCLR 2x widen every layer, the stem included
+    torch.save(sd, tmp_path / "w2.pth")
+    with pytest.raises(Exception, match="width-multiplied"):
+        load_backbone(tmp_path / "w2.pth")
+
+
+@pytest.mark.parametrize("name,arch", [("resnet18", "resnet18"), ("resnet34", "resnet34"), ("resnet50", "resnet50"),
+                                       ("resnet101", "resnet101"), ("wide_resnet50_2", "wide_resnet50_2")])
+def test_resnet_depth_from_block_counts(name, arch):
+    from bench.backbones._arch import guess_arch
+    with torch.device("meta"):
+        sd = timm.create_model(name).state_dict()
+    assert guess_arch(sd).arch == arch and guess_arch(sd).structure == {}
+
+
+def test_two_matching_layouts_is_an_error(monkeypatch, built):
+    from bench.backbones import layouts
+    from bench.errors import CheckpointError
+    real = layouts.list_layouts()
+    monkeypatch.setattr(layouts, "list_layouts", lambda: real + [real[0]])
+    with pytest.raises(CheckpointError, match="matches several checkpoint layouts"):
+        layouts.detect_layout(built["mae_full"][2], "x.pth")
+
+
+def test_unknown_layout_and_unknown_arch_say_what_to_do(tmp_path):
+    from bench.errors import CheckpointError
+    torch.save({"encoder": {"weird.weight": t(2)}}, tmp_path / "u.pth")
+    with pytest.raises(CheckpointError, match="unknown checkpoint layout.*bench inspect"):
+        load_backbone(tmp_path / "u.pth")
+
+
+def test_convert_round_trip_gives_the_same_model(built, tmp_path, capsys):
+    for name in ("dinov2_reg4", "moco_v3_vit_small", "beit"):
+        path, ref, _ = built[name]
+        out = tmp_path / f"{name}.safetensors"
+        assert run_cli("convert", path, out) == 0
+        bb = load_backbone(out)
+        assert bb.report.coverage == 1.0 and bb.report.layout == "bench-convert"
+        assert bb.report.family == CASES[name][2] and bb.report.arch == CASES[name][4]
+        _same_features(bb, ref, X28 if "dinov2" in name else X32)
+        from safetensors import safe_open
+        with safe_open(str(out), framework="pt") as f:
+            assert json.loads(f.metadata()["bench.backbone"])["source_sha256"] == load_backbone(path).report.sha256
+
+
+# ---------------------------------------------------------------- safety and loud failures through the CLI
+class _Marker:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        import os
+        return (os.system, (f"touch {self.path}",))
+
+
+def exclude_bias_and_norm(p):   # Barlow/VICReg LARS filter, pickled by reference in their full checkpoints
+    return p.ndim == 1
+
+
+def test_cli_errors_are_one_line_and_execute_nothing(built, tmp_path, capsys):
+    marker = tmp_path / "executed"
+    torch.save({"state_dict": resnet().state_dict(), "x": _Marker(marker)}, tmp_path / "evil.pth")
+    path = built["torchvision_resnet"][0]
+    (tmp_path / "trunc.pth").write_bytes(path.read_bytes()[:5000])
+    (tmp_path / "empty.pth").write_bytes(b"")
+    cases = [(["inspect", tmp_path / "evil.pth"], r"refused to unpickle the global 'posix.system'.*--trust-checkpoint"),
+             (["inspect", tmp_path / "trunc.pth"], "truncated or corrupt"),
+             (["inspect", tmp_path / "empty.pth"], "empty"),
+             (["inspect", path, "--arch", "resnet50"], "shape mismatch"),
+             (["inspect", built["dino_full_vit"][0], "--arch", "vit_small_patch16_224"], "shape mismatch")]
+    for argv, pattern in cases:
+        assert run_cli(*argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and __import__("re").search(pattern, err), err
+    assert not marker.exists()
+
+
+def test_barlow_full_checkpoint_needs_trust(built, tmp_path):
+    from bench.errors import CheckpointError
+    obj, ref = barlow_full()
+    obj["optimizer"]["param_groups"] = [{"weight_decay_filter": exclude_bias_and_norm}]
+    torch.save(obj, tmp_path / "checkpoint.pth")
+    with pytest.raises(CheckpointError, match="exclude_bias_and_norm.*--trust-checkpoint"):
+        load_backbone(tmp_path / "checkpoint.pth")
+    bb = load_backbone(tmp_path / "checkpoint.pth", trust_checkpoint=True)
+    assert bb.report.family == "barlow-twins/vicreg" and bb.report.coverage == 1.0
+
+
+def test_namespace_args_are_reported_as_non_tensors(built):
+    rep = load_backbone(built["dino_full_vit"][0]).report
+    assert "argparse.Namespace" in rep.pickle_globals and "args (argparse.Namespace)" in rep.extra_objects

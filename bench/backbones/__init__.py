@@ -180,6 +180,8 @@ def load_backbone(source: str | os.PathLike | None = None, arch: str | None = No
     plan = plan_model(conv.state_dict, arch, family, str(path))
     if meta is not None and arch == meta.get("arch"):
         plan.kwargs = dict(meta.get("model_kwargs") or {})   # rebuild exactly what was converted
+        plan.notes.append(f"converted by bench convert from {meta.get('source')} (sha256 {meta.get('source_sha256')}, "
+                          f"{meta.get('layout')} layout)")
     torch.manual_seed(seed)
     model, library = create_model(plan.arch, **plan.kwargs)
     fit_resolution(plan, model)

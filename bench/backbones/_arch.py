@@ -95,7 +95,8 @@ def _guess_vit(sd, kind: str) -> ArchGuess:
     size, heads, _ = vit_size_name(width)
     needs: dict[str, Any] = {}
     if kind == "dinov2":
-        reg = sd["register_tokens"].shape[1] if "register_tokens" in sd else 0
+        regs = sd.get("register_tokens", sd.get("reg_token"))   # original name / timm's (a bench-converted file)
+        reg = regs.shape[1] if regs is not None else 0
         size = "giant" if "blocks.0.mlp.w12.weight" in sd else size   # only ViT-g uses SwiGLU
         size = size if size in ("small", "base", "large", "giant") else "small"
         arch = f"vit_{size}_patch14{'_reg4' if reg == 4 else ''}_dinov2"
@@ -111,7 +112,8 @@ def _guess_vit(sd, kind: str) -> ArchGuess:
             needs["init_values"] = 1e-5   # any non-None value creates the layerscale modules; the file sets them
     if "fc_norm.weight" in sd:
         needs["global_pool"] = "avg"       # MAE fine-tuned: fc_norm replaces norm (models_vit.py global_pool=True)
-    side = _grid_side(sd["pos_embed"].shape[1] - 1, "pos_embed")   # registers are not in DINOv2's pos_embed
+    # Registers are never in pos_embed; timm's register models (reg_token) keep cls out of it too.
+    side = _grid_side(sd["pos_embed"].shape[1] - (0 if "reg_token" in sd else 1), "pos_embed")
     structure = _vit_structure(sd, width, depth, side * patch, default_img)
     if _NATIVE_WIDTH.get(size) != width:
         structure.update(embed_dim=width, num_heads=heads)

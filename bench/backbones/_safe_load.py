@@ -55,7 +55,7 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> Any:
                 f"it once with `bench convert --trust-checkpoint {path} OUT.safetensors`") from None
         first = next((ln for ln in msg.splitlines() if ln.strip()), "unpickling failed")
         raise CheckpointError(f"{path}: corrupt checkpoint ({first}); re-download it") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({first}); re-download it") from None
 

@@ -50,7 +50,8 @@ class CheckpointEntry:
 
     @property
     def filename(self) -> str:
-        return self.file or (self.url.rsplit("/", 1)[-1] if self.url else f"{self.name}.pth")
+        # Prefixed with the name: several publishers reuse basenames (resnet50.pth, checkpoint_teacher.pth).
+        return self.file or (f"{self.name}-{self.url.rsplit('/', 1)[-1]}" if self.url else f"{self.name}.pth")
 
 
 def registry_path() -> Path:
@@ -70,6 +71,9 @@ def load_registry(path: str | os.PathLike | None = None) -> dict[str, Checkpoint
             raise CheckpointError(f"{path}: entry {item.get('name')!r} has unknown fields {sorted(unknown)}")
         if item["name"] in out:
             raise CheckpointError(f"{path}: checkpoint {item['name']!r} listed twice")
+        for key in ("sha256", "md5_prefix"):   # unquoted hex like 59fd9945 would be read as a number
+            if item.get(key) is not None and not isinstance(item[key], str):
+                raise CheckpointError(f"{path}: {item['name']}: quote {key} ({item[key]!r}) as a string")
         item = {**item, "numbers": tuple(item.get("numbers") or ())}
         out[item["name"]] = CheckpointEntry(**item)
     return out
