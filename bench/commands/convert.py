@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import argparse
 
+from .inspect import add_file_args
+
 HELP = "write a clean backbone-only .safetensors file (with its load report) from any supported checkpoint"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help=HELP, description=HELP)
-    p.add_argument("file", help="checkpoint file or a checkpoints.yaml name")
+    add_file_args(p)
     p.add_argument("out", help="output .safetensors path")
-    p.add_argument("--arch", help="architecture (default: inferred from the keys and shapes)")
-    p.add_argument("--ckpt-key", help="sub-model to read, e.g. teacher or student")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="allow full unpickling (executes code in the file; trusted files only)")
     return p
 
 

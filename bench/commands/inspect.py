@@ -7,13 +7,18 @@ import json
 HELP = "show a checkpoint's family, arch, coverage, dropped groups and preprocessing"
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("inspect", help=HELP, description=HELP)
+def add_file_args(p: argparse.ArgumentParser) -> None:
+    """The checkpoint arguments `inspect` and `convert` share."""
     p.add_argument("file", help="checkpoint file or a checkpoints.yaml name")
     p.add_argument("--arch", help="architecture (default: inferred from the keys and shapes)")
     p.add_argument("--ckpt-key", help="sub-model to read, e.g. teacher or student")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow full unpickling (executes code in the file; trusted files only)")
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("inspect", help=HELP, description=HELP)
+    add_file_args(p)
     p.add_argument("--allow-partial", action="store_true", help="report an incomplete load instead of failing")
     p.add_argument("--json", action="store_true", help="print the load report as JSON")
     return p
