@@ -59,6 +59,7 @@ class LoadReport:
     model_kwargs: dict[str, Any] = field(default_factory=dict)   # arguments the arch was built with
     registry_name: str | None = None                              # the checkpoints.yaml name, when loaded by name
     pickle_globals: list[str] = field(default_factory=list)       # non-tensor globals in the file (allowlisted)
+    dropped_keys: dict[str, list[str]] = field(default_factory=dict)  # group → its first keys, for inspection
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -191,6 +192,7 @@ def load_backbone(source: str | os.PathLike | None = None, arch: str | None = No
         source=str(path), arch=plan.arch, library=library, family=family.name, layout=layout,
         sha256=sha256_file(path), ckpt_key=conv.ckpt_key or ckpt_key,
         dropped={g: len(k) for g, k in {**conv.dropped, **plan.dropped}.items()},
+        dropped_keys={g: k[:5] for g, k in {**conv.dropped, **plan.dropped}.items()},
         extra_objects=_extra_objects(obj), feature_mode=mode, notes=list(conv.notes) + plan.notes,
         model_kwargs=dict(plan.kwargs), registry_name=entry.name if entry else None,
         pickle_globals=pickle_globals(path))

@@ -164,7 +164,8 @@ def _selfdistill_convert(obj, opts) -> Converted:
         conv.dropped["SSL projection head (DINO/iBOT head)"] = sorted(head)
     conv.family = "dino" if "dino_loss" in obj else "ibot" if "ibot_loss" in obj else "dino-or-ibot"
     conv.ckpt_key = key
-    conv.dropped.update({f"{other} (other network)": ["*"] for other in ("teacher", "student") if other != key})
+    conv.dropped.update({f"{other} (other network)": [f"{other}.*"] for other in ("teacher", "student")
+                         if other != key})
     return conv
 
 
@@ -182,7 +183,8 @@ def _data2vec_convert(obj, opts) -> Converted:
     if key not in ("model", "model_ema"):
         raise CheckpointError(f"--ckpt-key {key!r}: a data2vec checkpoint holds 'model' and 'model_ema'")
     conv = _backbone(tensors_only(obj[key]), "data2vec", ckpt_key=key)
-    conv.dropped[f"{'model_ema' if key == 'model' else 'model'} (other network)"] = ["*"]
+    other = "model_ema" if key == "model" else "model"
+    conv.dropped[f"{other} (other network)"] = [f"{other}.*"]
     return conv
 
 

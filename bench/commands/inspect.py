@@ -37,7 +37,9 @@ def _lines(rep: dict) -> list[str]:
         f"coverage:      {rep['coverage']:.1%} ({rep['n_loaded']}/{rep['n_expected']} backbone tensors)",
         f"missing:       {', '.join(rep['missing'][:5]) or '-'}",
         f"unexpected:    {', '.join(rep['unexpected'][:5]) or '-'}",
-        "dropped:       " + (", ".join(f"{g} ({n})" for g, n in rep["dropped"].items()) or "-"),
+        "dropped:       " + ("\n               ".join(
+            f"{g} ({n}): {', '.join(rep['dropped_keys'].get(g, []))}{', ...' if n > 5 else ''}"
+            for g, n in rep["dropped"].items()) or "-"),
         f"preprocessing: mean {tuple(pre['mean'])} std {tuple(pre['std'])} {pre['interpolation']}",
         f"feature mode:  {rep['feature_mode']}",
         f"non-tensors:   {', '.join(beyond) or 'none (plain tensors only)'}",
