@@ -13,18 +13,20 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .._io import sha256_file
+from .._io import sha256_file, sha256_json
 from ..errors import CheckpointError
+from ._assemble import fit_resolution, load_strict, plan_model
 from ._build import create_model
-from ._safe_load import read_checkpoint
+from ._export import read_bench_metadata
+from ._safe_load import pickle_globals, read_checkpoint
+from .families import IMAGENET_MEAN, IMAGENET_STD, family_spec
 from .features import compute_features, default_feature_mode, is_vit
-from .layouts import Converted, detect_layout
+from .layouts import Converted, detect_layout, list_layouts
+from .zoo import CheckpointEntry, fetch_checkpoint, get_entry
 
 __all__ = ["Backbone", "LoadReport", "Preprocessing", "load_backbone", "DEFAULT_ARCH"]
 
 DEFAULT_ARCH = "resnet18"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,10 @@ class LoadReport:
     preprocessing: dict[str, Any] = field(default_factory=dict)
     feature_mode: str = "pool"
     notes: list[str] = field(default_factory=list)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)   # arguments the arch was built with
+    registry_name: str | None = None                              # the checkpoints.yaml name, when loaded by name
+    pickle_globals: list[str] = field(default_factory=list)       # non-tensor globals in the file (allowlisted)
+    dropped_keys: dict[str, list[str]] = field(default_factory=dict)  # group → its first keys, for inspection
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,7 +84,8 @@ def _model_preprocessing(model: nn.Module, overrides: dict[str, Any]) -> Preproc
     cfg = getattr(model, "pretrained_cfg", None) or {}
     base = Preprocessing(mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)),
                          interpolation=cfg.get("interpolation", "bicubic" if is_vit(model) else "bilinear"))
-    return Preprocessing(**{**asdict(base), **overrides})
+    merged = {**asdict(base), **overrides}
+    return Preprocessing(mean=tuple(merged["mean"]), std=tuple(merged["std"]), interpolation=merged["interpolation"])
 
 
 def _state_digest(model: nn.Module) -> str:
@@ -89,39 +96,61 @@ def _state_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _counted(keys) -> list[str]:
-    # BatchNorm's step counter carries no weight information; files differ on whether they store it.
-    return [k for k in keys if not k.endswith("num_batches_tracked")]
-
-
-def _load_into(model: nn.Module, conv: Converted, report: LoadReport, allow_partial: bool) -> None:
-    expected = model.state_dict()
-    sd = conv.state_dict
-    mismatched = [f"{k} (file {tuple(sd[k].shape)} vs model {tuple(v.shape)})"
-                  for k, v in expected.items() if k in sd and sd[k].shape != v.shape]
-    if mismatched:
-        raise CheckpointError(f"{report.source}: shape mismatch for {len(mismatched)} tensors, e.g. {mismatched[0]}; "
-                              f"the file does not hold a {report.arch} (pass the right --arch)")
-    report.missing = _counted(k for k in expected if k not in sd)
-    report.unexpected = sorted(k for k in sd if k not in expected)
-    counted = _counted(expected)
-    report.n_expected = len(counted)
-    report.n_loaded = report.n_expected - len(report.missing)
-    report.coverage = report.n_loaded / max(report.n_expected, 1)
-    if report.unexpected and not allow_partial:
-        raise CheckpointError(
-            f"{report.source}: {len(report.unexpected)} backbone tensors have no place in {report.arch} "
-            f"(e.g. {report.unexpected[0]}); wrong --arch? (--allow-partial ignores them)")
-    if report.missing and not allow_partial:
-        raise CheckpointError(
-            f"{report.source}: only {report.coverage:.1%} of {report.arch} loaded; missing {len(report.missing)} "
-            f"tensors, e.g. {', '.join(report.missing[:3])}; pass the right --arch or --allow-partial")
-    model.load_state_dict({k: v for k, v in sd.items() if k in expected}, strict=False)
-
-
 def _is_path(source: str) -> bool:
     return os.path.sep in source or Path(source).suffix in {".pth", ".pt", ".bin", ".tar", ".ckpt", ".safetensors",
                                                             ".pkl", ".torch"} or Path(source).exists()
+
+
+def _extra_objects(obj: Any) -> list[str]:
+    """Top-level entries that are not tensors or tensor dicts, with their type ("args (argparse.Namespace)")."""
+    if not isinstance(obj, dict):
+        return []
+    out = []
+    for k, v in obj.items():
+        if isinstance(v, torch.Tensor) or (isinstance(v, dict) and v and all(
+                isinstance(t, torch.Tensor) for t in v.values())):
+            continue
+        t = type(v)
+        out.append(f"{k} ({t.__qualname__ if t.__module__ == 'builtins' else f'{t.__module__}.{t.__qualname__}'})")
+    return sorted(out)
+
+
+def _convert(obj: Any, source: str, ckpt_key: str | None, meta: dict | None) -> tuple[str, Converted]:
+    """(layout name, converted backbone). `--ckpt-key` goes to a layout that chooses among sub-models
+    (teacher/student, model/model_ema); for any other file it selects that top-level entry first."""
+    if meta is not None:   # written by `bench convert`: recognised by its metadata, before any key matcher
+        return "bench-convert", Converted(dict(obj), "bench-convert")
+    if ckpt_key is not None and not any(lay.selects_key and lay.matches(obj) for lay in list_layouts()
+                                        if isinstance(obj, dict)):
+        if not isinstance(obj, dict) or ckpt_key not in obj:
+            keys = sorted(obj) if isinstance(obj, dict) else []
+            raise CheckpointError(f"{source}: no key {ckpt_key!r} in the checkpoint (top-level keys: {keys[:8]})")
+        obj = obj[ckpt_key]
+    layout = detect_layout(obj, source)
+    try:
+        return layout.name, layout.convert(obj, {"ckpt_key": ckpt_key})
+    except CheckpointError as e:
+        raise CheckpointError(f"{source}: {e}") from None
+
+
+def _random_backbone(arch: str | None, seed: int) -> Backbone:
+    arch = arch or DEFAULT_ARCH
+    torch.manual_seed(seed)
+    model, library = create_model(arch)
+    report = LoadReport(source="random", arch=arch, library=library, family="random", coverage=0.0,
+                        feature_mode=default_feature_mode(model), notes=[f"random init, seed {seed}"])
+    pre = _model_preprocessing(model, {})
+    report.preprocessing = asdict(pre)
+    return Backbone(model.eval(), report, pre, weights_id=f"random:{_state_digest(model)}")
+
+
+def _resolve_source(source: str) -> tuple[Path, CheckpointEntry | None]:
+    if _is_path(source):
+        return Path(source), None
+    if get_entry(source) is None:
+        raise CheckpointError(f"{source}: no such checkpoint file and not a name in checkpoints.yaml; give a path "
+                              f"to a .pth/.safetensors file or a registry name")
+    return fetch_checkpoint(source)
 
 
 def load_backbone(source: str | os.PathLike | None = None, arch: str | None = None, *, ckpt_key: str | None = None,
@@ -129,48 +158,50 @@ def load_backbone(source: str | os.PathLike | None = None, arch: str | None = No
     """Build a backbone with its weights and a report of how it was loaded.
 
     Args:
-        source: a checkpoint path, or None for random weights (the papers' "random" rows).
-        arch: timm/torchvision architecture name ("resnet50", "vit_small_patch16_224", "tv:resnet50").
-        ckpt_key: which sub-dict to read when a file holds several (e.g. DINO "teacher" / "student").
+        source: a checkpoint path, a name from checkpoints.yaml, or None for random weights ("random" rows).
+        arch: timm/torchvision architecture name ("resnet50", "vit_small_patch16_224", "tv:resnet50");
+            inferred from the keys and shapes when None.
+        ckpt_key: which sub-model to read when a file holds several (DINO/iBOT "teacher" (default) / "student",
+            data2vec "model" (default) / "model_ema"), or any top-level entry of another file.
         allow_partial: load even if some backbone tensors are missing or unexpected (recorded in the report).
         trust_checkpoint: allow full unpickling; only for files from a source you trust.
         seed: seeds random initialisation, so a "random" backbone is reproducible.
     """
     if source is None:
-        arch = arch or DEFAULT_ARCH
-        torch.manual_seed(seed)
-        model, library = create_model(arch)
-        report = LoadReport(source="random", arch=arch, library=library, family="random", coverage=0.0,
-                            feature_mode=default_feature_mode(model), notes=[f"random init, seed {seed}"])
-        pre = _model_preprocessing(model, {})
-        report.preprocessing = asdict(pre)
-        return Backbone(model.eval(), report, pre, weights_id=f"random:{_state_digest(model)}")
-
-    source = str(source)
-    if not _is_path(source):
-        raise CheckpointError(f"{source}: no such checkpoint file; give a path to a .pth/.safetensors file")
-    obj = read_checkpoint(source, trust=trust_checkpoint)
-    sha = sha256_file(source)
-    if ckpt_key is not None:
-        if not isinstance(obj, dict) or ckpt_key not in obj:
-            keys = sorted(obj) if isinstance(obj, dict) else []
-            raise CheckpointError(f"{source}: no key {ckpt_key!r} in the checkpoint (top-level keys: {keys[:8]})")
-        obj = obj[ckpt_key]
-    layout = detect_layout(obj, source)
-    conv = layout.convert(obj, {"ckpt_key": ckpt_key})
-    arch = arch or conv.arch
-    if arch is None:
-        raise CheckpointError(f"{source}: cannot tell the architecture from a {layout.name} checkpoint; pass --arch")
+        return _random_backbone(arch, seed)
+    path, entry = _resolve_source(str(source))
+    obj = read_checkpoint(path, trust=trust_checkpoint)
+    meta = read_bench_metadata(path) if path.suffix == ".safetensors" else None
+    layout, conv = _convert(obj, str(path), ckpt_key if entry is None or ckpt_key else entry.ckpt_key, meta)
+    if entry is not None and entry.layout and layout != entry.layout:
+        raise CheckpointError(f"{path}: is a {layout!r} checkpoint, but checkpoints.yaml says {entry.name} is "
+                              f"{entry.layout!r}; delete the file and fetch {entry.url}")
+    family = family_spec(entry.family if entry else (meta or {}).get("family", conv.family))
+    arch = arch or (entry.arch if entry else None) or ((meta or {}).get("arch"))
+    plan = plan_model(conv.state_dict, arch, family, str(path))
+    if meta is not None and arch == meta.get("arch"):
+        plan.kwargs = dict(meta.get("model_kwargs") or {})   # rebuild exactly what was converted
+        plan.notes.append(f"converted by bench convert from {meta.get('source')} (sha256 {meta.get('source_sha256')}, "
+                          f"{meta.get('layout')} layout)")
     torch.manual_seed(seed)
-    model, library = create_model(arch, **conv.model_kwargs)
-    report = LoadReport(source=source, arch=arch, library=library, family=conv.family, layout=layout.name,
-                        sha256=sha, ckpt_key=ckpt_key, dropped={g: len(k) for g, k in conv.dropped.items()},
-                        extra_objects=sorted(k for k, v in obj.items() if not isinstance(v, (torch.Tensor, dict))),
-                        feature_mode=conv.feature_mode or default_feature_mode(model), notes=list(conv.notes))
-    _load_into(model, conv, report, allow_partial)
-    pre = _model_preprocessing(model, conv.preprocessing)
+    model, library = create_model(plan.arch, **plan.kwargs)
+    fit_resolution(plan, model)
+    mode = (entry.feature_mode if entry else None) or (meta or {}).get("feature_mode") or (
+        family.feature_mode(plan.kind, plan.width) if plan.kind else default_feature_mode(model))
+    report = LoadReport(
+        source=str(path), arch=plan.arch, library=library, family=family.name, layout=layout,
+        sha256=sha256_file(path), ckpt_key=conv.ckpt_key or ckpt_key,
+        dropped={g: len(k) for g, k in {**conv.dropped, **plan.dropped}.items()},
+        dropped_keys={g: k[:5] for g, k in {**conv.dropped, **plan.dropped}.items()},
+        extra_objects=_extra_objects(obj), feature_mode=mode, notes=list(conv.notes) + plan.notes,
+        model_kwargs=dict(plan.kwargs), registry_name=entry.name if entry else None,
+        pickle_globals=pickle_globals(path))
+    load_strict(model, plan.state_dict, report, allow_partial)
+    overrides = {**family.preprocessing(), **(entry.preprocessing if entry else {}),
+                 **((meta or {}).get("preprocessing") or {})}
+    pre = _model_preprocessing(model, overrides)
     report.preprocessing = asdict(pre)
-    weights_id = f"file:{sha}:{ckpt_key}:{arch}:{layout.name}"
+    weights_id = f"file:{report.sha256}:{report.ckpt_key}:{plan.arch}:{layout}:{sha256_json(plan.kwargs)[:12]}"
     if report.missing:  # random tensors remain: their values depend on the seed
         weights_id += f":partial-seed{seed}"
     return Backbone(model.eval(), report, pre, weights_id=weights_id)

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import CheckpointError
 
-__all__ = ["read_checkpoint", "SAFE_GLOBALS"]
+__all__ = ["read_checkpoint", "pickle_globals", "SAFE_GLOBALS"]
 
 SAFE_GLOBALS = [argparse.Namespace]
 
@@ -55,7 +55,7 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> Any:
                 f"it once with `bench convert --trust-checkpoint {path} OUT.safetensors`") from None
         first = next((ln for ln in msg.splitlines() if ln.strip()), "unpickling failed")
         raise CheckpointError(f"{path}: corrupt checkpoint ({first}); re-download it") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({first}); re-download it") from None
 
@@ -64,3 +64,14 @@ def _offending_global(msg: str) -> str:
     # torch words it "Unsupported global: GLOBAL mod.name was not an allowed global" or "... GLOBAL mod.name whose ..."
     m = re.search(r"GLOBAL ([\w.]+)", msg)
     return f"the global '{m.group(1)}'" if m else "a non-tensor global"
+
+
+def pickle_globals(path: str | os.PathLike) -> list[str]:
+    """Globals a torch pickle names beyond tensors/containers (e.g. argparse.Namespace), read without loading it."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return []
+    try:
+        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # legacy (non-zip) pickles cannot be scanned; read_checkpoint still refuses foreign globals
+        return []

@@ -1,8 +1,13 @@
-"""Checkpoint layouts: how a published file stores its backbone, and how to map it onto a timm/torchvision model.
+"""Checkpoint layouts: where a published file keeps its backbone, and what else it carries.
 
-Each layout is a small matcher/converter pair, tried in order of registration; the first match wins.
-A layout never builds a model and never reads a file: it turns a loaded object into a backbone state dict
-and says which groups (heads, projectors, ...) it dropped.
+Each layout is a small matcher/converter pair (style guide §2.3). `detect_layout` tries EVERY layout in the fixed
+order below and raises if two match: the matchers are written to exclude each other (a prefix such as
+`module.encoder_q.` only matches one of them, and single-backbone layouts refuse containers that hold several
+models: `teacher`/`student`, `model`/`model_ema`). A layout never builds a model and never reads a file: it
+returns the backbone state dict with timm/torchvision key names, the family its keys reveal, and the groups it
+dropped (heads, projectors, predictors, momentum encoders, queues, decoders, prototypes), listed by key.
+
+The layouts themselves live in `_ssl_layouts.py`; this module is the framework plus the shared helpers.
 """
 from __future__ import annotations
 
@@ -14,9 +19,11 @@ import torch
 from .._registry import Registry
 from ..errors import CheckpointError
 
-__all__ = ["Layout", "Converted", "LAYOUTS", "register_layout", "detect_layout", "strip_prefix", "tensors_only"]
+__all__ = ["Layout", "Converted", "LAYOUTS", "register_layout", "detect_layout", "list_layouts", "strip_prefix",
+           "tensors_only", "single_backbone", "split_groups", "MULTI_MODEL_KEYS"]
 
-HEAD_PREFIXES = ("fc.", "head.", "heads.", "classifier.", "head_dist.")
+# Containers holding more than one model: a single-backbone layout must not pick one of them silently.
+MULTI_MODEL_KEYS = ("teacher", "student", "model_ema")
 
 
 @dataclass
@@ -24,10 +31,7 @@ class Converted:
     state_dict: dict[str, torch.Tensor]
     family: str
     dropped: dict[str, list[str]] = field(default_factory=dict)   # group name → original keys
-    arch: str | None = None                                          # inferred architecture, if the layout knows
-    model_kwargs: dict[str, Any] = field(default_factory=dict)       # e.g. global_pool='avg' for MAE fine-tuned
-    preprocessing: dict[str, Any] = field(default_factory=dict)      # overrides of mean/std/interpolation
-    feature_mode: str | None = None                                   # the feature the family's paper read
+    ckpt_key: str | None = None                                      # the sub-model it read (teacher, model, ...)
     notes: list[str] = field(default_factory=list)
 
 
@@ -36,19 +40,27 @@ class Layout:
     name: str
     matches: Callable[[Mapping[str, Any]], bool]
     convert: Callable[[Mapping[str, Any], dict], Converted]
+    doc: str = ""
+    selects_key: bool = False     # the layout itself chooses among sub-models with --ckpt-key
 
 
 LAYOUTS: Registry[Layout] = Registry("checkpoint layout")
 _ORDER: list[str] = []
 
 
-def register_layout(name: str):
+def register_layout(name: str, doc: str = "", selects_key: bool = False):
+    """Decorator for a `(matches, convert)` pair; registration order is the documented detection order."""
     def deco(pair: tuple[Callable, Callable]):
         matches, convert = pair
-        LAYOUTS.register(name, Layout(name, matches, convert))
+        LAYOUTS.register(name, Layout(name, matches, convert, doc, selects_key))
         _ORDER.append(name)
         return pair
     return deco
+
+
+def list_layouts() -> list[Layout]:
+    from . import _ssl_layouts  # noqa: F401  (registers the layouts)
+    return [LAYOUTS.get(n) for n in _ORDER]
 
 
 def tensors_only(obj: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -59,36 +71,46 @@ def strip_prefix(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch
     return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in sd.items()}
 
 
-def _unwrap_plain(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    for key in ("model", "state_dict"):
+def single_backbone(obj: Mapping[str, Any]) -> dict[str, torch.Tensor] | None:
+    """The tensor dict of a one-model file: bare, or under `model` / `state_dict` / `module` (DeepSpeed).
+
+    None for multi-model containers (teacher/student, model/model_ema), which have their own layouts.
+    """
+    if any(k in obj for k in MULTI_MODEL_KEYS):
+        return None
+    if tensors_only(obj):
+        return tensors_only(obj)
+    for key in ("model", "state_dict", "module"):
         inner = obj.get(key)
-        if isinstance(inner, Mapping) and any(isinstance(v, torch.Tensor) for v in inner.values()):
-            return inner
-    return obj
+        if isinstance(inner, Mapping) and tensors_only(inner):
+            return tensors_only(inner)
+    return None
 
 
-def _plain_matches(obj: Mapping[str, Any]) -> bool:
-    return bool(tensors_only(_unwrap_plain(obj)))
-
-
-def _plain_convert(obj: Mapping[str, Any], opts: dict) -> Converted:
-    sd = tensors_only(_unwrap_plain(obj))
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = strip_prefix(sd, "module.")
-    head = [k for k in sd if k.startswith(HEAD_PREFIXES)]
-    return Converted({k: v for k, v in sd.items() if k not in head}, family="plain",
-                     dropped={"classifier head": head} if head else {})
-
-
-register_layout("plain")((_plain_matches, _plain_convert))
+def split_groups(sd: Mapping[str, torch.Tensor], groups: Mapping[str, tuple[str, ...]]
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
+    """Remove keys starting with any of a group's prefixes (or equal to them); returns (kept, dropped by group)."""
+    kept, dropped = dict(sd), {}
+    for group, prefixes in groups.items():
+        hit = sorted(k for k in kept if any(k == p.rstrip(".") or k.startswith(p) for p in prefixes))
+        if hit:
+            dropped[group] = hit
+            for k in hit:
+                del kept[k]
+    return kept, dropped
 
 
 def detect_layout(obj: Any, source: str) -> Layout:
+    """The one layout that matches `obj`; an error if none or several do (never a silent first match)."""
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{source}: holds a {type(obj).__name__}, not a state dict; save model.state_dict()")
-    for name in _ORDER:
-        layout = LAYOUTS.get(name)
-        if layout.matches(obj):
-            return layout
-    raise CheckpointError(f"{source}: unknown checkpoint layout (top-level keys: {sorted(obj)[:8]}); "
-                          f"see `bench inspect {source}` and docs for the supported layouts")
+    hits = [layout for layout in list_layouts() if layout.matches(obj)]
+    if len(hits) > 1:
+        raise CheckpointError(f"{source}: matches several checkpoint layouts ({', '.join(h.name for h in hits)}); "
+                              f"pass --ckpt-key to pick the sub-model, or convert the file to a plain state dict")
+    if not hits:
+        raise CheckpointError(
+            f"{source}: unknown checkpoint layout (top-level keys: {sorted(map(str, obj))[:8]}); run "
+            f"`bench inspect {source}`, see README 'Checkpoints' for supported layouts, or save the backbone's "
+            f"timm/torchvision state_dict()")
+    return hits[0]

@@ -14,9 +14,11 @@ def add_backbone_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("backbone")
     g.add_argument("--model", help="timm/torchvision architecture, random weights unless --ckpt is given "
                                    "(default without --ckpt: random resnet18)")
-    g.add_argument("--ckpt", help="checkpoint file (.pth/.pt/.safetensors)")
-    g.add_argument("--arch", help="architecture of --ckpt (same names as --model)")
-    g.add_argument("--ckpt-key", help="sub-dict of the checkpoint to read, e.g. teacher or student")
+    g.add_argument("--ckpt", help="checkpoint file (.pth/.pt/.safetensors) or a name from checkpoints.yaml "
+                                  "(fetched into the cache); layout and arch are read from the keys")
+    g.add_argument("--arch", help="architecture of --ckpt (same names as --model; default: inferred)")
+    g.add_argument("--ckpt-key", help="sub-model to read: DINO/iBOT teacher (default) or student, data2vec "
+                                      "model (default) or model_ema, or any top-level key")
     g.add_argument("--allow-partial", action="store_true", help="evaluate even if the load is incomplete")
     g.add_argument("--trust-checkpoint", action="store_true",
                    help="allow full unpickling of --ckpt (executes code in the file; trusted files only)")

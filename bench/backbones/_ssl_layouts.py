@@ -1,0 +1,253 @@
+"""The published SSL checkpoint layouts (research/checkpoints.md, "Key-layout patterns"), in detection order.
+
+Every layout is tried; two matches is an error (layouts.detect_layout). What each drops is listed by group.
+"""
+from __future__ import annotations
+
+import re
+from typing import Mapping
+
+import torch
+
+from ..errors import CheckpointError
+from ._arch import arch_kind
+from .layouts import (Converted, register_layout, single_backbone, split_groups, strip_prefix, tensors_only)
+
+# Extras of single-backbone files, by group. `mask_token` of DINOv2 is dropped later, by the DINOv2 conversion.
+_EXTRAS = {
+    "classifier head": ("fc.", "head.weight", "head.bias", "heads.", "head_dist."),
+    "SSL projection head (DINO/iBOT head)": ("head.mlp.", "head.last_layer", "head.last_norm"),
+    "SwAV/DC-v2 projection head": ("projection_head.",),
+    "SwAV/DC-v2 prototypes": ("prototypes",),
+    "MAE decoder": ("decoder_", "decoder."),
+    "masked-image token (iBOT masked_embed)": ("masked_embed",),
+    "BEiT lm head": ("lm_head.",),
+    "BEiT-v2 patch aggregation layers": ("cls_pt_layers.", "cls_pt_norm.", "cls_pt_lm_head."),
+}
+
+
+def _extras(sd: Mapping[str, torch.Tensor], keep_mask_token: bool) -> tuple[dict, dict]:
+    groups = dict(_EXTRAS)
+    if not keep_mask_token:
+        groups["mask token (MAE/BEiT/data2vec)"] = ("mask_token",)
+    return split_groups(sd, groups)
+
+
+def _flat_family(kind: str | None, sd: Mapping[str, torch.Tensor], dropped: dict) -> str:
+    """What the keys alone reveal; a registry entry can name the method more precisely."""
+    if kind == "dinov2":
+        return "dinov2"
+    if kind == "beit":
+        return "beit-v2" if any(g.startswith("BEiT-v2") for g in dropped) else "beit"
+    if kind == "vit":
+        if "MAE decoder" in dropped:
+            return "mae"
+        if "fc_norm.weight" in sd and "norm.weight" not in sd:
+            return "mae-finetuned"
+        if "masked-image token (iBOT masked_embed)" in dropped or "SSL projection head (DINO/iBOT head)" in dropped:
+            return "ibot"   # iBOT's released backbone files keep the projection head; DINO's do not
+        return "timm-vit"
+    if any(g.startswith("SwAV") for g in dropped):
+        return "swav" if "prototypes.weight" in dropped.get("SwAV/DC-v2 prototypes", []) else "deepcluster-v2/sela-v2"
+    return "torchvision-resnet"
+
+
+def _backbone(sd: Mapping[str, torch.Tensor], family: str | None = None, **kw) -> Converted:
+    """Drop the single-backbone extras and name the family from the remaining keys."""
+    kind = arch_kind(sd)
+    kept, dropped = _extras(sd, keep_mask_token=kind == "dinov2")
+    return Converted(kept, family or _flat_family(arch_kind(kept), kept, dropped), dropped, **kw)
+
+
+# 1. Flat timm/torchvision dict: bare, or under model / state_dict / module (MAE, DINO, DINOv2, BEiT, iBOT,
+#    torchvision, tonylins SimCLR, converted BYOL, Barlow/VICReg backbone files).
+def _flat_matches(obj) -> bool:
+    sd = single_backbone(obj)
+    return sd is not None and arch_kind(sd) is not None
+
+
+register_layout("flat", "timm ViT / DINOv2 / BEiT / torchvision ResNet keys, bare or under model/state_dict/module")(
+    (_flat_matches, lambda obj, opts: _backbone(single_backbone(obj))))
+
+
+# 2. DDP-wrapped flat ResNet/ViT with SSL heads: SwAV, DeepCluster-v2, SeLa-v2 (`module.` on every key).
+def _module_matches(obj) -> bool:
+    sd = single_backbone(obj)
+    return bool(sd) and all(k.startswith("module.") for k in sd) and arch_kind(strip_prefix(sd, "module.")) is not None
+
+
+def _module_convert(obj, opts) -> Converted:
+    conv = _backbone(strip_prefix(single_backbone(obj), "module."))
+    if conv.family in ("torchvision-resnet", "timm-vit"):
+        conv.family = "ddp-wrapped"
+    return conv
+
+
+register_layout("module-prefixed", "`module.` + ResNet/ViT, SwAV/DC-v2/SeLa-v2 projection_head/prototypes")(
+    (_module_matches, _module_convert))
+
+
+def _encoder_layout(name: str, prefix: str, family: str, drop: dict[str, tuple[str, ...]], doc: str) -> None:
+    """Two-network training checkpoints (`state_dict` with `module.<encoder>.*`): keep the encoder, drop the rest."""
+    def matches(obj) -> bool:
+        sd = single_backbone(obj)
+        return bool(sd) and any(k.startswith(prefix) for k in sd)
+
+    def convert(obj, opts) -> Converted:
+        sd = single_backbone(obj)
+        others = sorted(k for k in sd if not k.startswith(prefix))
+        rest, dropped = split_groups({k: sd[k] for k in others}, drop)
+        if rest:
+            dropped["other training state"] = sorted(rest)
+        enc, head_drop = split_groups(strip_prefix({k: v for k, v in sd.items() if k.startswith(prefix)}, prefix),
+                                      {"projection head / MLP (encoder fc/head)": ("fc.", "head.")})
+        dropped.update(head_drop)
+        notes = [f"file says arch={obj['arch']}"] if isinstance(obj.get("arch"), str) else []
+        return Converted(enc, family, dropped, notes=notes)
+
+    register_layout(name, doc)((matches, convert))
+
+
+_encoder_layout("moco-v1/v2", "module.encoder_q.", "moco-v1/v2",
+                {"momentum encoder": ("module.encoder_k.",), "queue": ("module.queue", "module.queue_ptr")},
+                "MoCo v1/v2 state_dict: module.encoder_q (kept), encoder_k, queue")
+_encoder_layout("moco-v3", "module.base_encoder.", "moco-v3",
+                {"momentum encoder": ("module.momentum_encoder.",), "predictor": ("module.predictor.",)},
+                "MoCo v3 state_dict: module.base_encoder (kept), momentum_encoder, predictor")
+_encoder_layout("simsiam", "module.encoder.", "simsiam", {"predictor": ("module.predictor.",)},
+                "SimSiam state_dict: module.encoder (kept; its fc is the projector), predictor")
+_encoder_layout("module-backbone", "module.backbone.", "barlow-twins/vicreg",
+                {"projector": ("module.projector.",), "projector batch-norm": ("module.bn.",)},
+                "Barlow Twins / VICReg full checkpoint: model with module.backbone (kept), projector, bn")
+
+
+# 7. Lightning (solo-learn, lightly) and mmselfsup/mmpretrain: `backbone.*` next to projector/neck/head.
+def _prefixed_matches(obj) -> bool:
+    sd = single_backbone(obj)
+    return bool(sd) and any(k.startswith("backbone.") for k in sd)
+
+
+def _prefixed_convert(obj, opts) -> Converted:
+    sd = single_backbone(obj)
+    backbone = strip_prefix({k: v for k, v in sd.items() if k.startswith("backbone.")}, "backbone.")
+    if arch_kind(backbone) is None and any(k.startswith("layers.0.ln1") for k in backbone):
+        raise CheckpointError("mm-style ViT names (layers.N.ln1, ffn.layers); convert it with mmpretrain's "
+                              "tools/model_converters/mmcls2timm.py, then load the result")
+    dropped: dict[str, list[str]] = {}
+    for k in sorted(sd):
+        if not k.startswith("backbone."):
+            dropped.setdefault(k.split(".")[0], []).append(k)
+    family = "lightning" if ("hyper_parameters" in obj or "pytorch-lightning_version" in obj) else \
+        "mmselfsup" if "meta" in obj else None
+    conv = _backbone(backbone, family)
+    conv.dropped = {**dropped, **conv.dropped}
+    return conv
+
+
+register_layout("backbone-prefixed", "Lightning / mmselfsup state_dict with backbone.* (+ projector, neck, head)")(
+    (_prefixed_matches, _prefixed_convert))
+
+
+# 8. DINO / iBOT full checkpoint: teacher and student, each [module.]backbone.* + head.*; teacher by default.
+def _selfdistill_matches(obj) -> bool:
+    return isinstance(obj.get("teacher"), Mapping) and isinstance(obj.get("student"), Mapping)
+
+
+def _selfdistill_convert(obj, opts) -> Converted:
+    key = opts.get("ckpt_key") or "teacher"
+    if key not in ("teacher", "student"):
+        raise CheckpointError(f"--ckpt-key {key!r}: a DINO/iBOT checkpoint holds 'teacher' and 'student'")
+    sd = strip_prefix(tensors_only(obj[key]), "module.")     # student always, ResNet teacher too (DDP)
+    head = {k: v for k, v in sd.items() if not k.startswith("backbone.")}
+    conv = _backbone(strip_prefix({k: v for k, v in sd.items() if k.startswith("backbone.")}, "backbone."))
+    if head:
+        conv.dropped["SSL projection head (DINO/iBOT head)"] = sorted(head)
+    conv.family = "dino" if "dino_loss" in obj else "ibot" if "ibot_loss" in obj else "dino-or-ibot"
+    conv.ckpt_key = key
+    conv.dropped.update({f"{other} (other network)": [f"{other}.*"] for other in ("teacher", "student")
+                         if other != key})
+    return conv
+
+
+register_layout("teacher-student", "DINO / iBOT full checkpoint: teacher (default) or student", selects_key=True)(
+    (_selfdistill_matches, _selfdistill_convert))
+
+
+# 9. data2vec pretraining: model (student) + model_ema (teacher), BEiT layout, plus args.
+def _data2vec_matches(obj) -> bool:
+    return isinstance(obj.get("model"), Mapping) and isinstance(obj.get("model_ema"), Mapping)
+
+
+def _data2vec_convert(obj, opts) -> Converted:
+    key = opts.get("ckpt_key") or "model"    # data2vec's fine-tuning code and the HF conversion read `model`
+    if key not in ("model", "model_ema"):
+        raise CheckpointError(f"--ckpt-key {key!r}: a data2vec checkpoint holds 'model' and 'model_ema'")
+    conv = _backbone(tensors_only(obj[key]), "data2vec", ckpt_key=key)
+    other = "model_ema" if key == "model" else "model"
+    conv.dropped[f"{other} (other network)"] = [f"{other}.*"]
+    return conv
+
+
+register_layout("model+model_ema", "data2vec pretraining checkpoint: model (default) or model_ema",
+                selects_key=True)((_data2vec_matches, _data2vec_convert))
+
+
+# 10. VISSL classy checkpoint: classy_state_dict.base_model.model.trunk with `_feature_blocks.`.
+def _vissl_trunk(obj) -> Mapping | None:
+    try:
+        return obj["classy_state_dict"]["base_model"]["model"]["trunk"]
+    except (KeyError, TypeError):
+        return None
+
+
+def _vissl_convert(obj, opts) -> Converted:
+    trunk = strip_prefix(tensors_only(_vissl_trunk(obj)), "_feature_blocks.")
+    heads = obj["classy_state_dict"]["base_model"]["model"].get("heads") or {}
+    trunk, jig = split_groups(trunk, {"jigsaw trunk extras": ("fc1.", "fc2.")})
+    conv = _backbone(trunk, "vissl")
+    conv.dropped.update(jig)
+    if heads:
+        conv.dropped["VISSL heads"] = sorted(heads)
+    return conv
+
+
+register_layout("vissl", "VISSL classy_state_dict trunk (_feature_blocks.)")(
+    (lambda obj: isinstance(_vissl_trunk(obj), Mapping), _vissl_convert))
+
+
+# 11. Separius/SimCLRv2-Pytorch conversion: {'resnet': net.*, 'head': ...}; a positional remap for r50_1x_sk0.
+_SEPARIUS = [(r"^net\.0\.0\.", "conv1."), (r"^net\.0\.1\.0\.", "bn1."),
+             (r"^net\.(\d)\.blocks\.(\d+)\.projection\.shortcut\.", r"layer\1.\2.downsample.0."),
+             (r"^net\.(\d)\.blocks\.(\d+)\.projection\.bn\.0\.", r"layer\1.\2.downsample.1."),
+             (r"^net\.(\d)\.blocks\.(\d+)\.net\.0\.", r"layer\1.\2.conv1."),
+             (r"^net\.(\d)\.blocks\.(\d+)\.net\.1\.0\.", r"layer\1.\2.bn1."),
+             (r"^net\.(\d)\.blocks\.(\d+)\.net\.2\.", r"layer\1.\2.conv2."),
+             (r"^net\.(\d)\.blocks\.(\d+)\.net\.3\.0\.", r"layer\1.\2.bn2."),
+             (r"^net\.(\d)\.blocks\.(\d+)\.net\.4\.", r"layer\1.\2.conv3."),
+             (r"^net\.(\d)\.blocks\.(\d+)\.net\.5\.0\.", r"layer\1.\2.bn3.")]
+
+
+def _separius_key(k: str) -> str | None:
+    for pat, rep in _SEPARIUS:
+        new, n = re.subn(pat, rep, k)
+        if n:
+            return new
+    return None
+
+
+def _separius_convert(obj, opts) -> Converted:
+    sd = tensors_only(obj["resnet"])
+    unmapped = sorted(k for k in sd if _separius_key(k) is None and not k.startswith("fc."))
+    if unmapped:
+        raise CheckpointError(f"SimCLRv2 key {unmapped[0]} has no torchvision name: only r50_1x_sk0 maps onto a "
+                              f"torchvision ResNet (sk1 / wider models have no timm equivalent)")
+    out = {_separius_key(k): v for k, v in sd.items() if not k.startswith("fc.")}
+    dropped = {"classifier head": sorted(k for k in sd if k.startswith("fc."))}
+    if isinstance(obj.get("head"), Mapping):
+        dropped["SimCLR projection head"] = sorted(f"head.{k}" for k in obj["head"])
+    return Converted(out, "simclr", {g: v for g, v in dropped.items() if v})
+
+
+register_layout("simclrv2-separius", "Separius SimCLRv2-Pytorch: {'resnet': net.*, 'head'} (r50_1x_sk0)")(
+    (lambda obj: isinstance(obj.get("resnet"), Mapping) and "net.0.0.weight" in obj["resnet"], _separius_convert))
+

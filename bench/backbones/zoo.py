@@ -1,0 +1,146 @@
+"""`checkpoints.yaml`: the published checkpoints by name, fetched into the cache with a checksum check.
+
+`--ckpt NAME` resolves to `<cache>/checkpoints/<file>`. A file already placed there is used without any network
+access. Otherwise it is downloaded (progress bar, written atomically) when a network is there; offline the
+error says which URL to fetch and where to put the file. A checksum mismatch is an error, never a warning;
+checksums are only the ones the publisher gives (sha256, or an md5 prefix in the file name/README).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .._io import sha256_file
+from ..errors import CheckpointError
+
+__all__ = ["CheckpointEntry", "registry_path", "load_registry", "get_entry", "checkpoint_file", "fetch_checkpoint"]
+
+_logger = logging.getLogger(__name__)
+_FIELDS = {"name", "url", "file", "sha256", "md5_prefix", "family", "layout", "arch", "ckpt_key", "preprocessing",
+           "feature_mode", "numbers", "source", "how_to_get", "notes"}
+
+
+@dataclass(frozen=True)
+class CheckpointEntry:
+    name: str
+    url: str | None
+    family: str
+    arch: str
+    source: str                        # the repo/README the URL comes from
+    file: str | None = None            # cache file name (default: the URL's last component)
+    sha256: str | None = None
+    md5_prefix: str | None = None
+    layout: str | None = None          # the layout the file must be detected as
+    ckpt_key: str | None = None
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    feature_mode: str | None = None    # the feature the paper's linear probe read
+    numbers: tuple[dict, ...] = ()     # documented results: protocol, metric, value, table
+    how_to_get: str | None = None      # when there is no direct URL (TF/dill originals that need a converter)
+    notes: str | None = None
+
+    @property
+    def filename(self) -> str:
+        # Prefixed with the name: several publishers reuse basenames (resnet50.pth, checkpoint_teacher.pth).
+        return self.file or (f"{self.name}-{self.url.rsplit('/', 1)[-1]}" if self.url else f"{self.name}.pth")
+
+
+def registry_path() -> Path:
+    return Path(__file__).resolve().parent.parent.parent / "checkpoints.yaml"
+
+
+def load_registry(path: str | os.PathLike | None = None) -> dict[str, CheckpointEntry]:
+    path = Path(path or registry_path())
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise CheckpointError(f"{path}: cannot read the checkpoint registry ({e})") from e
+    out = {}
+    for item in data.get("checkpoints", []):
+        unknown = set(item) - _FIELDS
+        if unknown or "name" not in item:
+            raise CheckpointError(f"{path}: entry {item.get('name')!r} has unknown fields {sorted(unknown)}")
+        if item["name"] in out:
+            raise CheckpointError(f"{path}: checkpoint {item['name']!r} listed twice")
+        for key in ("sha256", "md5_prefix"):   # unquoted hex like 59fd9945 would be read as a number
+            if item.get(key) is not None and not isinstance(item[key], str):
+                raise CheckpointError(f"{path}: {item['name']}: quote {key} ({item[key]!r}) as a string")
+        item = {**item, "numbers": tuple(item.get("numbers") or ())}
+        out[item["name"]] = CheckpointEntry(**item)
+    return out
+
+
+def get_entry(name: str) -> CheckpointEntry | None:
+    return load_registry().get(name)
+
+
+def checkpoint_file(entry: CheckpointEntry, cache: Path | None = None) -> Path:
+    from ..data import cache_dir
+    return Path(cache or cache_dir()) / "checkpoints" / entry.filename
+
+
+def _verify(path: Path, entry: CheckpointEntry) -> None:
+    if entry.sha256 and sha256_file(path) != entry.sha256:
+        raise CheckpointError(f"{path}: sha256 differs from checkpoints.yaml ({entry.name}); delete it and "
+                              f"re-download {entry.url}")
+    if entry.md5_prefix:
+        h = hashlib.md5(usedforsecurity=False)
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+        if not h.hexdigest().startswith(entry.md5_prefix):
+            raise CheckpointError(f"{path}: md5 does not start with {entry.md5_prefix} as published for "
+                                  f"{entry.name}; delete it and re-download {entry.url}")
+
+
+def _download(url: str, dest: Path) -> None:
+    from tqdm.auto import tqdm
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp, os.fdopen(fd, "wb") as out:
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
+                      disable=os.environ.get("BENCH_PROGRESS") == "0") as bar:
+                while block := resp.read(1 << 20):
+                    out.write(block)
+                    bar.update(len(block))
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def fetch_checkpoint(name: str, cache: Path | None = None) -> tuple[Path, CheckpointEntry]:
+    """The local file for registry entry `name`, downloading it if needed. Raises CheckpointError offline."""
+    entry = get_entry(name)
+    if entry is None:
+        raise CheckpointError(f"{name}: neither a file nor a name in checkpoints.yaml "
+                              f"(see the names in checkpoints.yaml)")
+    dest = checkpoint_file(entry, cache)
+    if dest.is_file():
+        _verify(dest, entry)
+        return dest, entry
+    if not entry.url:
+        raise CheckpointError(f"{name}: no direct download ({entry.how_to_get}); put the converted file at {dest}")
+    _logger.info("downloading %s → %s", entry.url, dest)
+    try:
+        _download(entry.url, dest)
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        reason = getattr(e, "reason", e)
+        raise CheckpointError(f"{name}: cannot download ({reason}); fetch {entry.url} and put it at {dest}") from None
+    try:
+        _verify(dest, entry)
+    except CheckpointError:
+        shutil.move(str(dest), str(dest) + ".bad")
+        raise
+    return dest, entry

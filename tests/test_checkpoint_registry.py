@@ -1,0 +1,116 @@
+"""checkpoints.yaml: every entry is loadable in principle, its numbers come from the cited table, and --ckpt NAME
+uses the cache without network, downloads with a checksum check, and says what to do when offline."""
+import os
+import urllib.error
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import torchvision
+
+from bench import load_backbone
+from bench.backbones import zoo
+from bench.backbones.families import FAMILIES
+from bench.backbones.features import FEATURE_MODES
+from bench.backbones.layouts import list_layouts
+from bench.errors import CheckpointError
+
+REFERENCE = [Path(os.environ.get("BENCH_REFERENCE", "/nonexistent")), Path(__file__).parents[2] / "shared/reference",
+             Path("/work/shared/reference")]
+
+
+def test_every_entry_names_known_things():
+    entries = zoo.load_registry()
+    layouts = {lay.name for lay in list_layouts()}
+    wanted = ["mae_vit_base", "mae_vit_large", "mae_vit_huge", "dino_vits16", "dino_vits8", "dino_vitb16",
+              "dino_vitb8", "dino_resnet50", "dinov2_vits14", "mocov2_800ep", "mocov3_r50_1000ep",
+              "mocov3_vit_small", "mocov3_vit_base", "simclrv1_r50_1x", "simclrv2_r50_1x_sk0", "byol_r50",
+              "swav_800ep", "barlowtwins_r50", "vicreg_r50", "simsiam_100ep", "beit_base_pt22k", "ibot_vits16",
+              "data2vec_vit_base", "deepclusterv2_800ep"]
+    assert set(wanted) <= set(entries)
+    for e in entries.values():
+        assert e.family in FAMILIES and e.layout in layouts and e.feature_mode in FEATURE_MODES, e.name
+        assert timm.is_model(e.arch) or e.arch in torchvision.models.list_models(), e.name
+        assert e.url or e.how_to_get, e.name
+        assert e.numbers and all({"protocol", "metric", "value", "table"} <= set(n) for n in e.numbers), e.name
+    assert len({e.filename for e in entries.values()}) == len(entries)   # no two entries share a cache file
+
+
+def test_numbers_are_the_cited_tables_rows():
+    import pandas as pd
+    root = next((r for r in REFERENCE if r.is_dir()), None)
+    if root is None:
+        pytest.skip("shared/reference tables not available")
+    checked = 0
+    for e in zoo.load_registry().values():
+        for n in e.numbers:
+            if n["table"].startswith("readme:"):
+                continue
+            df = pd.read_csv(root / n["table"], dtype=str).fillna("")
+            rows = df[(df.method == n["method"]) & (df.protocol == n["protocol"]) & (df.metric == n["metric"])]
+            if "arch" in n:
+                rows = rows[rows.arch == n["arch"]]
+            assert any(float(v) == n["value"] for v in rows.value if v), (e.name, n)
+            checked += 1
+    assert checked >= 30
+
+
+@pytest.fixture
+def tiny_registry(tmp_path, monkeypatch):
+    """A registry with one resnet18 entry (real entries are full-size models) and no network at all."""
+    (tmp_path / "checkpoints.yaml").write_text(
+        "checkpoints:\n  - name: tiny_swav\n    url: https://example.invalid/swav_tiny.pth.tar\n"
+        "    md5_prefix: \"0000\"\n    source: test\n    family: swav\n    layout: module-prefixed\n"
+        "    arch: resnet18\n    feature_mode: pool\n    numbers: []\n")
+    monkeypatch.setattr(zoo, "registry_path", lambda: tmp_path / "checkpoints.yaml")
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+
+    def no_network(*a, **k):
+        raise urllib.error.URLError("network is unreachable")
+    monkeypatch.setattr(zoo.urllib.request, "urlopen", no_network)
+    return zoo.get_entry("tiny_swav")
+
+
+def test_offline_name_says_which_url_and_where(tiny_registry):
+    dest = zoo.checkpoint_file(tiny_registry)
+    with pytest.raises(CheckpointError, match=rf"fetch https://example.invalid/swav_tiny.pth.tar and put it at {dest}"):
+        load_backbone("tiny_swav")
+
+
+def test_cached_file_is_used_without_network_and_checksummed(tiny_registry, monkeypatch):
+    dest = zoo.checkpoint_file(tiny_registry)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    m = torchvision.models.resnet18()
+    torch.save({f"module.{k}": v for k, v in m.state_dict().items()}, dest)
+    with pytest.raises(CheckpointError, match="md5 does not start with 0000"):
+        load_backbone("tiny_swav")
+    import hashlib
+    md5 = hashlib.md5(dest.read_bytes()).hexdigest()
+    monkeypatch.setattr(zoo, "get_entry", lambda name: zoo.CheckpointEntry(
+        **{**tiny_registry.__dict__, "md5_prefix": md5[:6]}) if name == "tiny_swav" else None)
+    bb = load_backbone("tiny_swav")
+    assert bb.report.registry_name == "tiny_swav" and bb.report.family == "swav" and bb.report.coverage == 1.0
+    assert bb.report.preprocessing["std"] == (0.228, 0.224, 0.225)
+
+
+def test_download_writes_the_file_and_checks_it(tiny_registry, monkeypatch):
+    import io
+    torch.manual_seed(0)
+    buf = io.BytesIO()
+    torch.save({f"module.{k}": v for k, v in torchvision.models.resnet18().state_dict().items()}, buf)
+
+    class Resp(io.BytesIO):
+        headers = {"Content-Length": str(len(buf.getvalue()))}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+    monkeypatch.setattr(zoo.urllib.request, "urlopen", lambda url, timeout: Resp(buf.getvalue()))
+    with pytest.raises(CheckpointError, match="md5 does not start"):   # bad bytes are set aside, not used
+        load_backbone("tiny_swav")
+    dest = zoo.checkpoint_file(tiny_registry)
+    assert not dest.exists() and Path(str(dest) + ".bad").read_bytes() == buf.getvalue()
