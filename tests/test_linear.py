@@ -127,3 +127,48 @@ def test_mae_head_is_batchnorm_without_affine_then_linear():
     # timm/torch trunc_normal_(std=0.01) truncates at ±2 absolute, so in effect N(0, 0.01)
     assert fc.bias.abs().max() == 0 and float(fc.weight.std()) == pytest.approx(0.01, rel=0.05)
     assert preset.optimizer == "lars" and preset.batch_size * preset.base_lr / 256 == pytest.approx(6.4)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _tiny_ctx(mini_root, cache):
+    from bench.backbones import Backbone, LoadReport, Preprocessing
+    from bench.data import DataRoot
+    from bench.runner import RunContext
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 5, stride=4), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten()).eval()
+    bb = Backbone(model, LoadReport(source="random", arch="tiny", library="test", family="random",
+                                    feature_mode="pool"), Preprocessing(), weights_id="test:tiny-conv")
+    return RunContext(dataset="imagenet", data_root=DataRoot(mini_root, mini=True, origin="test"), backbone=bb,
+                      resolution=32, cache_dir=cache, quick=True, batch_size=64)
+
+
+def test_resume_after_interruption_continues_and_matches(mini_root, tmp_path, monkeypatch):
+    from bench.protocols import _linear_train
+    from bench.runner import run_protocol
+    overrides = {"quick_epochs": 3, "quick_batch_size": 64, "quick_train_images": 192}
+    ref, _, _ = run_protocol("linear", _tiny_ctx(mini_root, tmp_path / "c1"), preset="mocov2",
+                             overrides=overrides, out_dir=tmp_path / "o1")
+    ctx = _tiny_ctx(mini_root, tmp_path / "c2")
+    bn_before = ctx.backbone.model[1].running_mean.clone()
+
+    def stop_after_first(epoch):
+        if epoch == 1:
+            raise _Stop
+    monkeypatch.setattr(_linear_train, "AFTER_EPOCH_HOOKS", [stop_after_first])
+    with pytest.raises(_Stop):
+        run_protocol("linear", ctx, preset="mocov2", overrides=overrides, out_dir=tmp_path / "o2")
+    monkeypatch.setattr(_linear_train, "AFTER_EPOCH_HOOKS", [])
+    rec, _, _ = run_protocol("linear", _tiny_ctx(mini_root, tmp_path / "c2"), preset="mocov2",
+                             overrides=overrides, out_dir=tmp_path / "o2")
+    assert rec["details"]["resumed_from_epoch"] == 2 and ref["details"]["resumed_from_epoch"] == 0
+    assert [h["top1"] for h in rec["details"]["history"]] == [h["top1"] for h in ref["details"]["history"]]
+    assert [h["train_loss"] for h in rec["details"]["history"]] == pytest.approx(
+        [h["train_loss"] for h in ref["details"]["history"]], rel=1e-5)
+    assert rec["metrics"] == pytest.approx(ref["metrics"])
+    best = max(ref["details"]["history"], key=lambda h: h["top1"])
+    assert ref["metrics"]["top1_max"] == best["top1"] >= ref["metrics"]["top1"]
+    assert torch.equal(ctx.backbone.model[1].running_mean, bn_before)   # backbone BN stayed in eval mode
