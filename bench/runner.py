@@ -198,8 +198,15 @@ def run_protocol(protocol: str, ctx: RunContext, *, preset: str | None = None,
         "quick": ctx.quick, "seed": ctx.seed, "run_key": run_key, "environment": environment(str(ctx.device)),
         "wall_time_s": round(wall, 3),
     }
-    write_record(record, path)
-    return read_record(path), path, False
+    if _is_main_process():   # under torchrun every rank computes the same numbers; rank 0 alone writes
+        write_record(record, path)
+        return read_record(path), path, False
+    return record, path, False
+
+
+def _is_main_process() -> bool:
+    import torch.distributed as dist
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def _check_metrics(protocol: str, metrics: dict[str, float]) -> None:
