@@ -40,13 +40,24 @@ def is_mini_root(dataset_dir: Path) -> bool:
     return (Path(dataset_dir).parent / MINI_MARKER).is_file()
 
 
+def _load_cifar_meta_unchecked(self) -> None:
+    """CIFAR's `_load_meta` without the md5 check (miniatures only)."""
+    import pickle
+    with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as f:
+        self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+    self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+
 def _tv(cls_name: str, mini: bool):
     """The torchvision dataset class; for miniatures a subclass that skips the md5 check of official files."""
     import torchvision.datasets as tvd
     cls = getattr(tvd, cls_name)
-    if mini and hasattr(cls, "_check_integrity"):
-        return type(f"Mini{cls_name}", (cls,), {"_check_integrity": lambda self: True})
-    return cls
+    if not mini:
+        return cls
+    overrides = {"_check_integrity": lambda self: True} if hasattr(cls, "_check_integrity") else {}
+    if hasattr(cls, "_load_meta"):
+        overrides["_load_meta"] = _load_cifar_meta_unchecked
+    return type(f"Mini{cls_name}", (cls,), overrides) if overrides else cls
 
 
 def _open_tv(cls_name: str, split_kwargs: Callable[[str], dict[str, Any]]):

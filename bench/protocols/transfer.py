@@ -28,7 +28,7 @@ from ..data import DATASETS, open_dataset
 from ..errors import BenchError, DataError
 from ..metrics.transfer import transfer_metric
 from . import ProtocolResult, register_protocol
-from ._transfer_fit import CLASSIFIER_BACKEND, fit_decision_scores, fit_ovr_scores
+from .logreg import fit_logreg, fit_logreg_ovr, predict_scores, select_C
 
 __all__ = ["TransferPreset", "TRANSFER_DATASETS", "holdout_split", "select_and_evaluate"]
 
@@ -56,8 +56,9 @@ class TransferPreset:
     feature_mode: str | None = None
     log10_lambda_range: tuple[float, ...] = (-6.0, 5.0)   # λ = logspace(lo, hi, n), C = 1/λ
     n_lambda: int = 45
-    quick_n_lambda: int = 5                               # --quick: the same range, fewer points
+    quick_n_lambda: int = 3                               # --quick: the same range, fewer points
     max_iter: int = 1000
+    quick_max_iter: int = 50                              # --quick: L-BFGS iterations per fit
     holdout: str = "ssl-transfer"                         # ssl-transfer | byol
     val_fraction: float = 0.2
     val_sizes: dict = field(default_factory=dict)         # byol: dataset → validation images (full data)
@@ -96,26 +97,37 @@ def _n_val(preset: TransferPreset, name: str, n: int) -> int:
     return size if n == _FULL_TRAINVAL[name] else max(1, int(round(n * size / _FULL_TRAINVAL[name])))
 
 
-def _scores(x_tr, y_tr, x_ev, C: float, multilabel: bool, num_classes: int, max_iter: int) -> np.ndarray:
-    if multilabel:
-        return fit_ovr_scores(x_tr, y_tr, x_ev, C, max_iter=max_iter)
-    return fit_decision_scores(x_tr, y_tr, x_ev, C, num_classes=num_classes, max_iter=max_iter)
+def _fit_kwargs(metric: str, y: np.ndarray, num_classes: int, max_iter: int, device) -> tuple[Any, Any, dict]:
+    """(fit function, fitting targets, kwargs): multinomial, or VOC07's one-vs-rest on devkit labels where a
+    difficult entry (0) is masked out of that class's loss (neither positive nor negative, as in the devkit)."""
+    kw = {"max_iter": max_iter, "device": device}
+    if metric == "mAP_11pt":
+        return fit_logreg_ovr, (y > 0).astype(np.float64), {**kw, "mask": y != 0}
+    return fit_logreg, y, {**kw, "num_classes": num_classes}
 
 
 def select_and_evaluate(train, val, test, *, metric: str, lambdas: np.ndarray, num_classes: int,
-                        max_iter: int = 1000) -> dict[str, Any]:
-    """λ chosen on val (first best as λ grows), refit on train+val, scored on test. (x, y) pairs in, dict out."""
-    multilabel = metric == "mAP_11pt"
-    curve, best = [], None
-    for lam in lambdas:
-        s = transfer_metric(metric, _scores(*train, val[0], 1 / lam, multilabel, num_classes, max_iter), val[1])
-        curve.append([float(lam), s])
-        if best is None or s > best[1]:
-            best = (float(lam), s)
-    x_tv, y_tv = np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]])
-    test_scores = _scores(x_tv, y_tv, test[0], 1 / best[0], multilabel, num_classes, max_iter)
-    return {"test": transfer_metric(metric, test_scores, test[1]), "lambda": best[0], "C": 1 / best[0],
-            "val": best[1], "val_curve": curve}
+                        max_iter: int = 1000, device="cpu") -> dict[str, Any]:
+    """λ chosen on val, refit on train+val, scored on test; (x, y) pairs in (y: labels or devkit N×20).
+
+    Ties in the validation score go to the smallest λ (largest C): ssl-transfer walks λ upwards and keeps the
+    first strictly better one. The fits along the path are warm-started (`select_C`), which moves only where
+    L-BFGS stops, not the optimum.
+    """
+    def score(s, y):
+        return transfer_metric(metric, s.cpu().numpy(), y)
+    fit_fn, y_fit, kw = _fit_kwargs(metric, train[1], num_classes, max_iter, device)
+    _, curve = select_C(train[0], y_fit, val[0], val[1], 1.0 / np.asarray(lambdas), metric_fn=score,
+                        fit_fn=fit_fn, **kw)
+    best_C = max(curve, key=lambda c: (curve[c], c))
+    y_tv = np.concatenate([train[1], val[1]])
+    fit_fn, y_fit, kw = _fit_kwargs(metric, y_tv, num_classes, max_iter, device)
+    weights = fit_fn(np.concatenate([train[0], val[0]]), y_fit, best_C, **kw)
+    test_score = score(predict_scores(weights, test[0]), test[1])
+    return {"test": test_score, "lambda": 1.0 / best_C, "C": best_C, "val": curve[best_C],
+            "val_curve": [[1.0 / c, curve[c]] for c in sorted(curve, reverse=True)],
+            "refit_converged": weights.converged, "refit_iterations": weights.n_iter,
+            "lambda_on_grid_edge": best_C in (min(curve), max(curve))}
 
 
 def _splits(name: str) -> tuple[str, ...]:
@@ -163,7 +175,7 @@ def _evaluate(ctx, preset: TransferPreset, name: str) -> tuple[float, dict[str, 
     test = (feats["test"].features, feats["test"].labels)
     k = 20 if metric == "mAP_11pt" else _num_classes(ctx, name, train[1], val[1], test[1])
     res = select_and_evaluate(train, val, test, metric=metric, lambdas=preset.lambdas(ctx.quick), num_classes=k,
-                              max_iter=preset.max_iter)
+                              max_iter=preset.quick_max_iter if ctx.quick else preset.max_iter, device=ctx.device)
     detail = {"metric": metric, "validation": how, "n_train": len(train[0]), "n_val": len(val[0]),
               "n_test": len(test[0]), "num_classes": k, **res}
     return res["test"], detail
@@ -208,7 +220,7 @@ def run_transfer(ctx, preset: TransferPreset) -> ProtocolResult:
         raise BenchError(f"transfer: no dataset could be evaluated; {'; '.join(f'{k}: {v}' for k, v in skipped.items())}")
     ran = list(metrics)
     metrics["mean"] = float(np.mean([metrics[n] for n in ran]))
-    details = {"datasets": per_dataset, "skipped": skipped, "mean_over": ran, "classifier": CLASSIFIER_BACKEND,
+    details = {"datasets": per_dataset, "skipped": skipped, "mean_over": ran, "classifier": "bench.protocols.logreg (float64 L-BFGS, sklearn's C)",
                "selection": "lambda chosen on the validation split; the test split is used once, after selection",
                "lambdas": preset.lambdas(ctx.quick).tolist()}
     return ProtocolResult(metrics, details=details, headline=("mean", *ran))
