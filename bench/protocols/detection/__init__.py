@@ -145,7 +145,8 @@ def _trial(ctx, preset: DetectionPreset, seed: int, device: torch.device, train_
     rank, world = dist_info()
     torch.manual_seed(seed)
     model = build_detector(copy.deepcopy(backbone.model), preset, mean=backbone.preprocessing.mean,
-                           std=backbone.preprocessing.std, distributed=world > 1).to(device)
+                           std=backbone.preprocessing.std,
+                           distributed=world > 1 and device.type == "cuda").to(device)   # SyncBN is CUDA-only
     wrapped = model
     if world > 1:
         wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
