@@ -1,0 +1,105 @@
+"""VOCdevkit/ miniature: procedural scenes in the devkit's layout, so the real VOC reader and evaluator run.
+
+Each 128 × 96 or 96 × 128 JPEG shows 1–3 coloured shapes on a striped, noisy background. The shape decides the
+class (three of the 20 VOC names stand in: a red tall bar is a "bottle", a blue square a "tvmonitor", a green disc
+a "pottedplant"); colours are jittered so colour alone is a strong but imperfect cue. Boxes are the shapes' tight
+1-based inclusive pixel boxes in real VOC XML; shapes smaller than 14 px are marked `difficult` (as the devkit marks
+hard-to-recognise objects). VOC2007 gets trainval (40) and test (30) lists, VOC2012 trainval (20), as the real
+devkit (2012 has no public test annotations). Fixed seed: the same files every time, written in about a second.
+"""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+
+from . import register_mini
+
+__all__ = ["write_voc_mini", "MINI_VOC_CLASSES"]
+
+MINI_VOC_CLASSES = ("bottle", "tvmonitor", "pottedplant")
+_COLOURS = {"bottle": (200, 40, 40), "tvmonitor": (40, 60, 210), "pottedplant": (40, 170, 60)}
+_SETS = {("2007", "trainval"): 40, ("2007", "test"): 30, ("2012", "trainval"): 20}
+
+
+def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w]
+    period, angle = rng.uniform(6, 20), rng.uniform(0, np.pi)
+    stripes = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period)[..., None]
+    base = rng.uniform(90, 170, size=3)
+    img = base + 25 * stripes * rng.uniform(0.5, 1, size=3) + rng.normal(0, 12, size=(h, w, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _draw(draw, cls: str, box: tuple[int, int, int, int], colour: tuple[int, ...]) -> None:
+    x1, y1, x2, y2 = box   # 0-based inclusive pixels
+    if cls == "pottedplant":
+        draw.ellipse([x1, y1, x2, y2], fill=colour)
+    else:
+        draw.rectangle([x1, y1, x2, y2], fill=colour)
+
+
+def _place(rng: np.random.Generator, cls: str, w: int, h: int, taken: list) -> tuple[int, int, int, int] | None:
+    for _ in range(20):
+        size = int(rng.choice([rng.integers(9, 14), rng.integers(18, 44)], p=[0.15, 0.85]))
+        bw, bh = (size // 2 + 2, size) if cls == "bottle" else (size, size)
+        x1, y1 = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
+        box = (x1, y1, x1 + bw - 1, y1 + bh - 1)
+        if all(box[2] < t[0] - 2 or box[0] > t[2] + 2 or box[3] < t[1] - 2 or box[1] > t[3] + 2 for t in taken):
+            return box
+    return None
+
+
+def _xml(name: str, year: str, w: int, h: int, objects: list[tuple[str, tuple, bool]]) -> bytes:
+    ann = ET.Element("annotation")
+    ET.SubElement(ann, "folder").text = f"VOC{year}"
+    ET.SubElement(ann, "filename").text = f"{name}.jpg"
+    size = ET.SubElement(ann, "size")
+    for tag, v in (("width", w), ("height", h), ("depth", 3)):
+        ET.SubElement(size, tag).text = str(v)
+    ET.SubElement(ann, "segmented").text = "0"
+    for cls, (x1, y1, x2, y2), difficult in objects:
+        o = ET.SubElement(ann, "object")
+        for tag, v in (("name", cls), ("pose", "Unspecified"), ("truncated", "0"), ("difficult", int(difficult))):
+            ET.SubElement(o, tag).text = str(v)
+        bb = ET.SubElement(o, "bndbox")
+        for tag, v in (("xmin", x1 + 1), ("ymin", y1 + 1), ("xmax", x2 + 1), ("ymax", y2 + 1)):  # 1-based
+            ET.SubElement(bb, tag).text = str(v)
+    return ET.tostring(ann)
+
+
+def _scene(rng: np.random.Generator, name: str, year: str, folder: Path) -> None:
+    from PIL import Image, ImageDraw
+    w, h = (128, 96) if rng.random() < 0.5 else (96, 128)
+    img = Image.fromarray(_background(rng, h, w))
+    draw = ImageDraw.Draw(img)
+    objects: list = []
+    for _ in range(int(rng.integers(1, 4))):
+        cls = MINI_VOC_CLASSES[int(rng.integers(len(MINI_VOC_CLASSES)))]
+        box = _place(rng, cls, w, h, [o[1] for o in objects])
+        if box is None:
+            continue
+        colour = tuple(int(c) for c in np.clip(np.array(_COLOURS[cls]) + rng.normal(0, 25, 3), 0, 255))
+        _draw(draw, cls, box, colour)
+        objects.append((cls, box, min(box[2] - box[0], box[3] - box[1]) + 1 < 14))
+    img.save(folder / "JPEGImages" / f"{name}.jpg", format="JPEG", quality=95)
+    (folder / "Annotations" / f"{name}.xml").write_bytes(_xml(name, year, w, h, objects))
+
+
+@register_mini("VOCdevkit")
+def write_voc_mini(root: Path) -> None:
+    rng = np.random.default_rng(2007)
+    for year in ("2007", "2012"):
+        folder = root / f"VOC{year}"
+        for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        start = 0
+        for (y, image_set), count in _SETS.items():
+            if y != year:
+                continue
+            names = [f"{year}_{i:06d}" for i in range(start, start + count)]
+            start += count
+            for name in names:
+                _scene(rng, name, year, folder)
+            (folder / "ImageSets" / "Main" / f"{image_set}.txt").write_text("\n".join(names) + "\n")

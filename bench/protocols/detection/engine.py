@@ -1,0 +1,205 @@
+"""Iteration-based detector training as detectron2's `SimpleTrainer` + `WarmupMultiStepLR`, resumable.
+
+Data order: every "epoch" is a permutation of the training images drawn from (seed, epoch) and sharded by rank,
+with a horizontal flip per image drawn from the same generator (detectron2's RandomFlip, p = 0.5); iteration i
+reads batch i of that stream, so a resumed run sees exactly the images it would have seen. The short-side size is
+drawn by torchvision's GeneralizedRCNNTransform from the preset's sizes (detectron2's ResizeShortestEdge "choice")
+with torch's global generator, whose state is checkpointed.
+
+Solver (detectron2 defaults, MoCo's config): SGD momentum 0.9, weight decay 1e-4 but 0 on norm layers
+(`WEIGHT_DECAY_NORM: 0.0`), linear warmup from 0.001× over `warmup_iters`, ×0.1 at each step. A non-finite loss
+raises NonFiniteError. Checkpoints (model, optimizer, scheduler, AMP scaler, RNG, iteration) are written atomically
+every `checkpoint_every` iterations and at the end, by rank 0, into the run directory.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..._io import atomic_write_bytes
+from ...errors import NonFiniteError
+
+__all__ = ["TrainStream", "DetectionSamples", "train_detector", "dist_info", "lr_factor", "collate_lists", "to_tensor_target"]
+
+_logger = logging.getLogger(__name__)
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size); (0, 1) when torch.distributed is not initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def to_tensor_target(img, target: dict, flip: bool = False) -> tuple[torch.Tensor, dict]:
+    """PIL image → float [0, 1] CHW (the model normalises); numpy target → tensors, boxes flipped with the image."""
+    from torchvision.transforms.functional import pil_to_tensor
+    x = pil_to_tensor(img.convert("RGB")).float().div_(255)
+    boxes = torch.as_tensor(target["boxes"], dtype=torch.float32).reshape(-1, 4)
+    if flip:
+        x = x.flip(-1)
+        w = x.shape[-1]
+        boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], dim=1)
+    return x, {"boxes": boxes, "labels": torch.as_tensor(target["labels"], dtype=torch.int64),
+               "image_id": target["image_id"]}
+
+
+class DetectionSamples(Dataset):
+    """Indexed by (dataset, index, flip) triples from TrainStream; a ConcatDataset-free union of several splits."""
+
+    def __init__(self, datasets: list[Dataset]):
+        self.datasets = datasets
+        self.offsets = np.cumsum([0] + [len(d) for d in datasets])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, key: tuple[int, bool]):
+        i, flip = key
+        d = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        img, target = self.datasets[d][i - int(self.offsets[d])]
+        return to_tensor_target(img, target, flip)
+
+
+class TrainStream(Sampler):
+    """Batches of (index, flip) for iterations start…total-1 on this rank (see the module docstring)."""
+
+    def __init__(self, n: int, batch_per_rank: int, total: int, start: int, seed: int, rank: int = 0, world: int = 1):
+        self.n, self.batch, self.total, self.start = n, batch_per_rank, total, start
+        self.seed, self.rank, self.world = seed, rank, world
+        self.per_epoch = max((n // world) // batch_per_rank, 1)
+
+    def _epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, epoch])
+        order, flips = rng.permutation(self.n), rng.random(self.n) < 0.5
+        if len(order) < self.world * self.batch:   # tiny data: repeat so every rank fills a batch
+            reps = -(-self.world * self.batch // len(order))
+            order, flips = np.tile(order, reps), np.tile(flips, reps)
+        return order[self.rank::self.world], flips[self.rank::self.world]
+
+    def __len__(self) -> int:
+        return self.total - self.start
+
+    def __iter__(self):
+        epoch, cached = -1, None
+        for it in range(self.start, self.total):
+            if it // self.per_epoch != epoch:
+                epoch = it // self.per_epoch
+                cached = self._epoch(epoch)
+            j = (it % self.per_epoch) * self.batch
+            yield [(int(i), bool(f)) for i, f in zip(cached[0][j:j + self.batch], cached[1][j:j + self.batch])]
+
+
+def collate_lists(batch: list) -> tuple:
+    """[(image, target), ...] → (images, targets): detection images keep their own sizes."""
+    return tuple(zip(*batch))
+
+
+def lr_factor(it: int, warmup_iters: int, steps: tuple[int, ...], gamma: float = 0.1,
+              warmup_factor: float = 0.001) -> float:
+    """detectron2 WarmupMultiStepLR with linear warmup: factor at iteration `it` (0-based)."""
+    warm = 1.0
+    if it < warmup_iters:
+        alpha = it / warmup_iters
+        warm = warmup_factor * (1 - alpha) + alpha
+    return warm * gamma ** sum(1 for s in steps if s <= it)
+
+
+def _param_groups(model: nn.Module, weight_decay: float, weight_decay_norm: float) -> list[dict]:
+    norm_types = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
+    norm, other, seen = [], [], set()
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            is_norm = isinstance(module, norm_types) or type(module).__name__.startswith("LayerNorm")
+            (norm if is_norm else other).append(p)
+    return [{"params": other, "weight_decay": weight_decay}, {"params": norm, "weight_decay": weight_decay_norm}]
+
+
+def _save(path: Path, state: dict) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _state(model, opt, sched, scaler, it: int) -> dict:
+    core = model.module if hasattr(model, "module") else model
+    return {"iteration": it, "model": core.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _resume(run_dir: Path | None, model, opt, sched, scaler) -> int:
+    """The iteration to start from: 0, or that of the last checkpoint in `run_dir` (state restored)."""
+    path = run_dir / "last.pt" if run_dir else None
+    if path is None or not path.is_file():
+        return 0
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    core = model.module if hasattr(model, "module") else model
+    core.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    sched.load_state_dict(ck["scheduler"])
+    scaler.load_state_dict(ck["scaler"])
+    torch.set_rng_state(ck["torch_rng"])
+    if ck["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(ck["cuda_rng"])
+    _logger.info("resuming detection training from %s at iteration %d", path, ck["iteration"])
+    return int(ck["iteration"])
+
+
+def _step(model, images, targets, opt, sched, scaler, device, amp: bool, it: int) -> float:
+    images = [x.to(device, non_blocking=True) for x in images]
+    targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+    with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        losses = model(images, targets)
+        loss = sum(losses.values())
+    if not torch.isfinite(loss):
+        raise NonFiniteError(f"detection loss is {loss.item()} at iteration {it} "
+                             f"({ {k: round(v.item(), 4) for k, v in losses.items()} }); lower the lr or check data")
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    sched.step()
+    return loss.item()
+
+
+def train_detector(model: nn.Module, samples: DetectionSamples, preset: Any, *, device: torch.device, seed: int,
+                   run_dir: Path | None, workers: int = 0, desc: str = "detection") -> dict[str, Any]:
+    """Train `model` (already on `device`, DDP-wrapped if distributed) for preset.iterations; resumes from run_dir."""
+    from tqdm.auto import tqdm
+    rank, world = dist_info()
+    amp = preset.amp and device.type == "cuda"
+    opt = torch.optim.SGD(_param_groups(model, preset.weight_decay, preset.weight_decay_norm), lr=preset.lr,
+                          momentum=preset.momentum)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: lr_factor(it, preset.warmup_iters, preset.steps))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    start = _resume(run_dir, model, opt, sched, scaler)
+    stream = TrainStream(len(samples), max(preset.batch_size // world, 1), preset.iterations, start, seed, rank, world)
+    # its own generator: DataLoader draws a worker seed when iterated, which would shift the global RNG of a resume
+    loader = DataLoader(samples, batch_sampler=stream, num_workers=workers, collate_fn=collate_lists,
+                        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed))
+    model.train()
+    losses = []
+    bar = tqdm(loader, total=len(stream), desc=desc, unit="it", leave=False,
+               disable=rank != 0 or os.environ.get("BENCH_PROGRESS", "1") == "0")
+    for it, (images, targets) in enumerate(bar, start=start):
+        losses.append(_step(model, images, targets, opt, sched, scaler, device, amp, it))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{sched.get_last_lr()[0]:.2g}", refresh=False)
+        done = it + 1
+        if run_dir is not None and rank == 0 and (done % preset.checkpoint_every == 0 or done == preset.iterations):
+            _save(run_dir / "last.pt", _state(model, opt, sched, scaler, done))
+    return {"start_iteration": start, "iterations": preset.iterations, "amp": amp, "world_size": world,
+            "final_loss": losses[-1] if losses else None,
+            "mean_loss_last_10pct": float(np.mean(losses[-max(len(losses) // 10, 1):])) if losses else None}
