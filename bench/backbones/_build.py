@@ -41,6 +41,13 @@ def create_model(arch: str, **kwargs) -> tuple[nn.Module, str]:
     library, name = split_arch(arch)
     if library in (None, "timm") and timm.is_model(name):
         try:
+            # ViTs take any input size (pos-embed interpolated), so 64-px miniatures and --resolution work;
+            # architectures without the option raise TypeError and are built as they are
+            return timm.create_model(name, pretrained=False, num_classes=0,
+                                     **{"dynamic_img_size": True, **kwargs}), "timm"
+        except TypeError:
+            pass
+        try:
             return timm.create_model(name, pretrained=False, num_classes=0, **kwargs), "timm"
         except TypeError as e:
             raise CheckpointError(f"timm could not build {name!r} with {kwargs}: {e}") from e

@@ -1,0 +1,261 @@
+"""L2-regularised logistic regression by L-BFGS on frozen features (DINOv2 `log_regression.py`; Kornblith et al.).
+
+Reference code: facebookresearch/dinov2:dinov2/eval/log_regression.py (cuML `LogisticRegression(penalty='l2', C,
+max_iter=1000, tol=1e-12)`, float64, C ∈ 10^linspace(−6, 5, 45), C chosen on a seeded 10% hold-out of train, refit
+on all of train, evaluated on val) and Kornblith et al. 2019 / linusericsson/ssl-transfer:linear.py (sklearn
+`LogisticRegression(solver='lbfgs', multinomial)`, λ = 1/C on the same grid, chosen on val, refit on train+val,
+evaluated on test). Written in torch so it runs on GPU.
+
+C has scikit-learn's meaning: the minimised objective is  C·Σᵢ CE(xᵢW + b, yᵢ) + ½‖W‖²  (the bias is not
+penalised). L-BFGS minimises the same objective divided by C·n (same minimiser, better-scaled gradients).
+The loss is accumulated over row chunks with one backward per chunk, so 1.28M×1000 logits never exist at once.
+
+Public API (also used by bench/protocols/transfer.py):
+
+    fit_logreg(x, y, C, *, num_classes=None, max_iter=1000, tol=1e-10, device="cpu", init=None,
+               chunk=65536) -> LogRegWeights            # multinomial (softmax) LR, weights W (D, K), b (K)
+    fit_logreg_ovr(x, Y, C, *, mask=None, ...) -> LogRegWeights
+        # one binary L2 LR per column of the multi-hot Y (N, K) ∈ {0, 1}, all fitted at once (the objective is
+        # a sum of independent per-class objectives); mask (N, K) bool drops entries (VOC "difficult")
+    predict_scores(weights, x, *, chunk=65536) -> torch.Tensor   # (N, K) logits = decision_function
+    select_C(x_tr, y_tr, x_val, y_val, C_grid, *, metric_fn=None, fit_fn=fit_logreg, warm_start=True,
+             **fit_kwargs) -> (best_C, scores_per_C)
+        # fits every C in ascending order, each started from the previous C's solution (warm start along the
+        # regularisation path); metric_fn(scores, y_val) -> float, higher is better (default: top-1 %)
+    c_grid(lo_exp=-6, hi_exp=5, n=45) -> np.ndarray     # 10 ** linspace(lo_exp, hi_exp, n)
+    holdout_split(n, fraction=0.1, seed=0) -> (train_idx, holdout_idx)
+
+All fitting is in float64 (as DINOv2). Ties in select_C go to the smaller C (stronger regularisation).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import BenchError, NonFiniteError
+from . import ProtocolResult, register_protocol
+
+__all__ = ["LogRegWeights", "fit_logreg", "fit_logreg_ovr", "predict_scores", "select_C", "c_grid",
+           "holdout_split", "top1_metric", "LogregPreset", "split_exists", "topk_percent"]
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LogRegWeights:
+    W: torch.Tensor          # (D, K) float64
+    b: torch.Tensor          # (K,) float64
+    C: float
+    n_iter: int = 0
+    converged: bool = False
+
+
+def c_grid(lo_exp: float = -6, hi_exp: float = 5, n: int = 45) -> np.ndarray:
+    """DINOv2 / Kornblith grid: 10 ** linspace(-6, 5, 45)."""
+    return 10.0 ** np.linspace(lo_exp, hi_exp, n)
+
+
+def holdout_split(n: int, fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, held-out rows): a seeded random `fraction` of range(n) held out (DINOv2: 10%, seed 0)."""
+    if not 0 < fraction < 1:
+        raise BenchError(f"hold-out fraction must be in (0, 1), got {fraction}")
+    perm = np.random.default_rng(seed).permutation(n)
+    k = max(1, int(round(n * fraction)))
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+def top1_metric(scores: torch.Tensor, y) -> float:
+    y = torch.as_tensor(y, device=scores.device)
+    return float((scores.argmax(1) == y).double().mean() * 100)
+
+
+def _as64(x, device) -> torch.Tensor:
+    return torch.as_tensor(x).to(device=device, dtype=torch.float64)
+
+
+def _lbfgs(x: torch.Tensor, n_out: int, loss_chunk: Callable[[torch.Tensor, slice], torch.Tensor], penalty_scale,
+           C: float, *, max_iter: int, tol: float, init: LogRegWeights | None, chunk: int, n_eff: float
+           ) -> LogRegWeights:
+    """Minimise (Σ_chunks loss_chunk + ½‖W‖²/C) / n_eff with torch L-BFGS (strong Wolfe line search)."""
+    d = x.shape[1]
+    W = torch.zeros(d, n_out, dtype=torch.float64, device=x.device)
+    b = torch.zeros(n_out, dtype=torch.float64, device=x.device)
+    if init is not None:
+        W.copy_(init.W.to(W)), b.copy_(init.b.to(b))
+    W.requires_grad_(True), b.requires_grad_(True)
+    opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, max_eval=int(max_iter * 1.25) + 1,
+                            tolerance_grad=tol, tolerance_change=tol * 1e-3, history_size=20,
+                            line_search_fn="strong_wolfe")
+    scale = 1.0 / n_eff
+
+    def closure():
+        opt.zero_grad()
+        total = 0.0
+        for s in range(0, x.shape[0], chunk):
+            part = loss_chunk(x[s:s + chunk] @ W + b, slice(s, s + chunk)) * scale
+            part.backward()
+            total += part.item()
+        reg = 0.5 * (W * W).sum() * penalty_scale / (C * n_eff)
+        reg.backward()
+        total += reg.item()
+        if not np.isfinite(total):
+            raise NonFiniteError(f"logistic regression at C={C:g}: non-finite loss; check the features for NaN/inf")
+        return torch.tensor(total, dtype=torch.float64)
+
+    opt.step(closure)
+    n_iter = int(opt.state[opt._params[0]].get("n_iter", 0))
+    return LogRegWeights(W.detach(), b.detach(), C, n_iter, n_iter < max_iter)
+
+
+def fit_logreg(x, y, C: float, *, num_classes: int | None = None, max_iter: int = 1000, tol: float = 1e-10,
+               device: str | torch.device = "cpu", init: LogRegWeights | None = None,
+               chunk: int = 65536) -> LogRegWeights:
+    """Multinomial L2 logistic regression with sklearn's C (see module docstring), float64, L-BFGS."""
+    device = torch.device(device)
+    x = _as64(x, device)
+    y = torch.as_tensor(y).to(device=device, dtype=torch.long)
+    if y.ndim != 1 or len(y) != len(x):
+        raise BenchError(f"fit_logreg needs N×D features and N integer labels, got {tuple(x.shape)} and "
+                         f"{tuple(y.shape)}; use fit_logreg_ovr for multi-label targets")
+    k = num_classes or int(y.max()) + 1
+    return _lbfgs(x, k, lambda logits, sl: F.cross_entropy(logits, y[sl], reduction="sum"), 1.0, C,
+                  max_iter=max_iter, tol=tol, init=init, chunk=chunk, n_eff=float(len(x)))
+
+
+def fit_logreg_ovr(x, Y, C: float, *, mask=None, max_iter: int = 1000, tol: float = 1e-10,
+                   device: str | torch.device = "cpu", init: LogRegWeights | None = None,
+                   chunk: int = 65536) -> LogRegWeights:
+    """One binary L2 LR per class (sklearn binary objective C·Σ log(1+e^{−ỹf}) + ½‖w‖² per class), fitted jointly.
+
+    Y: (N, K) multi-hot in {0, 1}; mask: (N, K) bool, False entries are left out of class k's loss (e.g. VOC07
+    "difficult"). The joint objective is the sum of the K independent objectives, so its minimiser is theirs.
+    """
+    device = torch.device(device)
+    x = _as64(x, device)
+    Y = _as64(Y, device)
+    if Y.ndim != 2 or len(Y) != len(x):
+        raise BenchError(f"fit_logreg_ovr needs N×K multi-hot targets, got {tuple(Y.shape)} for {len(x)} rows")
+    M = torch.ones_like(Y) if mask is None else torch.as_tensor(mask).to(device=device, dtype=torch.float64)
+
+    def loss(logits, sl):
+        return (F.binary_cross_entropy_with_logits(logits, Y[sl], reduction="none") * M[sl]).sum()
+    return _lbfgs(x, Y.shape[1], loss, 1.0, C, max_iter=max_iter, tol=tol, init=init, chunk=chunk,
+                  n_eff=float(len(x)))
+
+
+@torch.no_grad()
+def predict_scores(weights: LogRegWeights, x, *, chunk: int = 65536) -> torch.Tensor:
+    """Logits (N, K) in float64 on the weights' device: argmax for multinomial, decision_function for OvR."""
+    x = torch.as_tensor(x)
+    out = [(_as64(x[s:s + chunk], weights.W.device) @ weights.W + weights.b) for s in range(0, len(x), chunk)]
+    return torch.cat(out) if out else torch.zeros(0, weights.W.shape[1], dtype=torch.float64)
+
+
+def select_C(x_tr, y_tr, x_val, y_val, C_grid, *, metric_fn: Callable | None = None,
+             fit_fn: Callable = fit_logreg, warm_start: bool = True, progress: bool = True,
+             **fit_kwargs) -> tuple[float, dict[float, float]]:
+    """Fit every C (ascending, warm-started) on (x_tr, y_tr), score on (x_val, y_val); the best C and all scores.
+
+    metric_fn(scores, y_val) -> float, higher is better; default top-1 %. Ties go to the smaller C.
+    """
+    from tqdm.auto import tqdm
+    metric_fn = metric_fn or top1_metric
+    device = torch.device(fit_kwargs.get("device", "cpu"))
+    x_tr, x_val = _as64(x_tr, device), _as64(x_val, device)
+    scores: dict[float, float] = {}
+    prev = None
+    for C in tqdm(sorted(float(c) for c in C_grid), desc="logreg C path", unit="C", leave=False,
+                  disable=not progress or os.environ.get("BENCH_PROGRESS", "1") == "0"):
+        w = fit_fn(x_tr, y_tr, C, init=prev if warm_start else None, **fit_kwargs)
+        prev = w
+        scores[C] = float(metric_fn(predict_scores(w, x_val), y_val))
+        _logger.debug("C=%g score=%.3f iters=%d", C, scores[C], w.n_iter)
+    best = max(scores, key=lambda c: (scores[c], -c))
+    return best, scores
+
+
+# ---------------------------------------------------------------- the protocol
+
+
+@dataclass(frozen=True)
+class LogregPreset:
+    c_lo_exp: float = -6.0                 # C grid = 10 ** linspace(c_lo_exp, c_hi_exp, c_num)
+    c_hi_exp: float = 5.0
+    c_num: int = 45
+    holdout_fraction: float = 0.1          # used when there is no separate test split
+    holdout_seed: int = 0
+    max_iter: int = 1000
+    tol: float = 1e-10
+    train_split: str = "train"
+    eval_split: str = "val"
+    test_split: str = "test"               # when it exists: select on eval_split, refit on train+eval, score test
+    transform: dict = field(default_factory=lambda: {"resize": 224, "crop": 224, "interpolation": "bicubic"})
+    feature_mode: str | None = None
+    paper: str = ""
+    source: str = ""
+    notes: str = ""
+
+    def __post_init__(self):
+        if self.c_num < 1 or self.max_iter < 1:
+            raise ValueError("c_num and max_iter must be ≥ 1")
+
+
+def split_exists(ctx, split: str) -> bool:
+    """Whether `split` is available: `<split>.npz` under --features, or a split of the dataset."""
+    from ..data import DATASETS
+    if ctx.features_dir is not None:
+        return (Path(ctx.features_dir) / f"{split}.npz").is_file()
+    return ctx.dataset in DATASETS and split in DATASETS.get(ctx.dataset).splits
+
+
+def topk_percent(scores: torch.Tensor, y) -> dict[str, float]:
+    from ..metrics.classification import accuracy_topk
+    acc = accuracy_topk(scores.float().cpu(), torch.as_tensor(y), ks=(1, 5))
+    return {"top1": acc[1], "top5": acc[5]}
+
+
+@register_protocol("logreg", preset_cls=LogregPreset)
+def run_logreg(ctx, preset: LogregPreset) -> ProtocolResult:
+    """L-BFGS multinomial logistic regression on frozen features, C chosen on a hold-out (DINOv2, Kornblith)."""
+    fm, tf = preset.feature_mode, preset.transform
+    train = ctx.features(preset.train_split, tf, feature_mode=fm)
+    val = ctx.features(preset.eval_split, tf, feature_mode=fm)
+    if train.labels.ndim != 1:
+        raise BenchError("logreg is multinomial; multi-label targets need fit_logreg_ovr (transfer protocol)")
+    grid = c_grid(preset.c_lo_exp, preset.c_hi_exp, preset.c_num)
+    max_iter = preset.max_iter
+    if ctx.quick:   # smoke run: a coarse grid and few iterations
+        grid, max_iter = grid[:: max(1, len(grid) // 5)], min(max_iter, 50)
+    use_test = split_exists(ctx, preset.test_split)
+    if use_test:
+        test = ctx.features(preset.test_split, tf, feature_mode=fm)
+        sel = (train.features, train.labels, val.features, val.labels)
+        fit_x = np.concatenate([train.features, val.features])
+        fit_y = np.concatenate([train.labels, val.labels])
+        ev_x, ev_y = test.features, test.labels
+        k = ctx.num_classes(train.labels, val.labels, test.labels)
+        how = f"C chosen on {preset.eval_split}, refit on {preset.train_split}+{preset.eval_split}, " \
+              f"scored on {preset.test_split}"
+    else:
+        tr_idx, ho_idx = holdout_split(len(train), preset.holdout_fraction, preset.holdout_seed)
+        sel = (train.features[tr_idx], train.labels[tr_idx], train.features[ho_idx], train.labels[ho_idx])
+        fit_x, fit_y, ev_x, ev_y = train.features, train.labels, val.features, val.labels
+        k = ctx.num_classes(train.labels, val.labels)
+        how = f"C chosen on a seeded {preset.holdout_fraction:.0%} hold-out of {preset.train_split} " \
+              f"(seed {preset.holdout_seed}), refit on all of {preset.train_split}, scored on {preset.eval_split}"
+    kw = dict(num_classes=k, max_iter=max_iter, tol=preset.tol, device=ctx.device)
+    best_C, curve = select_C(*sel, grid, **kw)
+    w = fit_logreg(fit_x, fit_y, best_C, **kw)
+    metrics = topk_percent(predict_scores(w, ev_x), ev_y)
+    details = {"best_C": best_C, "selection": how, "selection_top1_per_C": {f"{c:.6g}": s for c, s in curve.items()},
+               "refit_iterations": w.n_iter, "refit_converged": w.converged, "n_classes": k,
+               "evaluated_on": preset.test_split if use_test else preset.eval_split,
+               "grid_on_edge": best_C in (min(curve), max(curve))}
+    return ProtocolResult(metrics, details=details, headline=("top1", "top5"))

@@ -1,0 +1,203 @@
+"""Small training toolkit shared by the protocols that train (linear probe, semi-supervised fine-tuning, dense tasks).
+
+API (keep it small):
+    LARS(params, lr, weight_decay=0, momentum=0.9, trust_coefficient=0.001)
+        MAE `util/lars.py` transcribed: parameters with ndim ≤ 1 (biases, norms) get neither weight decay nor
+        the trust-ratio scaling. (timm.optim.Lars differs: it adapts by param group, not by ndim, and adds eps.)
+    build_optimizer(name, params, lr, momentum=0.9, weight_decay=0) -> Optimizer   # "sgd" | "nesterov" | "lars"
+    scaled_lr(base_lr, batch_size, rule) -> float       # rule "linear": base × bs/256; "sqrt": base × √bs; "none"
+    lr_at(schedule, progress_epochs, *, base_lr, epochs, warmup_epochs=0, milestones=(), gamma=0.1,
+          min_lr=0) -> float
+        schedule "constant" | "step" | "cosine" | "warmup_cosine"; progress_epochs is a float (per-iteration
+        schedules pass epoch + it/iters_per_epoch, per-epoch schedules pass the integer epoch).
+    set_lr(optimizer, lr)                               # every param group, keeping each group's "lr_scale"
+    check_finite(loss, where) -> None                   # NonFiniteError on NaN/inf
+    RunDir(path): .load() -> dict | None, .save(state: dict) (atomic, one file per run), .done_marker
+    dist_info() -> (rank, world_size, local_rank); is_main() ; maybe_ddp(module, device) -> module
+    seed_everything(seed)
+
+Checkpoints are written atomically (bench/_io.py) after every finished epoch; resuming loads the last one and
+continues from the next epoch, restoring model, optimizer, scaler, RNG states and any history the caller keeps.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+import random
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ._io import atomic_write_bytes
+from .errors import BenchError, NonFiniteError
+
+__all__ = ["LARS", "build_optimizer", "scaled_lr", "lr_at", "set_lr", "check_finite", "RunDir", "dist_info",
+           "is_main", "maybe_ddp", "seed_everything", "rng_state", "set_rng_state", "init_distributed_if_launched"]
+
+
+class LARS(torch.optim.Optimizer):
+    """LARS exactly as facebookresearch/mae:util/lars.py (used for MAE's linear probe)."""
+
+    def __init__(self, params: Iterable, lr: float = 0, weight_decay: float = 0, momentum: float = 0.9,
+                 trust_coefficient: float = 0.001):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum,
+                                      trust_coefficient=trust_coefficient))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for g in self.param_groups:
+            for p in g["params"]:
+                if p.grad is None:
+                    continue
+                dp = p.grad
+                if p.ndim > 1:  # MAE: no weight decay and no LARS adaptation for biases and norm parameters
+                    dp = dp.add(p, alpha=g["weight_decay"])
+                    param_norm, update_norm = torch.norm(p), torch.norm(dp)
+                    one = torch.ones_like(param_norm)
+                    q = torch.where(param_norm > 0.0,
+                                    torch.where(update_norm > 0, g["trust_coefficient"] * param_norm / update_norm,
+                                                one), one)
+                    dp = dp.mul(q)
+                state = self.state[p]
+                if "mu" not in state:
+                    state["mu"] = torch.zeros_like(p)
+                mu = state["mu"]
+                mu.mul_(g["momentum"]).add_(dp)
+                p.add_(mu, alpha=-g["lr"])
+        return loss
+
+
+def build_optimizer(name: str, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0):
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "nesterov":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=True)
+    if name == "lars":
+        return LARS(params, lr=lr, weight_decay=weight_decay, momentum=momentum)
+    raise BenchError(f"unknown optimizer {name!r}; use sgd, nesterov or lars")
+
+
+def scaled_lr(base_lr: float, batch_size: int, rule: str) -> float:
+    """The papers' batch-size scaling: linear (Goyal et al.: base × bs/256), sqrt (SimCLR v2), or none."""
+    if rule == "linear":
+        return base_lr * batch_size / 256
+    if rule == "sqrt":
+        return base_lr * math.sqrt(batch_size)
+    if rule == "none":
+        return base_lr
+    raise BenchError(f"unknown lr scaling rule {rule!r}; use linear, sqrt or none")
+
+
+def lr_at(schedule: str, progress_epochs: float, *, base_lr: float, epochs: int, warmup_epochs: float = 0,
+          milestones: tuple[int, ...] = (), gamma: float = 0.1, min_lr: float = 0.0) -> float:
+    """Learning rate after `progress_epochs` epochs of training.
+
+    step: ×gamma at each milestone passed (MoCo `adjust_learning_rate`). cosine: base·½(1+cos(π·t/epochs))
+    (MoCo v3, SimCLR, BYOL, DINO's CosineAnnealingLR to 0). warmup_cosine: linear warmup then half-cosine
+    to min_lr (MAE `util/lr_sched.py`, per iteration).
+    """
+    t = progress_epochs
+    if schedule == "constant":
+        return base_lr
+    if schedule == "step":
+        return base_lr * gamma ** sum(t >= m for m in milestones)
+    if schedule == "cosine":
+        return min_lr + (base_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * t / epochs))
+    if schedule == "warmup_cosine":
+        if t < warmup_epochs:
+            return base_lr * t / warmup_epochs
+        frac = (t - warmup_epochs) / max(epochs - warmup_epochs, 1e-12)
+        return min_lr + (base_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * frac))
+    raise BenchError(f"unknown schedule {schedule!r}; use constant, step, cosine or warmup_cosine")
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = lr * g.get("lr_scale", 1.0)
+
+
+def check_finite(loss: torch.Tensor, where: str) -> None:
+    if not torch.isfinite(loss).all():
+        raise NonFiniteError(f"{where}: loss is {float(loss.detach().float().mean())}; lower the learning rate or "
+                             f"check the features (no checkpoint written for this epoch)")
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class RunDir:
+    """A training run's folder: `last.pt` holds the state after the last finished epoch, written atomically."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "last.pt"
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.checkpoint.is_file():
+            return None
+        # our own file, written by save(); it holds RNG states (numpy arrays, tuples), so full unpickling
+        return torch.load(self.checkpoint, map_location="cpu", weights_only=False)
+
+    def save(self, state: dict[str, Any]) -> None:
+        if not is_main():
+            return
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.checkpoint, buf.getvalue())
+
+
+def dist_info() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank); (0, 1, 0) outside torchrun."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+    return 0, 1, 0
+
+
+def is_main() -> bool:
+    return dist_info()[0] == 0
+
+
+def init_distributed_if_launched(device: torch.device) -> bool:
+    """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on GPU, gloo on CPU); True if distributed."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+        return False
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+def maybe_ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Wrap in DistributedDataParallel when a process group is up; otherwise return the module unchanged."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
+    return module

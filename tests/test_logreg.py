@@ -1,0 +1,88 @@
+"""L-BFGS logistic regression against scikit-learn's LogisticRegression at the same C, and the protocol's splits."""
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from bench.protocols.logreg import (c_grid, fit_logreg, fit_logreg_ovr, holdout_split, predict_scores, select_C)
+
+
+def _problem(n, dim=16, classes=6, seed=0, noise=2.0):
+    centers = np.random.default_rng(42).normal(size=(classes, dim))
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, size=n)
+    return (centers[y] + noise * rng.normal(size=(n, dim))).astype(np.float32), y
+
+
+@pytest.mark.parametrize("C", [1e-3, 1e-1, 10.0])
+def test_multinomial_matches_sklearn(C):
+    x, y = _problem(500)
+    xt, yt = _problem(400, seed=1)
+    ours = fit_logreg(x, y, C, num_classes=6)
+    sk = LogisticRegression(C=C, max_iter=10_000, tol=1e-10).fit(x.astype(np.float64), y)
+    acc_ours = float((predict_scores(ours, xt).argmax(1).numpy() == yt).mean() * 100)
+    acc_sk = float((sk.predict(xt) == yt).mean() * 100)
+    assert abs(acc_ours - acc_sk) <= 0.3
+    # same minimiser, not just the same accuracy: sklearn's C·ΣCE + ½‖W‖², bias unpenalised
+    np.testing.assert_allclose(ours.W.numpy(), sk.coef_.T, atol=1e-4 * max(1.0, np.abs(sk.coef_).max()))
+    np.testing.assert_allclose(ours.b.numpy(), sk.intercept_, atol=1e-3)
+    assert 30 < acc_sk < 100
+
+
+def test_one_vs_rest_matches_sklearn_binary_with_mask():
+    x, _ = _problem(300)
+    rng = np.random.default_rng(3)
+    Y = (x[:, :3] + rng.normal(size=(300, 3)) > 0).astype(np.float64)
+    mask = rng.random((300, 3)) > 0.1   # e.g. VOC "difficult" entries left out of a class's loss
+    w = fit_logreg_ovr(x, Y, 0.05, mask=mask)
+    scores = predict_scores(w, x).numpy()
+    for k in range(3):
+        keep = mask[:, k]
+        sk = LogisticRegression(C=0.05, max_iter=10_000, tol=1e-10).fit(x[keep].astype(np.float64), Y[keep, k])
+        np.testing.assert_allclose(w.W[:, k].numpy(), sk.coef_[0], atol=1e-4)
+        np.testing.assert_allclose(scores[:, k], sk.decision_function(x), atol=1e-3)
+
+
+def test_select_C_warm_start_equals_cold_and_sklearn_choice():
+    x, y = _problem(400)
+    tr, ho = holdout_split(len(x), 0.25, seed=0)
+    grid = c_grid(-4, 2, 7)
+    best, curve = select_C(x[tr], y[tr], x[ho], y[ho], grid, num_classes=6, progress=False)
+    best_cold, curve_cold = select_C(x[tr], y[tr], x[ho], y[ho], grid, num_classes=6, warm_start=False,
+                                     progress=False)
+    sk_curve = {float(c): float((LogisticRegression(C=c, max_iter=10_000, tol=1e-10).fit(
+        x[tr].astype(np.float64), y[tr]).predict(x[ho]) == y[ho]).mean() * 100) for c in grid}
+    assert best == best_cold
+    for c in grid:
+        assert abs(curve[float(c)] - sk_curve[float(c)]) <= 1.0   # ≤ one of 100 held-out rows flips
+    assert max(curve.values()) - min(curve.values()) > 5          # C matters on this problem
+
+
+def test_holdout_split_is_seeded_disjoint_and_complete():
+    a_tr, a_ho = holdout_split(1000, 0.1, seed=0)
+    b_tr, b_ho = holdout_split(1000, 0.1, seed=0)
+    _, c_ho = holdout_split(1000, 0.1, seed=1)
+    assert np.array_equal(a_ho, b_ho) and not np.array_equal(a_ho, c_ho)
+    assert len(a_ho) == 100 and np.intersect1d(a_tr, a_ho).size == 0
+    assert np.array_equal(np.union1d(a_tr, a_ho), np.arange(1000))
+
+
+def test_protocol_with_test_split_selects_on_val_and_scores_test(tmp_path):
+    from bench.cache import FeatureSet, save_feature_split
+    from bench.runner import RunContext, run_protocol
+    for split, seed, n in (("train", 0, 300), ("val", 1, 150), ("test", 2, 200)):
+        x, y = _problem(n, seed=seed)
+        save_feature_split(tmp_path / "feats", split, FeatureSet(x, y))
+    ctx = RunContext(dataset="imagenet", features_dir=tmp_path / "feats", quick=True)
+    rec, _, _ = run_protocol("logreg", ctx, out_dir=tmp_path / "out")
+    d = rec["details"]
+    assert d["evaluated_on"] == "test" and "refit on train+val" in d["selection"]
+    x, y = np.concatenate([_problem(300)[0], _problem(150, seed=1)[0]]), np.concatenate(
+        [_problem(300)[1], _problem(150, seed=1)[1]])
+    xt, yt = _problem(200, seed=2)
+    sk = LogisticRegression(C=d["best_C"], max_iter=50, tol=1e-10).fit(x.astype(np.float64), y)
+    probs = sk.predict_proba(xt)
+    top5 = np.mean([yt[i] in np.argsort(-probs[i])[:5] for i in range(len(yt))]) * 100
+    assert abs(rec["metrics"]["top1"] - (sk.predict(xt) == yt).mean() * 100) <= 1.0
+    assert abs(rec["metrics"]["top5"] - top5) <= 1.0
+    assert torch.isfinite(torch.tensor(rec["metrics"]["top1"]))
