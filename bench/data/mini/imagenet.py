@@ -2,7 +2,7 @@
 
 Real images with real class structure (so k-NN and linear probes learn something), upsampled to 32×32 RGB JPEG,
 with ImageNet-style wnid folders and `<wnid>_<n>.JPEG` file names (the names SimCLR's subset lists use).
-A fixed stratified 80/20 train/val split.
+A fixed stratified 80/20 train/val split, and 1% / 10% label lists in SimCLR's format.
 """
 from __future__ import annotations
 
@@ -35,3 +35,14 @@ def write_imagenet_mini(root: Path) -> None:
             folder.mkdir(parents=True, exist_ok=True)
             img = Image.fromarray(images[i], mode="L").resize((SIZE, SIZE), Image.BICUBIC).convert("RGB")
             img.save(folder / f"{wnid}_{i}.JPEG", format="JPEG", quality=95)
+    _write_subset_lists(root)
+
+
+def _write_subset_lists(root: Path) -> None:
+    """1percent.txt / 10percent.txt in SimCLR's format (class-balanced, fixed seed), beside train/ and val/."""
+    from torchvision.datasets import ImageFolder
+
+    from ..subsets import write_balanced_list
+    samples = ImageFolder(str(root / "train")).samples
+    for percent in (1, 10):
+        write_balanced_list(samples, percent / 100, seed=percent, path=root / f"{percent}percent.txt")
