@@ -108,3 +108,19 @@ def test_canonical_method_aliases():
     assert canonical_method("MoCov2 [15]") == canonical_method("MoCo v2") == "mocov2"
     assert canonical_method("SCLR [12]") == canonical_method("SimCLR (ours)") == "simclr"
     assert canonical_method("Ours") is None
+
+
+def test_every_mapped_preset_exists_in_the_protocol_yaml():
+    from bench.presets import load_protocol_yaml
+    from bench.reference import preset_for
+    mapping = reference_mapping()
+    for table, per_protocol in mapping["tables"].items():
+        for ref_protocol, value in per_protocol.items():
+            protocol = mapping["protocols"][ref_protocol]["protocol"]
+            names = [value] if isinstance(value, str) else list(value.values())
+            known = set(load_protocol_yaml(protocol)["presets"])
+            assert set(names) <= known, f"{table}: {protocol} presets {set(names) - known} do not exist"
+    # the architecture picks the paper's own variant
+    dino = mapping["tables"]["dino_linear_knn"]["linear"]
+    assert (preset_for(dino, "ViT-B/16"), preset_for(dino, "ViT-S/16"), preset_for(dino, "RN50")) == \
+        ("dino_vitb", "dino", "dino")

@@ -113,6 +113,17 @@ def arch_matches(documented: str | None, measured: str | None) -> bool:
     return d == m or (d.startswith("vit-") and "/" not in d and m.split("/")[0] == d)
 
 
+def preset_for(value: str | dict[str, str], arch: str | None) -> str:
+    """The preset of a mapping entry: one name, or {default: name, <canonical arch>: name} for papers whose
+    protocol changes with the architecture (a pattern without patch size matches every patch size)."""
+    if isinstance(value, str):
+        return value
+    for pattern, name in value.items():
+        if pattern != "default" and arch_matches(pattern, arch):
+            return name
+    return value["default"]
+
+
 @functools.lru_cache(maxsize=None)
 def documented_entries() -> tuple[Documented, ...]:
     """Every numeric documented value of the leaderboard tables, on bench's grid, in index then row order."""
@@ -130,7 +141,8 @@ def documented_entries() -> tuple[Documented, ...]:
             # A setting the mapping lifts into the column (label fraction) no longer tells rows apart.
             setting = "" if target.get("setting") else row["split_or_setting"]
             metric = row["metric"] + (f"@{target['setting']}" if target.get("setting") else "")
-            out.append(Documented(table, papers.get(table, ""), target["protocol"], presets[row["protocol"]],
+            out.append(Documented(table, papers.get(table, ""), target["protocol"],
+                                  preset_for(presets[row["protocol"]], row["arch"]),
                                   row["dataset"], metric, row["method"], row["arch"], setting, row["value"], i))
     return tuple(out)
 
