@@ -80,8 +80,8 @@ def _knn_over_k(records: list[dict[str, Any]], results: Path) -> list[Path]:
     return out
 
 
-def _label_efficiency(records: list[dict[str, Any]], results: Path) -> list[Path]:
-    """top1 over the label fraction, one line per checkpoint/preset; records without a fraction are skipped."""
+def label_efficiency_points(records: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
+    """top1 over the labelled percentage, one line per checkpoint/preset (records without a fraction skipped)."""
     lines: dict[str, list[tuple[float, float]]] = {}
     for r in records:
         if r.get("protocol") != "semisup":
@@ -92,14 +92,21 @@ def _label_efficiency(records: list[dict[str, Any]], results: Path) -> list[Path
         ck = r.get("checkpoint") or {}
         label = f"{ck.get('name')} {ck.get('arch')} [{r.get('preset')}]" + ("" if r.get("comparable") else " *")
         lines.setdefault(label, []).append((float(frac.rstrip("%")), float(top1["top1"])))
+    return {label: sorted(points) for label, points in sorted(lines.items())}
+
+
+def _label_efficiency(records: list[dict[str, Any]], results: Path) -> list[Path]:
+    lines = label_efficiency_points(records)
     if not lines:
         return []
     fig, ax = plt.subplots(figsize=(6, 4))
-    for label, points in sorted(lines.items()):
-        xs, ys = zip(*sorted(points))
+    for label, points in lines.items():
+        xs, ys = zip(*points)
         ax.plot(xs, ys, marker="o", label=label)
     ax.set_xscale("log")
-    ax.set_xlabel("labelled fraction (%)")
+    ticks = sorted({x for points in lines.values() for x, _ in points})
+    ax.set_xticks(ticks, [f"{t:g}%" for t in ticks])
+    ax.set_xlabel("labelled fraction of the train split")
     ax.set_ylabel("top-1 (%)")
     ax.set_title("Label efficiency (semisup; * not comparable)")
     ax.legend(fontsize=6)

@@ -1,6 +1,6 @@
 """What `run_all.sh` sweeps: the checkpoints of `checkpoints.yaml` that are on this machine, and why others are not.
 
-`checkpoints.yaml` (issue 3 fills it) maps a name to {url, sha256, family, arch, method, file/path, documented}.
+`checkpoints.yaml` lists entries {name, url, sha256, family, arch, method, file/path, numbers} (bench/backbones/zoo.py).
 Every field is optional here: an entry is *local* when `path` exists, or when its file name (`file`, else the
 last part of `url`) is in `$BENCH_CHECKPOINTS` or `<cache>/checkpoints/`. Nothing is downloaded.
 
@@ -41,8 +41,12 @@ def _load_catalog(path: str) -> dict[str, dict[str, Any]]:
     entries = data.get("checkpoints") if isinstance(data, dict) else None
     if entries is None:
         return {}
+    if isinstance(entries, list):   # the repository's layout: a list of entries, each with its `name`
+        if not all(isinstance(e, dict) and e.get("name") for e in entries):
+            raise BenchError(f"{p}: every entry of 'checkpoints' needs a name")
+        entries = {e["name"]: e for e in entries}
     if not isinstance(entries, dict):
-        raise BenchError(f"{p}: 'checkpoints' must be a mapping of name → fields")
+        raise BenchError(f"{p}: 'checkpoints' must be a list of entries or a mapping of name → fields")
     return {str(k): (v if isinstance(v, dict) else {}) for k, v in entries.items()}
 
 

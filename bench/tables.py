@@ -76,7 +76,11 @@ def _is_headline(m: Measured, column: str) -> bool:
 
 def label_fraction(record: dict[str, Any]) -> str | None:
     """'1%' / '10%' / '100%' from a semisup record's preset settings, options or details; None when absent.
-    Values ≤ 1 are fractions, larger ones percentages."""
+    A record's `details.label_percent` (semisup writes it) is a percentage; otherwise values ≤ 1 are fractions,
+    larger ones percentages."""
+    explicit = (record.get("details") or {}).get("label_percent")
+    if isinstance(explicit, (int, float)) and not isinstance(explicit, bool) and explicit > 0:
+        return f"{explicit:g}%"
     pools = [record.get("preset_settings") or {}, (record.get("run_key") or {}).get("options") or {},
              record.get("details") or {}]
     for pool in pools:

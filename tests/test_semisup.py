@@ -77,3 +77,48 @@ def test_fraction_and_bad_list(mini_root, tmp_path, capsys):
     bad.write_text("n00000000_nope.JPEG\n")
     assert _run(mini_root, tmp_path / "b", "--subset-file", str(bad)) == 2
     assert "1 of 1 listed images are missing" in capsys.readouterr().err
+
+
+def test_resume_after_interruption_matches_the_uninterrupted_run(mini_root, tmp_path, monkeypatch):
+    from bench.protocols import _semisup_train
+    from bench.runner import run_protocol
+    from test_linear import _Stop, _tiny_ctx
+    overrides = {"quick_epochs": 3}
+    ref, _, _ = run_protocol("semisup", _tiny_ctx(mini_root, tmp_path / "c1"), preset="swav",
+                             overrides=overrides, out_dir=tmp_path / "o1")
+
+    def stop_after_second(epoch):
+        if epoch == 1:
+            raise _Stop
+    monkeypatch.setattr(_semisup_train, "AFTER_EPOCH_HOOKS", [stop_after_second])
+    with pytest.raises(_Stop):
+        run_protocol("semisup", _tiny_ctx(mini_root, tmp_path / "c2"), preset="swav", overrides=overrides,
+                     out_dir=tmp_path / "o2")
+    monkeypatch.setattr(_semisup_train, "AFTER_EPOCH_HOOKS", [])
+    rec, _, _ = run_protocol("semisup", _tiny_ctx(mini_root, tmp_path / "c2"), preset="swav", overrides=overrides,
+                             out_dir=tmp_path / "o2")
+    assert ref["details"]["resumed_from_epoch"] == 0 and rec["details"]["resumed_from_epoch"] == 2
+    assert len(rec["details"]["history"]) == 3
+    assert [h["train_loss"] for h in rec["details"]["history"]] == pytest.approx(
+        [h["train_loss"] for h in ref["details"]["history"]], rel=1e-5)
+    assert rec["metrics"] == pytest.approx(ref["metrics"])
+    # SwAV reports its best epoch on val; the record says so
+    assert rec["metrics"]["top1_max"] == max(h["top1"] for h in rec["details"]["history"])
+
+
+def test_label_efficiency_points_cover_1_10_and_100_percent(mini_root, tmp_path):
+    from bench.plots import label_efficiency_points
+    from bench.runner import run_protocol
+    from test_linear import _tiny_ctx
+    records = []
+    for percent in (1, 10, 100):
+        ctx = _tiny_ctx(mini_root, tmp_path / "c")
+        ctx.options = {"labels_percent": percent}
+        rec, _, _ = run_protocol("semisup", ctx, preset="simclr", out_dir=tmp_path / "o")
+        assert rec["details"]["subset"]["count"] == {1: 14, 10: 144, 100: 1437}[percent]
+        records.append(rec)
+    (line,) = label_efficiency_points(records).values()
+    assert [x for x, _ in line] == [1.0, 10.0, 100.0]
+    assert [y for _, y in line] == [r["metrics"]["top1"] for r in records]
+    # SimCLR's per-subset epochs (60 for 1 %, 30 for 10 %) are what the record says ran
+    assert [r["details"]["effective_preset"]["epochs"] for r in records[:2]] == [60, 30]

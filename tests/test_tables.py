@@ -58,11 +58,11 @@ def results(tmp_path_factory, catalog):
                 reasons=("miniature data", "--quick")),
         _record("knn", "instdisc", {"top1": 70.0, "top1_k200": 70.0}, **vit, fp="3"),
         _record("knn", "dino", {"top1": 5.0}, arch="resnet18", family="random", name="random", fp="4"),
-        _record("semisup", "simclr", {"top1": 55.0, "top5": 80.0}, family="byol", name="byol.pth", fp="5",
+        _record("semisup", "byol", {"top1": 55.0, "top5": 80.0}, family="byol", name="byol.pth", fp="5",
                 preset_settings={"label_fraction": 0.01}),
-        _record("semisup", "simclr", {"top1": 70.0}, family="byol", name="byol.pth", fp="6",
+        _record("semisup", "byol", {"top1": 70.0}, family="byol", name="byol.pth", fp="6",
                 preset_settings={"label_fraction": 0.1}),
-        _record("semisup", "simclr", {"top1": 1.0}, family="byol", name="nofrac.pth", fp="7"),
+        _record("semisup", "byol", {"top1": 1.0}, family="byol", name="nofrac.pth", fp="7"),
         _record("transfer", "simclr", {"food101": 70.0, "aircraft": 50.0, "mean": 60.0}, arch="resnet50",
                 family="simclr", name="simclr.pth", fp="8"),
     ])
@@ -103,6 +103,8 @@ def test_semisup_fraction_becomes_the_column_and_meets_byol(results):
     assert f"top1@1% {d1:+.2f}" in row["delta"] and f"top1@10% {d10:+.2f}" in row["delta"]
     assert _measured(rows, "nofrac.pth")[0]["delta"] == "not compared: label fraction not in the record"
     assert label_fraction({"preset_settings": {"percent": 10}}) == "10%"
+    # semisup's own detail is a percentage: 1 means 1 %, not a fraction of 1
+    assert label_fraction({"details": {"label_percent": 1}, "run_key": {"options": {"labels_percent": 1}}}) == "1%"
     assert label_fraction({"details": {}}) is None
 
 
@@ -147,3 +149,14 @@ def test_regeneration_is_byte_identical_and_path_independent(results, tmp_path):
 def test_table_on_missing_folder_is_a_one_line_error(tmp_path, capsys):
     assert run_cli("table", "--results", tmp_path / "nope") == 2
     assert "results folder not found" in capsys.readouterr().err
+
+
+def test_repository_catalog_is_what_the_leaderboard_reads(monkeypatch):
+    """checkpoints.yaml is a list of named entries; the leaderboard finds a record's method through it."""
+    from bench.backbones.zoo import load_registry
+    from bench.sweep import catalog_entry_for, checkpoint_catalog
+    monkeypatch.delenv("BENCH_CHECKPOINTS_YAML", raising=False)
+    catalog = checkpoint_catalog()
+    assert set(catalog) == set(load_registry()) and len(catalog) > 20
+    name, entry = catalog_entry_for({"name": "mae_pretrain_vit_base.pth"})
+    assert name == "mae_vit_base" and entry["family"] == "mae"

@@ -48,13 +48,16 @@ class _LabelledSubset(Subset):
 def make_head(dim: int, num_classes: int, preset) -> nn.Module:
     """nn.Linear with the paper's init; MAE puts BatchNorm1d(affine=False, eps=1e-6) in front."""
     fc = nn.Linear(dim, num_classes)
-    if preset.head_init == "zeros":            # SimCLR zero_init_logits_layer
+    if preset.head_init == "default":          # PyTorch's own Linear init (SwAV's eval_semisup.py)
+        pass
+    elif preset.head_init == "zeros":            # SimCLR zero_init_logits_layer
         nn.init.zeros_(fc.weight)
     elif preset.head_init == "trunc_normal":   # MAE trunc_normal_(std=0.01)
         nn.init.trunc_normal_(fc.weight, std=preset.head_init_std)
     else:                                      # MoCo / DINO normal_(0, 0.01)
         nn.init.normal_(fc.weight, 0.0, preset.head_init_std)
-    nn.init.zeros_(fc.bias)
+    if preset.head_init != "default":
+        nn.init.zeros_(fc.bias)
     if preset.head_bn:
         return nn.Sequential(nn.BatchNorm1d(dim, affine=False, eps=1e-6), fc)
     return fc

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from .._io import sha256_json
+from ..errors import BenchError
 from ..backbones.features import compute_features
 from ..data import cache_dir
 from ..presets import preset_settings
@@ -69,7 +70,7 @@ def _train_epoch(model, opt, loader, device, epoch: int, steps: int, lr_of: Call
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        total += float(loss)
+        total += float(loss.detach())
     return total / max(len(loader), 1)
 
 
@@ -134,6 +135,9 @@ def _one_run(ctx, preset, train_ds, eval_ds, num_classes: int, tag: str, *, ever
 def _holdout(samples, subset_idx: np.ndarray, images: int, seed: int) -> np.ndarray:
     """BYOL's local validation images: drawn (seeded) from the train images outside the labelled subset."""
     rest = np.setdiff1d(np.arange(len(samples)), subset_idx)
+    if not len(rest):
+        raise BenchError("this preset selects its hyper-parameters on train images outside the labelled subset, "
+                         "and the subset holds every train image; use a 1% / 10% subset or another preset")
     n = max(1, round(images * len(samples) / 1_281_167))
     return np.sort(np.random.default_rng(seed).choice(rest, size=min(n, len(rest)), replace=False))
 
