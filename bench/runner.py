@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -178,6 +179,7 @@ def run_protocol(protocol: str, ctx: RunContext, *, preset: str | None = None,
                        weights_id=run_key["source"])
     if path.exists() and not force:
         return read_record(path), path, True
+    random.seed(ctx.seed)   # augmentations written with Python's random (the mmseg pipeline) are seeded too
     torch.manual_seed(ctx.seed)
     np.random.seed(ctx.seed)
     start = time.perf_counter()

@@ -103,3 +103,7 @@ def write_voc_mini(root: Path) -> None:
             for name in names:
                 _scene(rng, name, year, folder)
             (folder / "ImageSets" / "Main" / f"{image_set}.txt").write_text("\n".join(names) + "\n")
+            if image_set == "trainval":   # as the devkit: trainval is train then val (the transfer split)
+                half = len(names) // 2
+                for part, subset in (("train", names[:half]), ("val", names[half:])):
+                    (folder / "ImageSets" / "Main" / f"{part}.txt").write_text("\n".join(subset) + "\n")
