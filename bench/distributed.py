@@ -10,7 +10,7 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["init_from_env", "rank", "world_size", "is_main", "barrier", "local_device"]
+__all__ = ["init_from_env", "rank", "world_size", "dist_info", "is_main", "barrier", "local_device", "maybe_ddp"]
 
 
 def init_from_env(device_type: str = "cpu") -> bool:
@@ -48,3 +48,17 @@ def local_device(device: torch.device) -> torch.device:
     if device.type == "cuda" and device.index is None and world_size() > 1:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return device
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size), joining torchrun's process group first when the caller is not the CLI (which joins it)."""
+    init_from_env("cuda" if torch.cuda.is_available() else "cpu")
+    return rank(), world_size()
+
+
+def maybe_ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Wrap in DistributedDataParallel when a process group of more than one is up; otherwise the module itself."""
+    if world_size() > 1:
+        return torch.nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda"
+                                                         else None)
+    return module

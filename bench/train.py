@@ -30,13 +30,13 @@ from typing import Any, Iterable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from ._io import atomic_write_bytes
+from .distributed import is_main
 from .errors import BenchError, NonFiniteError
 
-__all__ = ["LARS", "build_optimizer", "scaled_lr", "lr_at", "set_lr", "check_finite", "RunDir", "dist_info",
-           "is_main", "maybe_ddp", "seed_everything", "rng_state", "set_rng_state", "init_distributed_if_launched"]
+__all__ = ["LARS", "build_optimizer", "scaled_lr", "lr_at", "set_lr", "check_finite", "RunDir", "seed_everything",
+           "rng_state", "set_rng_state"]
 
 
 class LARS(torch.optim.Optimizer):
@@ -173,31 +173,3 @@ class RunDir:
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write_bytes(self.checkpoint, buf.getvalue())
-
-
-def dist_info() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank); (0, 1, 0) outside torchrun."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
-    return 0, 1, 0
-
-
-def is_main() -> bool:
-    return dist_info()[0] == 0
-
-
-def init_distributed_if_launched(device: torch.device) -> bool:
-    """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on GPU, gloo on CPU); True if distributed."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
-        return False
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return True
-
-
-def maybe_ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """Wrap in DistributedDataParallel when a process group is up; otherwise return the module unchanged."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
-    return module

@@ -26,8 +26,9 @@ from .._io import sha256_json
 from ..augment import build_train_transform
 from ..data import build_eval_transform
 from ..presets import preset_settings
-from ..train import (RunDir, build_optimizer, check_finite, dist_info, init_distributed_if_launched, lr_at,
-                     maybe_ddp, rng_state, scaled_lr, set_lr, set_rng_state)
+from ..distributed import dist_info, maybe_ddp
+from ..train import (RunDir, build_optimizer, check_finite, lr_at,
+                     rng_state, scaled_lr, set_lr, set_rng_state)
 from . import ProtocolResult
 
 __all__ = ["run_augmented", "make_head", "AFTER_EPOCH_HOOKS"]
@@ -131,8 +132,7 @@ def _run_key(ctx, preset, batch: int, epochs: int, mode: str) -> str:
 
 
 def run_augmented(ctx, preset) -> ProtocolResult:
-    init_distributed_if_launched(ctx.device)
-    rank, world, _ = dist_info()
+    rank, world = dist_info()
     train_tf, eval_tf, train_spec, eval_spec = _transforms(ctx, preset)
     mode = ctx.resolve_feature_mode(preset.feature_mode)
     ctx.backbone.model.to(ctx.device).eval().requires_grad_(False)   # frozen, BN on running statistics

@@ -23,8 +23,9 @@ from ..errors import BenchError
 from ..backbones.features import compute_features
 from ..data import cache_dir
 from ..presets import preset_settings
-from ..train import (RunDir, build_optimizer, check_finite, dist_info, init_distributed_if_launched, lr_at,
-                     maybe_ddp, rng_state, scaled_lr, set_lr, set_rng_state)
+from ..distributed import dist_info, maybe_ddp
+from ..train import (RunDir, build_optimizer, check_finite, lr_at,
+                     rng_state, scaled_lr, set_lr, set_rng_state)
 from ._linear_train import _transforms, make_head
 
 __all__ = ["finetune", "logreg_on_subset", "AFTER_EPOCH_HOOKS"]
@@ -84,8 +85,7 @@ def _optimizer(model: _Classifier, preset, batch: int):
 
 def _one_run(ctx, preset, train_ds, eval_ds, num_classes: int, tag: str, *, every_epoch_eval: bool) -> dict:
     """Train on `train_ds`, evaluate on `eval_ds`; returns the history and settings. Resumable."""
-    init_distributed_if_launched(ctx.device)
-    rank, world, _ = dist_info()
+    rank, world = dist_info()
     batch = min(preset.batch_size, 64) if ctx.quick else preset.batch_size
     epochs = min(preset.epochs, preset.quick_epochs) if ctx.quick else preset.epochs
     per_rank = max(1, batch // world)

@@ -21,12 +21,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from .._io import atomic_write_bytes
+from ..distributed import dist_info
 from ..errors import NonFiniteError
 from ..metrics.segmentation import IGNORE_INDEX, confusion_matrix
 from .model import SegModel, slide_inference
 from .optim import poly_warmup_factor
 
-__all__ = ["TrainConfig", "dist_info", "train_segmentation", "evaluate_segmentation"]
+__all__ = ["TrainConfig", "train_segmentation", "evaluate_segmentation"]
 
 _logger = logging.getLogger(__name__)
 CKPT_NAME = "last.pt"
@@ -45,17 +46,6 @@ class TrainConfig:
     aux_weight: float
     checkpoint_every: int
     amp: bool
-
-
-def dist_info() -> tuple[int, int]:
-    """(rank, world size); initialises the process group under torchrun (WORLD_SIZE > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend)
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
 def _progress(iterable, **kw):

@@ -28,7 +28,8 @@ from ..._io import sha256_json
 from ...data.voc import VOC_CLASSES
 from ...errors import BenchError
 from .. import ProtocolResult, register_protocol
-from .engine import DetectionSamples, dist_info, train_detector
+from ...distributed import dist_info
+from .engine import DetectionSamples, train_detector
 from .evaluate import evaluate_voc
 from .model import build_detector, set_test_size
 

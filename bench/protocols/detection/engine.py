@@ -21,23 +21,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..._io import atomic_write_bytes
+from ...distributed import dist_info
 from ...errors import NonFiniteError
 
-__all__ = ["TrainStream", "DetectionSamples", "train_detector", "dist_info", "lr_factor", "collate_lists", "to_tensor_target"]
+__all__ = ["TrainStream", "DetectionSamples", "train_detector", "lr_factor", "collate_lists", "to_tensor_target"]
 
 _logger = logging.getLogger(__name__)
-
-
-def dist_info() -> tuple[int, int]:
-    """(rank, world size); (0, 1) when torch.distributed is not initialised."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def to_tensor_target(img, target: dict, flip: bool = False) -> tuple[torch.Tensor, dict]:

@@ -16,7 +16,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
 
 from ...metrics.detection import ClassDetections, ClassGroundTruth, voc_detection_metrics
-from .engine import collate_lists, dist_info, to_tensor_target
+from ...distributed import dist_info
+from .engine import collate_lists, to_tensor_target
 
 __all__ = ["predict", "voc_ground_truth", "evaluate_voc"]
 
