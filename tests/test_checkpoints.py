@@ -515,3 +515,14 @@ def test_barlow_full_checkpoint_needs_trust(built, tmp_path):
 def test_namespace_args_are_reported_as_non_tensors(built):
     rep = load_backbone(built["dino_full_vit"][0]).report
     assert "argparse.Namespace" in rep.pickle_globals and "args (argparse.Namespace)" in rep.extra_objects
+
+
+def test_arch_of_the_other_kind_is_named_with_the_fix(built):
+    """A ViT file with --arch resnet50 (and the reverse) says what the file holds, before any model is built."""
+    from bench.errors import CheckpointError
+    vit_path = built["moco_v3_vit_small"][0]
+    with pytest.raises(CheckpointError, match=r"weights are a VIT but --arch resnet50 is not; pass --arch vit_"):
+        load_backbone(vit_path, arch="resnet50")
+    resnet_path = built["torchvision_resnet"][0]
+    with pytest.raises(CheckpointError, match=r"weights are a ResNet but --arch vit_small_patch16_224 is not"):
+        load_backbone(resnet_path, arch="vit_small_patch16_224")

@@ -44,6 +44,7 @@ def plan_model(sd: dict[str, torch.Tensor], arch: str | None, family: Family, so
         arch, kwargs = guess.arch, {**guess.structure, **guess.needs}
     else:
         kwargs = dict(guess.needs) if guess else {}
+        _check_arch_kind(arch, kind, guess, source)
     library, _ = split_arch(arch)
     if library == "torchvision":
         kwargs = {}
@@ -53,6 +54,24 @@ def plan_model(sd: dict[str, torch.Tensor], arch: str | None, family: Family, so
     width = int(sd["cls_token"].shape[-1]) if "cls_token" in sd else 0
     return ModelPlan(arch, kwargs, kind, sd, dropped, list(guess.notes if isinstance(guess, ArchGuess) else []),
                      width)
+
+
+_TRANSFORMER_PREFIXES = ("vit", "deit", "beit", "eva", "flexivit")
+
+
+def _check_arch_kind(arch: str, kind: str | None, guess, source: str) -> None:
+    """A ViT file with --arch resnet50 (or the reverse) would fail deep inside model building or loading; say
+    what the file holds instead."""
+    if kind is None:
+        return
+    name = split_arch(arch)[1].lower()
+    is_transformer = name.startswith(_TRANSFORMER_PREFIXES)
+    if is_transformer == (kind in ("vit", "dinov2", "beit")):
+        return
+    hint = guess.arch if isinstance(guess, ArchGuess) and guess.arch else None
+    raise CheckpointError(f"{source}: the weights are a {'ResNet' if kind == 'resnet' else kind.upper()} but "
+                          f"--arch {arch} is not; " + (f"pass --arch {hint} or leave --arch out" if hint else
+                                                       "pass the architecture the file was trained with"))
 
 
 def fit_resolution(plan: ModelPlan, model: nn.Module) -> None:

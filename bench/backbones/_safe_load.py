@@ -57,6 +57,7 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> Any:
         raise CheckpointError(f"{path}: corrupt checkpoint ({first}); re-download it") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        first = first.split(". ")[0].removeprefix("PytorchStreamReader ")   # torch appends paragraphs of advice
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({first}); re-download it") from None
 
 
