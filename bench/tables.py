@@ -217,6 +217,51 @@ def render_csv(table: Table) -> str:
     return buf.getvalue()
 
 
+# SimCLR's transfer table (Kornblith et al.'s order): one row per method, one column per dataset
+TRANSFER_DATASETS = ("food101", "cifar10", "cifar100", "birdsnap", "sun397", "cars", "aircraft", "voc2007", "dtd",
+                     "pets", "caltech101", "flowers102")
+
+
+def transfer_wide_rows(tables: list[Table]) -> tuple[list[str], list[list[str]]]:
+    """The per-dataset transfer tables folded into SimCLR's layout: each documented or measured row once, its
+    headline number (the dataset's documented metric) under each dataset, the mean over the datasets it has."""
+    per = {t.dataset: t for t in tables if t.protocol == "transfer"}
+    datasets = [d for d in TRANSFER_DATASETS if d in per] + sorted(set(per) - set(TRANSFER_DATASETS))
+    rows: dict[tuple, dict[str, str]] = {}
+    for ds in datasets:
+        t = per[ds]
+        metric = next((d.metric for d in t.documented), None)
+        for key, cells, d in _doc_rows(t):
+            rows.setdefault(("doc", d.table, d.method, d.arch, "", d.preset, d.setting), {})[ds] = cells[d.metric]
+        for m in t.measured:
+            value = m.values.get(metric) if metric else next(iter(m.values.values()), None)
+            if value is not None:
+                setting = "miniature" if any(r.get("dataset", {}).get("mini") for r in m.records) else ""
+                key = ("measured", "measured", m.method, m.arch, m.checkpoint, m.preset, setting)
+                rows.setdefault(key, {})[ds] = f"{value:.2f}"
+    header = list(FIXED_COLUMNS) + datasets + ["mean (datasets present)"]
+    out = []
+    for key, cells in rows.items():
+        vals = [float(v) for v in cells.values()]
+        out.append(list(key[1:]) + [cells.get(d, "") for d in datasets] + [f"{sum(vals) / len(vals):.2f}"])
+    return header, out
+
+
+def _transfer_wide_files(tables: list[Table], results: Path) -> list[Path]:
+    if not any(t.protocol == "transfer" for t in tables):
+        return []
+    header, rows = transfer_wide_rows(tables)
+    md = ["# transfer · 12 datasets (SimCLR's table layout)", "",
+          "Each dataset's documented metric (top-1, mean per-class accuracy or 11-point mAP); per-dataset tables "
+          "with deltas: `transfer__<dataset>.md`.", "",
+          "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([header] + rows)
+    return [atomic_write_text(results / "transfer__12datasets.md", "\n".join(md) + "\n"),
+            atomic_write_text(results / "transfer__12datasets.csv", buf.getvalue())]
+
+
 def write_tables(results: Path | str, *, plots: bool = True) -> list[Path]:
     """Regenerate every table (and plot) from `results/runs/*.json` into `results/`. Returns the paths written."""
     results = Path(results)
@@ -226,6 +271,7 @@ def write_tables(results: Path | str, *, plots: bool = True) -> list[Path]:
     for t in tables:
         written.append(atomic_write_text(results / f"{t.stem}.md", render_markdown(t)))
         written.append(atomic_write_text(results / f"{t.stem}.csv", render_csv(t)))
+    written += _transfer_wide_files(tables, results)
     if plots:
         from .plots import write_plots
         written += write_plots(results, tables, records)

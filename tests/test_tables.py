@@ -160,3 +160,13 @@ def test_repository_catalog_is_what_the_leaderboard_reads(monkeypatch):
     assert set(catalog) == set(load_registry()) and len(catalog) > 20
     name, entry = catalog_entry_for({"name": "mae_pretrain_vit_base.pth"})
     assert name == "mae_vit_base" and entry["family"] == "mae"
+
+
+def test_transfer_table_has_simclr_layout(results):
+    rows = _rows(results / "transfer__12datasets.csv")
+    simclr_doc = next(r for r in rows if r["source"] == "simclr_transfer_12datasets" and r["method"] == "SimCLR (ours)")
+    assert simclr_doc["food101"] == _doc("simclr_transfer_12datasets", "SimCLR (ours)", "", "transfer_linear")
+    assert list(rows[0])[6:9] == ["food101", "cifar10", "cifar100"]          # Kornblith's column order
+    measured = next(r for r in rows if r["source"] == "measured")
+    assert (measured["food101"], measured["aircraft"], measured["cifar10"]) == ("70.00", "50.00", "")
+    assert measured["mean (datasets present)"] == "60.00"
