@@ -99,7 +99,7 @@ def _one_run(ctx, preset, train_ds, eval_ds, num_classes: int, tag: str, *, ever
     with torch.no_grad():
         dim = compute_features(backbone.eval(), eval_ds[0][0].unsqueeze(0).to(ctx.device), mode).shape[1]
     backbone.requires_grad_(True)
-    if world > 1:
+    if world > 1 and ctx.device.type == "cuda":   # SyncBN exists only for GPU modules; CPU/gloo keeps per-rank BN
         backbone = nn.SyncBatchNorm.convert_sync_batchnorm(backbone)
     model = _Classifier(backbone, make_head(dim, num_classes, preset), mode).to(ctx.device)
     opt, lr = _optimizer(model, preset, batch)
