@@ -167,6 +167,16 @@ class RunDir:
         # our own file, written by save(); it holds RNG states (numpy arrays, tuples), so full unpickling
         return torch.load(self.checkpoint, map_location="cpu", weights_only=False)
 
+    def resume(self, module: torch.nn.Module, opt: torch.optim.Optimizer, key: str = "model"
+               ) -> tuple[list[dict], int]:
+        """Restore `state[key]`, optimiser and RNG from the last finished epoch: (history, first epoch to run)."""
+        if (state := self.load()) is None:
+            return [], 0
+        module.load_state_dict(state[key])
+        opt.load_state_dict(state["opt"])
+        set_rng_state(state["rng"])
+        return state["history"], state["epoch"] + 1
+
     def save(self, state: dict[str, Any]) -> None:
         if not is_main():
             return

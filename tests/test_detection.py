@@ -24,13 +24,7 @@ SMALL = dict(head="fpn", norm="syncbn", freeze_at=0, fpn_channels=32, batch_size
              rpn_post_nms_train=50, rpn_pre_nms_test=100, rpn_post_nms_test=30)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny convolutions on a shared 2-core machine are many times faster single-threaded
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")   # see conftest
 
 
 def _tiny_resnet():

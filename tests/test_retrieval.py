@@ -11,15 +11,7 @@ from bench.metrics.retrieval import REVISITED_SETUPS, compute_map, gnd_masks, ma
 from tests.conftest import run_cli
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Batch-1 forward passes of tiny models gain nothing from intra-op threads, and on a loaded 2-core CI
-    machine two spinning threads per process are ~10× slower; restored after this module."""
-    import torch
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # see conftest
 
 
 # ---- transcription of filipradenovic/revisitop:python/evaluate.py (kept loop-for-loop) ----

@@ -15,13 +15,7 @@ from bench.segmentation.train import TrainConfig, train_segmentation
 from tests.conftest import run_cli
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small convolutions gain nothing from intra-op threads, and on a shared CI box threads contend badly.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")   # see conftest
 
 
 def _beit_layer_id(name: str, num_max_layer: int) -> int:

@@ -28,7 +28,7 @@ from ..data import build_eval_transform
 from ..presets import preset_settings
 from ..distributed import dist_info, maybe_ddp
 from ..train import (RunDir, build_optimizer, check_finite, lr_at,
-                     rng_state, scaled_lr, set_lr, set_rng_state)
+                     rng_state, scaled_lr, set_lr)
 from . import ProtocolResult
 
 __all__ = ["run_augmented", "make_head", "AFTER_EPOCH_HOOKS"]
@@ -167,13 +167,7 @@ def run_augmented(ctx, preset) -> ProtocolResult:
 
     from ..data import cache_dir
     run_dir = RunDir((ctx.cache_dir or cache_dir()) / "runs" / "linear" / _run_key(ctx, preset, batch, epochs, mode))
-    state = run_dir.load()
-    history, start = [], 0
-    if state is not None:
-        head.load_state_dict(state["head"])
-        opt.load_state_dict(state["opt"])
-        set_rng_state(state["rng"])
-        history, start = state["history"], state["epoch"] + 1
+    history, start = run_dir.resume(head, opt, key="head")
     for epoch in range(start, epochs):
         sampler.set_epoch(epoch)
         loss = _train_epoch(ctx, mode, head_ddp, opt, loader, accum, epoch, lr_of, steps)

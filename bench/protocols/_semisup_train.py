@@ -25,7 +25,7 @@ from ..data import cache_dir
 from ..presets import preset_settings
 from ..distributed import dist_info, maybe_ddp
 from ..train import (RunDir, build_optimizer, check_finite, lr_at,
-                     rng_state, scaled_lr, set_lr, set_rng_state)
+                     rng_state, scaled_lr, set_lr)
 from ._linear_train import _transforms, make_head
 
 __all__ = ["finetune", "logreg_on_subset", "AFTER_EPOCH_HOOKS"]
@@ -111,12 +111,7 @@ def _one_run(ctx, preset, train_ds, eval_ds, num_classes: int, tag: str, *, ever
                        "batch": batch, "epochs": epochs, "n_train": len(train_ds), "seed": ctx.seed,
                        "world": world, "resolution": ctx.resolution, "mini": ctx.mini})[:24]
     run_dir = RunDir((ctx.cache_dir or cache_dir()) / "runs" / "semisup" / key)
-    history, start = [], 0
-    if (state := run_dir.load()) is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        set_rng_state(state["rng"])
-        history, start = state["history"], state["epoch"] + 1
+    history, start = run_dir.resume(model, opt)
     for epoch in range(start, epochs):
         sampler.set_epoch(epoch)
         loss = _train_epoch(ddp, opt, loader, ctx.device, epoch, steps, lambda t: lr_at(preset.schedule, t, **lr_kw))
