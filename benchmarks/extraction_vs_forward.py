@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+# run from a checkout without installing: this repository's bench, not another installed copy
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import best_time, machine  # noqa: E402
 
