@@ -1,7 +1,7 @@
 """bench's k-NN (one top-max(k) search, every k read from it) against scikit-learn and DINO's loop.
 
 - scikit-learn: KNeighborsClassifier(metric="cosine", algorithm="brute", weights=exp(s/T)) fitted once,
-  `predict_proba` once per k (its natural use; it recomputes the neighbours each call).
+  `predict` once per k (its natural use; it recomputes the neighbours each call).
 - the straightforward chunked loop: facebookresearch/dino eval_knn.py `knn_classifier` (transcribed in
   tests/test_knn.py), called once per k: 100 test chunks, each a full chunk × train similarity, top-k, vote.
 Prints the time of each and the ratios. All three give the same top-1 (checked here, too).
