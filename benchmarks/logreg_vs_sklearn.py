@@ -1,6 +1,6 @@
 """bench's L-BFGS logistic regression (torch, float64) against scikit-learn's LogisticRegression at the same C.
 
-    python3 benchmarks/logreg_vs_sklearn.py                                   # CPU, 1 thread each, < 1 min
+    python3 benchmarks/logreg_vs_sklearn.py                                   # CPU, 1 thread each, ~1-2 min
     python3 benchmarks/logreg_vs_sklearn.py --train 50000 --dim 768 --classes 100 --device cuda
 
 Both sides minimise the same objective, C·Σ CE + ½‖W‖² with an unpenalised bias (scikit-learn's C, which
