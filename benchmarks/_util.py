@@ -23,3 +23,13 @@ def machine() -> str:
     import torch
     gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores{gpu}, torch {torch.__version__}"
+
+
+def limit_threads(n: int) -> None:
+    """Give torch and the BLAS/OpenMP pools under numpy/scikit-learn the same thread count, so both sides of a
+    comparison run on the same cores. On a shared machine, busy-waiting BLAS threads can make a 2-thread run
+    ~100× slower than a 1-thread one, which would measure the contention rather than the code."""
+    import torch
+    from threadpoolctl import threadpool_limits
+    torch.set_num_threads(n)
+    threadpool_limits(n)

@@ -1,11 +1,18 @@
 """Feature extraction throughput relative to the backbone's bare forward pass on the same device and batch.
 
 Bare forward: one pre-built batch pushed through the model repeatedly (no decoding, no transfer).
-Extraction: bench's extract_features over real JPEG files (decode + resize + crop + normalise in DataLoader
-workers, pinned memory and channels_last on GPU). The ratio is the fraction of the model's own throughput that
-extraction keeps; issue 11 asks for ≥ 0.90.
+Extraction: bench's extract_features over real JPEG files on disk (PIL decode + resize + crop +
+normalise in DataLoader workers, pinned memory and channels_last on GPU, bf16 autocast with --amp). The images are
+the ImageNet miniature's, re-saved at --image-size (default 500×375, ImageNet's typical size, with noise so they
+do not compress unrealistically well; 0 keeps the 32-px miniature files). The two sides alternate, best of
+--repeats each, so load from other processes hits both alike. The ratio is the fraction of the model's own
+throughput that extraction keeps; issue 11 asks for ≥ 0.90 on a GPU, where decoding runs on CPU workers behind
+the GPU's compute. On a CPU-only machine the workers and the forward share the same cores, so the ratio there is
+bounded by how much of the CPU decoding takes, not by the pipeline.
 
-    python benchmarks/extraction_vs_forward.py --model resnet50 --resolution 224 --batch-size 64 --workers 8
+    python3 benchmarks/extraction_vs_forward.py                                  # CPU: resnet18 @ 112, 256 images
+    python3 benchmarks/extraction_vs_forward.py --model resnet50 --resolution 224 --batch-size 128 --workers 8 \
+        --images 4096 --device cuda [--amp]
 """
 from __future__ import annotations
 
@@ -16,9 +23,24 @@ import tempfile
 from pathlib import Path
 
 import torch
+from torch.utils.data import Subset
 
+# run from a checkout without installing: this repository's bench, not another installed copy
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import best_time, machine  # noqa: E402
+
+
+def _resave(root: Path, size: str) -> None:
+    """Re-save every miniature JPEG at WxH with per-pixel noise (natural-image-like decode cost)."""
+    import numpy as np
+    from PIL import Image
+    w, h = (int(v) for v in size.lower().split("x"))
+    rng = np.random.default_rng(0)
+    for f in sorted(root.rglob("*.JPEG")):
+        big = np.asarray(Image.open(f).convert("RGB").resize((w, h), Image.BILINEAR), dtype=np.int16)
+        noisy = np.clip(big + rng.integers(-24, 25, size=big.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(noisy).save(f, quality=90)
 
 
 def main() -> None:
@@ -27,6 +49,9 @@ def main() -> None:
     p.add_argument("--resolution", type=int, default=112)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    p.add_argument("--images", type=int, default=256, help="images per pass (the miniature's 1,437 files, cycled)")
+    p.add_argument("--image-size", default="500x375", help="WxH of the JPEGs on disk; 0 keeps the 32-px files")
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", action="store_true")
     args = p.parse_args()
@@ -46,7 +71,10 @@ def main() -> None:
                          mean=bb.preprocessing.mean, std=bb.preprocessing.std)
     with tempfile.TemporaryDirectory() as tmp:
         write_minis(Path(tmp), ["imagenet"])
-        ds = open_dataset("imagenet", Path(tmp), "train", build_eval_transform(spec), mini=True)
+        if args.image_size != "0":
+            _resave(Path(tmp) / "imagenet", args.image_size)
+        full = open_dataset("imagenet", Path(tmp), "train", build_eval_transform(spec), mini=True)
+        ds = Subset(full, [i % len(full) for i in range(args.images)])     # cycles past the 1,437 files
         n = len(ds)
         batch = torch.randn(args.batch_size, 3, args.resolution, args.resolution, device=device)
         if device.type == "cuda":
@@ -66,14 +94,18 @@ def main() -> None:
                              transform=spec.to_dict(), data_root=tmp, cache_dir=None, batch_size=args.batch_size,
                              workers=args.workers, device=device, amp=args.amp)
 
-        t_fwd = best_time(forward_only)
-        t_ext = best_time(extraction)
+        forward_only(), extraction()                 # warm-up: allocations, kernels, page cache
+        t_fwd = t_ext = float("inf")
+        for _ in range(args.repeats):               # alternate, so outside load hits both sides alike
+            t_fwd = min(t_fwd, best_time(forward_only, 1, warmup=0))
+            t_ext = min(t_ext, best_time(extraction, 1, warmup=0))
+    fwd, ext = steps * args.batch_size / t_fwd, n / t_ext
     print(f"machine: {machine()}")
-    print(f"{args.model} @ {args.resolution}px, batch {args.batch_size}, {args.workers} workers, {n} images, "
-          f"device {device}{', bf16' if args.amp else ''}")
-    print(f"bare forward : {steps * args.batch_size / t_fwd:8.1f} img/s")
-    print(f"extraction   : {n / t_ext:8.1f} img/s")
-    print(f"ratio extraction / forward = {(n / t_ext) / (steps * args.batch_size / t_fwd):.3f}")
+    print(f"{args.model} @ {args.resolution}px, batch {args.batch_size}, {args.workers} workers, {n} JPEGs at "
+          f"{args.image_size if args.image_size != '0' else '32x32'}, device {device}{', bf16' if args.amp else ''}")
+    print(f"bare forward : {fwd:8.1f} img/s")
+    print(f"extraction   : {ext:8.1f} img/s")
+    print(f"ratio extraction / forward = {ext / fwd:.3f}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ Reference: filipradenovic/revisitop:python/evaluate.py (`compute_ap`, `compute_m
 - mP@k divides by min(k, last positive's 1-based rank), as revisitop does.
 
 Instead of a per-query loop over ranked lists, everything works on `rank_of` (n_queries × n_db): the 0-based rank
-of every database image in each query's ranking. That is also what a memory-bounded search over +1M distractors
+of every database image in each query's ranking, reduced to the (query, image) pairs that are positive or junk
+(benchmarks/retrieval_vs_loop.py times it against the loop). That is also what a memory-bounded search over +1M distractors
 produces (distractors are never positive nor junk, they only push ranks down), so one code path serves both.
 """
 from __future__ import annotations
@@ -69,27 +70,36 @@ def map_from_rank_of(rank_of: np.ndarray, pos: np.ndarray, junk: np.ndarray, kap
     """
     rank_of, pos, junk = np.asarray(rank_of), np.asarray(pos, bool), np.asarray(junk, bool)
     nq = rank_of.shape[0]
-    # Walk every query's db images in ranked order; only positives and junk matter, so other columns ride along.
-    order = np.argsort(rank_of, axis=1, kind="stable")
-    r = np.take_along_axis(rank_of, order, 1)
-    is_pos = np.take_along_axis(pos, order, 1)
-    is_junk = np.take_along_axis(junk, order, 1)
-    junk_above = np.cumsum(is_junk, 1) - is_junk            # junk strictly above this position
-    r_adj = (r - junk_above).astype(np.float64)               # rank after junk removal (revisitop's pos - k)
-    j = (np.cumsum(is_pos, 1) - 1).astype(np.float64)         # 0-based index among the positives found
     n_pos = pos.sum(1) if n_pos is None else np.asarray(n_pos)
+    # Only positives and junk matter: keep those (query, image) pairs, each query's in ranked order. Sorting a few
+    # hundred entries per query instead of every row keeps this O(n_q·n_db) scan + O(nnz log nnz), ahead of the loop.
+    q, d = np.nonzero(pos | junk)
+    r = rank_of[q, d]
+    order = np.lexsort((r, q))
+    q, d, r = q[order], d[order], r[order]
+    is_pos, is_junk = pos[q, d], junk[q, d]
+    start = np.concatenate(([0], np.cumsum(np.bincount(q, minlength=nq))))[q]      # each pair's query's first slot
+
+    def cumsum_in_query(x: np.ndarray) -> np.ndarray:
+        c = np.concatenate(([0], np.cumsum(x)))
+        return c[1:] - c[start]
+
+    junk_above = cumsum_in_query(is_junk) - is_junk          # junk strictly above this position
+    r_adj = (r - junk_above).astype(np.float64)               # rank after junk removal (revisitop's pos - k)
+    j = (cumsum_in_query(is_pos) - 1).astype(np.float64)      # 0-based index among the positives found
     with np.errstate(divide="ignore", invalid="ignore"):
         p0 = np.where(r_adj == 0, 1.0, j / np.where(r_adj == 0, 1.0, r_adj))
         p1 = (j + 1) / (r_adj + 1)
-        aps = np.where(is_pos, (p0 + p1) / 2.0, 0.0).sum(1) / n_pos
+        aps = np.bincount(q, np.where(is_pos, (p0 + p1) / 2.0, 0.0), minlength=nq) / n_pos
     empty = n_pos == 0
     aps[empty] = np.nan
     prs = np.full((nq, len(kappas)), np.nan)
-    last = np.where(is_pos, r_adj + 1, -np.inf).max(1)        # 1-based adjusted rank of the last positive
+    last = np.full(nq, -np.inf)                                # 1-based adjusted rank of the last positive
+    np.maximum.at(last, q[is_pos], r_adj[is_pos] + 1)
     for c, k in enumerate(kappas):
         kq = np.minimum(last, k)
         with np.errstate(divide="ignore", invalid="ignore"):
-            prs[:, c] = (is_pos & (r_adj + 1 <= kq[:, None])).sum(1) / kq
+            prs[:, c] = np.bincount(q, is_pos & (r_adj + 1 <= kq[q]), minlength=nq) / kq
     prs[empty] = np.nan
     valid = ~empty
     mean_ap = float(aps[valid].mean()) if valid.any() else float("nan")
