@@ -58,7 +58,7 @@ def test_partial_load_fails_with_missing_keys_unless_allowed(reference, tmp_path
 
 
 @pytest.mark.parametrize("arch,match", [("resnet50", "shape mismatch"), ("resnet34", "only"),
-                                        ("vit_tiny_patch16_224", "no place in vit_tiny")])
+                                        ("vit_tiny_patch16_224", "weights are a ResNet but --arch vit_tiny")])
 def test_wrong_arch_fails(reference, tmp_path, arch, match):
     path = tmp_path / "r18.pth"
     torch.save(reference.state_dict(), path)

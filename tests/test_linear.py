@@ -125,7 +125,7 @@ def test_mae_head_is_batchnorm_without_affine_then_linear():
     bn, fc = head[0], head[1]
     assert isinstance(bn, nn.BatchNorm1d) and not bn.affine and bn.eps == 1e-6
     # timm/torch trunc_normal_(std=0.01) truncates at ±2 absolute, so in effect N(0, 0.01)
-    assert fc.bias.abs().max() == 0 and float(fc.weight.std()) == pytest.approx(0.01, rel=0.05)
+    assert fc.bias.abs().max() == 0 and float(fc.weight.detach().std()) == pytest.approx(0.01, rel=0.05)
     assert preset.optimizer == "lars" and preset.batch_size * preset.base_lr / 256 == pytest.approx(6.4)
 
 
