@@ -65,13 +65,13 @@ class _Job:
 
 
 def submit(argv: list[str], args: argparse.Namespace) -> int:
+    cluster = "slurm" if args.launcher == "slurm" else "local"
+    if cluster == "slurm" and not args.partition:
+        raise BenchError("--launcher slurm needs --partition NAME")
     try:
         import submitit
     except ImportError as e:
         raise BenchError("--launcher needs submitit: pip install 'bench[slurm]' (or pip install submitit)") from e
-    cluster = "slurm" if args.launcher == "slurm" else "local"
-    if cluster == "slurm" and not args.partition:
-        raise BenchError("--launcher slurm needs --partition NAME")
     folder = Path(args.job_dir) / "%j"
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     params = {"timeout_min": args.time, "tasks_per_node": args.gpus, "nodes": 1, "name": "bench"}
