@@ -35,7 +35,7 @@ from ._io import atomic_write_bytes
 from .distributed import is_main
 from .errors import BenchError, NonFiniteError
 
-__all__ = ["LARS", "build_optimizer", "scaled_lr", "lr_at", "set_lr", "check_finite", "RunDir", "seed_everything",
+__all__ = ["LARS", "build_optimizer", "scaled_lr", "lr_at", "set_lr", "check_finite", "RunDir", "scaled_step", "seed_everything",
            "rng_state", "set_rng_state"]
 
 
@@ -124,10 +124,19 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         g["lr"] = lr * g.get("lr_scale", 1.0)
 
 
-def check_finite(loss: torch.Tensor, where: str) -> None:
+def check_finite(loss: torch.Tensor, where: str,
+                 fix: str = "lower the learning rate or check the features (no checkpoint written for this epoch)"
+                 ) -> None:
     if not torch.isfinite(loss).all():
-        raise NonFiniteError(f"{where}: loss is {float(loss.detach().float().mean())}; lower the learning rate or "
-                             f"check the features (no checkpoint written for this epoch)")
+        raise NonFiniteError(f"{where}: loss is {float(loss.detach().float().mean())}; {fix}")
+
+
+def scaled_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+    """One optimiser step through an AMP GradScaler (a no-op scaler when AMP is off)."""
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
 
 
 def rng_state() -> dict[str, Any]:

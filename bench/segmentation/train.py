@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from .._io import atomic_write_bytes
 from ..distributed import dist_info
-from ..errors import NonFiniteError
 from ..metrics.segmentation import IGNORE_INDEX, confusion_matrix
+from ..train import check_finite, scaled_step
 from .model import SegModel, slide_inference
 from .optim import poly_warmup_factor
 
@@ -130,13 +130,8 @@ def train_segmentation(model: SegModel, groups: list[dict], train_set: Dataset, 
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.float16, enabled=cfg.amp):
             loss = _loss(net, x, y, cfg.aux_weight)
-        if not torch.isfinite(loss):
-            raise NonFiniteError(f"segmentation loss is {loss.item()} at iteration {it}; lower the lr "
-                                 f"(--set lr=...) or check the checkpoint")
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
+        check_finite(loss, f"segmentation iteration {it}", fix="lower the lr (--set lr=...) or check the checkpoint")
+        scaled_step(loss, opt, scaler)
         loss_value = float(loss.detach())
         done = it + 1
         if run_dir is not None and rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.iterations):

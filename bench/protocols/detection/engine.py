@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..._io import atomic_write_bytes
 from ...distributed import dist_info
-from ...errors import NonFiniteError
+from ...train import check_finite, scaled_step
 
 __all__ = ["TrainStream", "DetectionSamples", "train_detector", "lr_factor", "collate_lists", "to_tensor_target"]
 
@@ -157,13 +157,9 @@ def _step(model, images, targets, opt, sched, scaler, device, amp: bool, it: int
     with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
         losses = model(images, targets)
         loss = sum(losses.values())
-    if not torch.isfinite(loss):
-        raise NonFiniteError(f"detection loss is {loss.item()} at iteration {it} "
-                             f"({ {k: round(v.item(), 4) for k, v in losses.items()} }); lower the lr or check data")
-    opt.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(opt)
-    scaler.update()
+    check_finite(loss, f"detection iteration {it} ({ {k: round(v.item(), 4) for k, v in losses.items()} })",
+                 fix="lower the lr or check the data")
+    scaled_step(loss, opt, scaler)
     sched.step()
     return loss.item()
 
