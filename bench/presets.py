@@ -16,11 +16,19 @@ import yaml
 
 from .errors import PresetError
 
-__all__ = ["presets_dir", "load_protocol_yaml", "resolve_preset", "parse_overrides", "preset_settings",
+__all__ = ["presets_dir", "check_choices", "load_protocol_yaml", "resolve_preset", "parse_overrides", "preset_settings",
            "PRESET_META_FIELDS"]
 
 # Provenance fields: they describe a preset but cannot move a number, so they stay out of fingerprints.
 PRESET_META_FIELDS = ("paper", "source", "notes")
+
+
+def check_choices(preset: Any, **allowed: tuple) -> None:
+    """For a preset's __post_init__: each named field holds one of its allowed values (ValueError otherwise,
+    which resolve_preset turns into a one-line preset error)."""
+    for name, choices in allowed.items():
+        if (value := getattr(preset, name)) not in choices:
+            raise ValueError(f"{name} must be one of {choices}, not {value!r}")
 
 
 def presets_dir() -> Path:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import BenchError
+from ..presets import check_choices
 from . import ProtocolResult, register_protocol
 
 __all__ = ["KnnPreset", "knn_topk_neighbors", "knn_scores", "knn_evaluate"]
@@ -46,8 +47,7 @@ class KnnPreset:
             raise ValueError(f"headline_k={self.headline_k} must be one of k={self.k}")
         if self.temperature <= 0 or min(self.k) < 1:
             raise ValueError("temperature must be > 0 and every k ≥ 1")
-        if self.backend not in ("auto", "torch", "faiss"):
-            raise ValueError(f"backend must be auto, torch or faiss, not {self.backend!r}")
+        check_choices(self, backend=("auto", "torch", "faiss"))
 
 
 def _faiss():

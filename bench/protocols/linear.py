@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..presets import check_choices
 from . import ProtocolResult, register_protocol
 
 __all__ = ["LinearPreset", "DINOV2_LRS"]
@@ -70,12 +71,9 @@ class LinearPreset:
     notes: str = ""
 
     def __post_init__(self):
-        checks = {"mode": (self.mode, ("augmented", "grid")), "optimizer": (self.optimizer, ("sgd", "nesterov", "lars")),
-                  "schedule_per": (self.schedule_per, ("epoch", "iter")), "reported": (self.reported, ("max", "final")),
-                  "head_init": (self.head_init, ("normal", "trunc_normal", "zeros"))}
-        for name, (value, allowed) in checks.items():
-            if value not in allowed:
-                raise ValueError(f"{name}={value!r} must be one of {allowed}")
+        check_choices(self, mode=("augmented", "grid"), optimizer=("sgd", "nesterov", "lars"),
+                      schedule_per=("epoch", "iter"), reported=("max", "final"),
+                      head_init=("normal", "trunc_normal", "zeros"))
         if self.batch_size < 1 or self.epochs < 1 or self.grid_epochs < 1:
             raise ValueError("batch_size, epochs and grid_epochs must be ≥ 1")
 

@@ -25,6 +25,7 @@ from .._io import sha256_file
 from ..data.retrieval import OTHER_DATASET, REVISITED, RetrievalData, RetrievalImages, safe_load_gnd
 from ..errors import BenchError, DataError, PresetError
 from ..metrics.retrieval import REVISITED_SETUPS, gnd_masks, map_from_rank_of
+from ..presets import check_choices
 from . import ProtocolResult, register_protocol
 from ._retrieval_extract import Descriptor, ImagePrep, extract_descriptors
 
@@ -53,12 +54,9 @@ class RetrievalPreset:
     notes: str = ""
 
     def __post_init__(self):
-        choices = {"resize": ("resize", "thumbnail"), "interpolation": ("bilinear", "bicubic", "lanczos"),
-                   "query_crop": ("before_resize", "after_resize", "none"), "pooling": ("cls", "gem", "rmac"),
-                   "whiten": ("none", "global", "regional")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
+        check_choices(self, resize=("resize", "thumbnail"), interpolation=("bilinear", "bicubic", "lanczos"),
+                      query_crop=("before_resize", "after_resize", "none"), pooling=("cls", "gem", "rmac"),
+                      whiten=("none", "global", "regional"))
         if self.whiten == "regional" and (self.pooling != "rmac" or len(self.scales) != 1):
             raise ValueError("whiten: regional needs pooling: rmac at a single scale (deepcluster)")
         if not self.scales or min(self.scales) <= 0 or self.imsize < 1:

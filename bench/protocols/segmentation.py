@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .._io import sha256_json
 from ..errors import BenchError
+from ..presets import check_choices
 from . import ProtocolResult, register_protocol
 
 __all__ = ["SegPreset", "run_segmentation", "build_seg_model"]
@@ -63,8 +64,7 @@ class SegPreset:
     notes: str = ""
 
     def __post_init__(self):
-        if self.head not in ("upernet", "linear"):
-            raise ValueError(f"head must be upernet or linear, not {self.head!r}")
+        check_choices(self, head=("upernet", "linear"))
         if len(self.out_indices) != 4:
             raise ValueError(f"out_indices must name 4 blocks, got {self.out_indices}")
         if not set(self.in_index) <= {0, 1, 2, 3}:

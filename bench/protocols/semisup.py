@@ -21,13 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-
-
-
 from ..data import cache_dir
 from ..data.subsets import (SIMCLR_SUBSET_SIZES, balanced_fraction, find_subset_file, read_subset_list,
                             subset_indices)
 from ..errors import BenchError
+from ..presets import check_choices
 from . import ProtocolResult, register_protocol
 
 __all__ = ["SemisupPreset", "resolve_subset", "effective_preset"]
@@ -69,10 +67,7 @@ class SemisupPreset:
     notes: str = ""
 
     def __post_init__(self):
-        if self.mode not in ("finetune", "logreg"):
-            raise ValueError(f"mode must be finetune or logreg, not {self.mode!r}")
-        if self.report not in ("final", "max"):
-            raise ValueError(f"report must be final or max, not {self.report!r}")
+        check_choices(self, mode=("finetune", "logreg"), report=("final", "max"))
 
 
 def _add_arguments(p) -> None:

@@ -27,6 +27,7 @@ import numpy as np
 from ..data import DATASETS, open_dataset
 from ..errors import BenchError, DataError
 from ..metrics.transfer import transfer_metric
+from ..presets import check_choices
 from . import ProtocolResult, register_protocol
 from .logreg import fit_logreg, fit_logreg_ovr, predict_scores, select_C
 
@@ -68,10 +69,7 @@ class TransferPreset:
     notes: str = ""
 
     def __post_init__(self):
-        if self.mode not in ("linear", "finetune"):
-            raise ValueError(f"mode must be linear or finetune, not {self.mode!r}")
-        if self.holdout not in ("ssl-transfer", "byol"):
-            raise ValueError(f"holdout must be ssl-transfer or byol, not {self.holdout!r}")
+        check_choices(self, mode=("linear", "finetune"), holdout=("ssl-transfer", "byol"))
         unknown = sorted(set(self.datasets) - set(TRANSFER_DATASETS))
         if unknown:
             raise ValueError(f"unknown transfer dataset(s) {unknown}; known: {list(TRANSFER_DATASETS)}")

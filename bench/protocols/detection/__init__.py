@@ -26,9 +26,10 @@ import torch
 
 from ..._io import sha256_json
 from ...data.voc import VOC_CLASSES
-from ...errors import BenchError
-from .. import ProtocolResult, register_protocol
 from ...distributed import dist_info
+from ...errors import BenchError
+from ...presets import check_choices
+from .. import ProtocolResult, register_protocol
 from .engine import DetectionSamples, train_detector
 from .evaluate import evaluate_voc
 from .model import build_detector, set_test_size
@@ -87,10 +88,7 @@ class DetectionPreset:
     notes: str = ""
 
     def __post_init__(self):
-        if self.head not in ("c4", "fpn", "vit"):
-            raise ValueError(f"head must be c4, fpn or vit, not {self.head!r}")
-        if self.norm not in ("syncbn", "frozen"):
-            raise ValueError(f"norm must be syncbn or frozen, not {self.norm!r}")
+        check_choices(self, head=("c4", "fpn", "vit"), norm=("syncbn", "frozen"))
         if self.iterations < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
             raise ValueError("iterations, batch_size and checkpoint_every must be ≥ 1")
 
