@@ -140,7 +140,8 @@ def _checkpoint_block(ctx: RunContext) -> dict[str, Any]:
     return {"name": "random" if rep.family == "random" else Path(rep.source).name,
             "path": None if rep.family == "random" else rep.source, "sha256": rep.sha256, "arch": rep.arch,
             "family": rep.family, "layout": rep.layout, "ckpt_key": rep.ckpt_key,
-            "coverage_pct": round(100 * rep.coverage, 3), "library": rep.library}
+            "coverage_pct": round(100 * rep.coverage, 3), "library": rep.library,
+            "registry_name": rep.registry_name}
 
 
 def _not_comparable(ctx: RunContext, overrides: dict[str, Any]) -> list[str]:

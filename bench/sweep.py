@@ -1,8 +1,9 @@
 """What `run_all.sh` sweeps: the checkpoints of `checkpoints.yaml` that are on this machine, and why others are not.
 
 `checkpoints.yaml` lists entries {name, url, sha256, family, arch, method, file/path, numbers} (bench/backbones/zoo.py).
-Every field is optional here: an entry is *local* when `path` exists, or when its file name (`file`, else the
-last part of `url`) is in `$BENCH_CHECKPOINTS` or `<cache>/checkpoints/`. Nothing is downloaded.
+Every field is optional here: an entry is *local* when `path` exists, or when the file `--ckpt NAME` caches
+(`<name>-<url's last part>`, bench.backbones.zoo) or the publisher's own file name (`file`, else the url's last
+part) is in `$BENCH_CHECKPOINTS` or `<cache>/checkpoints/`. Nothing is downloaded.
 
 `python3 -m bench.sweep` prints one line per checkpoint, `run<TAB>name<TAB>path<TAB>arch` or
 `skip<TAB>name<TAB>why`, which is all run_all.sh needs.
@@ -60,15 +61,24 @@ def _file_name(entry: dict[str, Any]) -> str | None:
     return str(name) if name else None
 
 
+def _file_names(key: str, entry: dict[str, Any]) -> list[str]:
+    """Names the checkpoint may have on disk: where `--ckpt NAME` caches it (bench.backbones.zoo), and the
+    publisher's own file name (a download by hand)."""
+    from .backbones.zoo import cache_filename
+    names = [cache_filename(key, entry.get("url"), entry.get("file"))]
+    return list(dict.fromkeys(names + ([own] if (own := _file_name(entry)) else [])))
+
+
 def catalog_entry_for(checkpoint: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """The catalog entry of a record's `checkpoint` block: by name, then file name, then sha256."""
     catalog = checkpoint_catalog()
     name, sha = checkpoint.get("name"), checkpoint.get("sha256")
-    if name in catalog:
-        return name, catalog[name]
+    for direct in (checkpoint.get("registry_name"), name):
+        if direct in catalog:
+            return direct, catalog[direct]
     for key, entry in sorted(catalog.items()):
         path_name = Path(str(entry["path"])).name if entry.get("path") else None
-        if name and name in (_file_name(entry), path_name):
+        if name and (name == path_name or name in _file_names(key, entry)):
             return key, entry
         if sha and entry.get("sha256") and str(entry["sha256"]).lower() == str(sha).lower():
             return key, entry
@@ -87,8 +97,7 @@ def plan_checkpoints() -> list[tuple[str, str, str | None, str | None]]:
     for name, entry in sorted(checkpoint_catalog().items()):
         arch = entry.get("arch")
         candidates = [Path(str(entry["path"])).expanduser()] if entry.get("path") else []
-        if fname := _file_name(entry):
-            candidates += [d / fname for d in _search_dirs()]
+        candidates += [d / fname for d in _search_dirs() for fname in _file_names(name, entry)]
         found = next((p for p in candidates if p.is_file()), None)
         if found is None:
             where = ", ".join(str(p) for p in candidates) or "no path/url/file in checkpoints.yaml"

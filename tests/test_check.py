@@ -78,3 +78,14 @@ def test_sweep_plan_lists_local_checkpoints_and_says_why_others_are_skipped(tmp_
     (tmp_path / "ckpts" / "by_url.pth").write_bytes(b"x")
     plan = {name: (action, what) for action, name, what, _ in plan_checkpoints()}
     assert plan["by_url"] == ("run", str(tmp_path / "ckpts" / "by_url.pth"))
+    # where `--ckpt NAME` caches a registry checkpoint is found too (bench.backbones.zoo's file name)
+    from bench.backbones.zoo import cache_filename
+    from bench.data import cache_dir
+    cached = cache_dir() / "checkpoints" / cache_filename("no_file", "https://example.org/w/resnet50.pth")
+    catalog.write_text(yaml.safe_dump({"checkpoints": [
+        {"name": "no_file", "url": "https://example.org/w/resnet50.pth", "arch": "resnet50"}]}))
+    from bench.sweep import _load_catalog
+    _load_catalog.cache_clear()
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_bytes(b"x")
+    assert {n: (a, w) for a, n, w, _ in plan_checkpoints()}["no_file"] == ("run", str(cached))

@@ -160,6 +160,9 @@ def test_repository_catalog_is_what_the_leaderboard_reads(monkeypatch):
     assert set(catalog) == set(load_registry()) and len(catalog) > 20
     name, entry = catalog_entry_for({"name": "mae_pretrain_vit_base.pth"})
     assert name == "mae_vit_base" and entry["family"] == "mae"
+    # a record of `--ckpt mae_vit_base` names the cached file; its registry name is in the record too
+    assert catalog_entry_for({"name": "mae_vit_base-mae_pretrain_vit_base.pth"})[0] == "mae_vit_base"
+    assert catalog_entry_for({"name": "renamed.pth", "registry_name": "mae_vit_base"})[0] == "mae_vit_base"
 
 
 def test_transfer_table_has_simclr_layout(results):

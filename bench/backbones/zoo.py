@@ -50,8 +50,13 @@ class CheckpointEntry:
 
     @property
     def filename(self) -> str:
-        # Prefixed with the name: several publishers reuse basenames (resnet50.pth, checkpoint_teacher.pth).
-        return self.file or (f"{self.name}-{self.url.rsplit('/', 1)[-1]}" if self.url else f"{self.name}.pth")
+        return cache_filename(self.name, self.url, self.file)
+
+
+def cache_filename(name: str, url: str | None, file: str | None = None) -> str:
+    """The file name `--ckpt NAME` stores a registry checkpoint under in `<cache>/checkpoints/`. Prefixed with the
+    name: several publishers reuse basenames (resnet50.pth, checkpoint_teacher.pth)."""
+    return file or (f"{name}-{url.rsplit('/', 1)[-1]}" if url else f"{name}.pth")
 
 
 def registry_path() -> Path:
