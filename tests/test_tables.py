@@ -173,3 +173,12 @@ def test_transfer_table_has_simclr_layout(results):
     measured = next(r for r in rows if r["source"] == "measured")
     assert (measured["food101"], measured["aircraft"], measured["cifar10"]) == ("70.00", "50.00", "")
     assert measured["mean (datasets present)"] == "60.00"
+
+
+def test_detection_records_meet_the_documented_voc07_rows():
+    """Detection records name bench's dataset `voc`; the papers' rows say voc2007: one table, not two."""
+    from bench.tables import build_tables
+    rec = _record("detection", "moco", {"AP50": 80.0, "AP": 50.0, "AP75": 55.0}, dataset="voc",
+                  headline=("AP50", "AP", "AP75"))
+    (table,) = [t for t in build_tables([rec]) if t.protocol == "detection"]
+    assert table.dataset == "voc2007" and table.documented and len(table.measured) == 1
