@@ -40,6 +40,13 @@ def mini_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def check_results(tmp_path_factory):
+    """Shared results folder of the pinned runs (results/expected/): the first check runs them on the reference
+    miniature checkpoints, the validity tests and later checks reuse their records."""
+    return tmp_path_factory.mktemp("check")
+
+
 def run_cli(*argv: str) -> int:
     from bench.cli import main
     return main([str(a) for a in argv])

@@ -10,12 +10,6 @@ from conftest import run_cli
 EXPECTED = Path(__file__).resolve().parent.parent / "results" / "expected"
 
 
-@pytest.fixture(scope="module")
-def check_results(tmp_path_factory):
-    """Shared results folder: the first check runs the expectations, later ones reuse their records."""
-    return tmp_path_factory.mktemp("check")
-
-
 def test_project_expectations_hold(check_results, capsys):
     assert sorted(EXPECTED.glob("*.yaml")), "results/expected/ holds no expectation"
     assert run_cli("check", "--expected", EXPECTED, "--results", check_results) == 0

@@ -26,6 +26,7 @@ from ..errors import CheckpointError
 __all__ = ["CheckpointEntry", "registry_path", "load_registry", "get_entry", "checkpoint_file", "fetch_checkpoint"]
 
 _logger = logging.getLogger(__name__)
+MINI_SCHEME = "mini:"     # url of a reference miniature checkpoint: trained locally by bench/data/mini_checkpoints.py
 _FIELDS = {"name", "url", "file", "sha256", "md5_prefix", "family", "layout", "arch", "ckpt_key", "preprocessing",
            "feature_mode", "numbers", "source", "how_to_get", "notes"}
 
@@ -132,6 +133,10 @@ def fetch_checkpoint(name: str, cache: Path | None = None) -> tuple[Path, Checkp
         raise CheckpointError(f"{name}: neither a file nor a name in checkpoints.yaml "
                               f"(see the names in checkpoints.yaml)")
     dest = checkpoint_file(entry, cache)
+    if entry.url and entry.url.startswith(MINI_SCHEME):
+        # bench's reference miniature checkpoints are trained here, never downloaded
+        from ..data.mini_checkpoints import ensure_mini_checkpoint
+        return ensure_mini_checkpoint(entry.url[len(MINI_SCHEME):], dest), entry
     if dest.is_file():
         _verify(dest, entry)
         return dest, entry

@@ -1,8 +1,22 @@
-"""Miniatures of six transfer datasets in the exact layouts torchvision's classes read (no VOCdevkit: the
-detection miniature owns that folder, and `voc2007` reads it when present).
+"""Miniatures of eleven of the twelve Kornblith transfer datasets in the exact layouts their readers expect (the
+twelfth, VOC2007, reads the detection miniature's VOCdevkit).
 
-Images are scikit-learn's handwritten digits (real class structure, so a linear probe learns something), tinted
-per dataset and upsampled to 32 px; each class is a digit. Sizes are a few dozen images per dataset:
+Images are scikit-learn's handwritten digits (real class structure, so a linear probe learns something), each
+class a digit, upsampled to 32 px and then made hard enough that features must be good to score well: the
+digit is shifted, rescaled and tinted per image and laid over a random colour gradient with strokes of clutter
+and pixel noise (`digit_images`). Raw pixels and random-init networks score low on them; a backbone that has
+learnt digit shapes scores high, which is what the validity tests check. Training sets are small (a few images
+per class, as in the few-shot end of transfer) and test sets larger, so a test image is worth about one point.
+
+| folder                 | written files (as in the real archives)                                          |
+|------------------------|----------------------------------------------------------------------------------|
+| food-101/              | images/<class>/<id>.jpg, meta/{train,test}.json, meta/classes.txt                 |
+| cifar-100-python/      | train, test (pickled dicts: data, fine_labels, coarse_labels), meta               |
+| birdsnap/              | images.txt (tab-separated, `path` column), test_images.txt, download/images/...  |
+|                        | (one listed image is missing, as with the real dead URLs)                         |
+| SUN397/                | ClassName.txt, Partitions/{Training,Testing}_01.txt, <l>/<class>/sun_*.jpg        |
+| stanford_cars/         | cars_{train,test}/*.jpg, devkit/{cars_meta,cars_train_annos}.mat,                 |
+|                        | cars_test_annos_withlabels.mat                                                    |
 
 | folder                 | written files (as in the real archives)                                          |
 |------------------------|----------------------------------------------------------------------------------|
@@ -29,8 +43,10 @@ SIZE = 32
 
 def digit_images(classes: int, per_class: int, seed: int, tint: tuple[float, float, float]
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 32, 32, 3) uint8 RGB digits of classes 0..classes-1, `per_class` each, grouped by class."""
-    from PIL import Image
+    """(N, 32, 32, 3) uint8 RGB digits of classes 0..classes-1, `per_class` each, grouped by class: each digit
+    randomly shifted, scaled and tinted (around the dataset's `tint`) over a colour gradient with clutter strokes
+    and noise."""
+    from PIL import Image, ImageDraw
     from sklearn.datasets import load_digits
     digits = load_digits()
     rng = np.random.RandomState(seed)
@@ -38,8 +54,23 @@ def digit_images(classes: int, per_class: int, seed: int, tint: tuple[float, flo
     for c in range(classes):
         idx = rng.choice(np.flatnonzero(digits.target == c), per_class, replace=False)
         for i in idx:
-            g = Image.fromarray((digits.images[i] / 16 * 255).astype(np.uint8)).resize((SIZE, SIZE), Image.BICUBIC)
-            images.append((np.asarray(g, dtype=np.float32)[..., None] * np.asarray(tint)).astype(np.uint8))
+            side = int(rng.randint(24, 33))
+            glyph = Image.fromarray((digits.images[i] / 16 * 255).astype(np.uint8)).resize((side, side),
+                                                                                            Image.BICUBIC)
+            alpha = np.zeros((SIZE, SIZE), np.float32)
+            x0, y0 = rng.randint(0, SIZE - side + 1, 2)
+            alpha[y0:y0 + side, x0:x0 + side] = np.asarray(glyph, np.float32) / 255
+            a, b = rng.uniform(0, 110, (2, 3))         # darker than the digit, so it stays legible
+            t = np.linspace(0, 1, SIZE)[None, :, None]
+            bg = Image.fromarray(np.clip(a * (1 - t) + b * t, 0, 255).astype(np.uint8).repeat(SIZE, 0))
+            draw = ImageDraw.Draw(bg)
+            for _ in range(rng.randint(0, 3)):
+                draw.line([tuple(int(v) for v in rng.randint(0, SIZE, 2)) for _ in range(2)],
+                          fill=tuple(int(v) for v in rng.randint(0, 256, 3)), width=int(rng.randint(1, 3)))
+            colour = np.clip(np.asarray(tint) * rng.uniform(190, 255) * rng.uniform(0.8, 1.0, 3), 0, 255)
+            img = np.asarray(bg, np.float32) * (1 - alpha[..., None]) + colour * alpha[..., None]
+            img += rng.normal(0, 8, img.shape)
+            images.append(np.clip(img, 0, 255).astype(np.uint8))
             labels.append(c)
     return np.stack(images), np.asarray(labels)
 
@@ -63,8 +94,8 @@ def _thirds(labels: np.ndarray, parts: tuple[int, ...]) -> list[np.ndarray]:
 
 @register_mini("cifar-10-batches-py")
 def write_cifar10_mini(root: Path) -> None:
-    images, labels = digit_images(10, 15, seed=1, tint=(1.0, 0.9, 0.8))
-    train, test = _thirds(labels, (10, 5))
+    images, labels = digit_images(10, 20, seed=1, tint=(1.0, 0.9, 0.8))
+    train, test = _thirds(labels, (8, 12))
     rows = images.transpose(0, 3, 1, 2).reshape(len(images), -1)        # CIFAR rows: R plane, G plane, B plane
     batches = np.array_split(np.random.RandomState(0).permutation(train), 5)
     for k, idx in enumerate(batches, 1):
@@ -75,10 +106,11 @@ def write_cifar10_mini(root: Path) -> None:
 
 @register_mini("dtd")
 def write_dtd_mini(root: Path) -> None:
-    names = ["banded", "dotted", "striped", "zigzagged"]
-    images, labels = digit_images(len(names), 24, seed=2, tint=(0.7, 1.0, 0.7))
+    names = ["banded", "blotchy", "braided", "bubbly", "bumpy", "chequered", "cobwebbed", "cracked", "dotted",
+             "striped"]
+    images, labels = digit_images(len(names), 20, seed=2, tint=(0.7, 1.0, 0.7))
     data = root / "dtd"
-    for split, idx in zip(("train", "val", "test"), _thirds(labels, (8, 8, 8))):
+    for split, idx in zip(("train", "val", "test"), _thirds(labels, (4, 4, 12))):
         lines = []
         for i in idx:
             rel = f"{names[labels[i]]}/{names[labels[i]]}_{i:04d}.jpg"
@@ -91,20 +123,21 @@ def write_dtd_mini(root: Path) -> None:
 @register_mini("flowers-102")
 def write_flowers_mini(root: Path) -> None:
     from scipy.io import savemat
-    images, labels = digit_images(4, 20, seed=3, tint=(1.0, 0.7, 0.9))
+    images, labels = digit_images(8, 20, seed=3, tint=(1.0, 0.7, 0.9))
     for i, img in enumerate(images, 1):                                  # image ids are 1-based
         _save(img, root / "jpg" / f"image_{i:05d}.jpg")
     savemat(root / "imagelabels.mat", {"labels": (labels + 1)[None, :]})
-    trn, val, tst = (idx + 1 for idx in _thirds(labels, (6, 6, 8)))
+    trn, val, tst = (idx + 1 for idx in _thirds(labels, (4, 4, 12)))
     savemat(root / "setid.mat", {"trnid": trn[None, :], "valid": val[None, :], "tstid": tst[None, :]})
 
 
 @register_mini("oxford-iiit-pet")
 def write_pets_mini(root: Path) -> None:
-    breeds = [("Abyssinian", 1), ("beagle", 2), ("Bengal", 1), ("boxer", 2)]     # (name, species 1 cat 2 dog)
+    breeds = [("Abyssinian", 1), ("american_bulldog", 2), ("beagle", 2), ("Bengal", 1), ("Birman", 1),
+              ("boxer", 2), ("chihuahua", 2), ("Persian", 1)]                   # (name, species 1 cat 2 dog)
     images, labels = digit_images(len(breeds), 20, seed=4, tint=(0.9, 0.8, 1.0))
     (root / "annotations").mkdir(parents=True, exist_ok=True)
-    for split, idx in zip(("trainval", "test"), _thirds(labels, (10, 10))):
+    for split, idx in zip(("trainval", "test"), _thirds(labels, (8, 12))):
         lines = []
         for i in idx:
             name, species = breeds[labels[i]]
@@ -115,8 +148,8 @@ def write_pets_mini(root: Path) -> None:
 
 @register_mini("caltech101")
 def write_caltech_mini(root: Path) -> None:
-    names = ["BACKGROUND_Google", "Faces_easy", "airplanes"]     # real folder names; 30 train + 3 test each
-    images, labels = digit_images(len(names), 33, seed=5, tint=(0.8, 0.8, 0.8))
+    names = ["BACKGROUND_Google", "Faces_easy", "Leopards", "Motorbikes", "airplanes", "anchor"]   # real names
+    images, labels = digit_images(len(names), 40, seed=5, tint=(0.8, 0.8, 0.8))   # 30 train (the reader) + 10 test
     for c, name in enumerate(names):
         for n, i in enumerate(np.flatnonzero(labels == c), 1):
             _save(images[i], root / "101_ObjectCategories" / name / f"image_{n:04d}.jpg")
@@ -124,14 +157,104 @@ def write_caltech_mini(root: Path) -> None:
 
 @register_mini("fgvc-aircraft-2013b")
 def write_aircraft_mini(root: Path) -> None:
-    variants = ["707-320", "A300B4", "F/A-18", "Tu-154"]        # real variant names (one has a slash)
-    images, labels = digit_images(len(variants), 15, seed=6, tint=(0.8, 0.9, 1.0))
+    variants = ["707-320", "727-200", "A300B4", "A320", "BAe 146-200", "F/A-18", "Tu-154", "Yak-42"]  # one has a /
+    images, labels = digit_images(len(variants), 20, seed=6, tint=(0.8, 0.9, 1.0))
     data = root / "data"
     for i, img in enumerate(images):
         _save(img, data / "images" / f"{1000000 + i}.jpg")
     (data / "variants.txt").write_text("\n".join(variants) + "\n")
-    parts = dict(zip(("train", "val", "test"), _thirds(labels, (5, 5, 5))))
+    parts = dict(zip(("train", "val", "test"), _thirds(labels, (4, 4, 12))))
     parts["trainval"] = np.sort(np.concatenate([parts["train"], parts["val"]]))
     for split, idx in parts.items():
         lines = [f"{1000000 + i} {variants[labels[i]]}" for i in idx]
         (data / f"images_variant_{split}.txt").write_text("\n".join(lines) + "\n")
+
+
+@register_mini("food-101")
+def write_food101_mini(root: Path) -> None:
+    import json
+    names = ["apple_pie", "baby_back_ribs", "baklava", "beef_carpaccio", "beignets", "bibimbap", "caesar_salad",
+             "churros"]
+    images, labels = digit_images(len(names), 20, seed=7, tint=(1.0, 0.8, 0.6))
+    meta = {}
+    for split, idx in zip(("train", "test"), _thirds(labels, (8, 12))):
+        entries: dict[str, list[str]] = {n: [] for n in names}
+        for i in idx:
+            name = names[labels[i]]
+            _save(images[i], root / "images" / name / f"{100000 + i}.jpg")
+            entries[name].append(f"{name}/{100000 + i}")
+        meta[split] = entries
+    (root / "meta").mkdir(parents=True, exist_ok=True)
+    for split, entries in meta.items():
+        (root / "meta" / f"{split}.json").write_text(json.dumps(entries))
+        (root / "meta" / f"{split}.txt").write_text("\n".join(e for v in entries.values() for e in v) + "\n")
+    (root / "meta" / "classes.txt").write_text("\n".join(names) + "\n")
+
+
+@register_mini("cifar-100-python")
+def write_cifar100_mini(root: Path) -> None:
+    fine = ["apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle"]
+    images, labels = digit_images(len(fine), 20, seed=8, tint=(0.9, 1.0, 0.9))
+    rows = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
+    for split, idx in zip(("train", "test"), _thirds(labels, (8, 12))):
+        (root / split).write_bytes(pickle.dumps({
+            "filenames": [f"mini_{i}.png" for i in idx], "batch_label": f"{split}ing batch 1 of 1",
+            "fine_labels": labels[idx].tolist(), "coarse_labels": (labels[idx] // 5).tolist(), "data": rows[idx]}))
+    (root / "meta").write_bytes(pickle.dumps({"fine_label_names": fine,
+                                              "coarse_label_names": ["fruit_and_vegetables", "household"]}))
+
+
+@register_mini("birdsnap")
+def write_birdsnap_mini(root: Path) -> None:
+    species = ["Acadian_Flycatcher", "Acorn_Woodpecker", "Alder_Flycatcher", "Allens_Hummingbird",
+               "Altamira_Oriole", "American_Avocet", "American_Bittern", "American_Black_Duck"]
+    images, labels = digit_images(len(species), 20, seed=9, tint=(0.8, 1.0, 0.8))
+    header = ["url", "md5", "path", "species_id", "bb_x1", "bb_y1", "bb_x2", "bb_y2"]
+    rows, test = ["\t".join(header)], ["path"]
+    for split, idx in zip(("train", "test"), _thirds(labels, (8, 12))):
+        for i in idx:
+            rel = f"{species[labels[i]]}/{200000 + i}.jpg"
+            if i != idx[-1] or split == "train":     # the last test image's URL is "dead": listed, not downloaded
+                _save(images[i], root / "download" / "images" / rel)
+            rows.append("\t".join([f"http://example.invalid/{200000 + i}.jpg", "0" * 32, rel,
+                                   str(labels[i] + 1), "0", "0", "31", "31"]))
+            if split == "test":
+                test.append(rel)
+    (root / "images.txt").write_text("\n".join(rows) + "\n")
+    (root / "test_images.txt").write_text("\n".join(test) + "\n")
+
+
+@register_mini("SUN397")
+def write_sun397_mini(root: Path) -> None:
+    classes = ["/a/abbey", "/a/airport_terminal", "/b/bakery/shop", "/b/beach", "/c/castle", "/c/coast",
+               "/d/desert/sand", "/f/forest_path"]                  # real names, two with sub-categories
+    images, labels = digit_images(len(classes), 20, seed=10, tint=(0.9, 0.9, 1.0))
+    (root / "ClassName.txt").write_text("\n".join(classes) + "\n")
+    (root / "Partitions").mkdir(parents=True, exist_ok=True)
+    for split, idx in zip(("Training", "Testing"), _thirds(labels, (8, 12))):
+        lines = []
+        for i in idx:
+            rel = f"{classes[labels[i]]}/sun_{300000 + i:07d}.jpg"
+            _save(images[i], root / rel.lstrip("/"))
+            lines.append(rel)
+        (root / "Partitions" / f"{split}_01.txt").write_text("\n".join(lines) + "\n")
+
+
+@register_mini("stanford_cars")
+def write_cars_mini(root: Path) -> None:
+    from scipy.io import savemat
+    names = ["AM General Hummer SUV 2000", "Acura RL Sedan 2012", "Acura TL Sedan 2012", "Acura TL Type-S 2008",
+             "Acura TSX Sedan 2012", "Acura Integra Type R 2001", "Acura ZDX Hatchback 2012",
+             "Aston Martin V8 Vantage Convertible 2012"]
+    images, labels = digit_images(len(names), 20, seed=11, tint=(1.0, 1.0, 0.8))
+    fields = [("bbox_x1", "O"), ("bbox_y1", "O"), ("bbox_x2", "O"), ("bbox_y2", "O"), ("class", "O"), ("fname", "O")]
+    (root / "devkit").mkdir(parents=True, exist_ok=True)
+    for split, idx in zip(("train", "test"), _thirds(labels, (8, 12))):
+        ann = np.zeros((1, len(idx)), dtype=fields)
+        for n, i in enumerate(idx):
+            fname = f"{n + 1:05d}.jpg"
+            _save(images[i], root / f"cars_{split}" / fname)
+            ann[0, n] = (np.uint8(0), np.uint8(0), np.uint8(31), np.uint8(31), np.uint8(labels[i] + 1), fname)
+        mat = root / "devkit" / "cars_train_annos.mat" if split == "train" else root / "cars_test_annos_withlabels.mat"
+        savemat(mat, {"annotations": ann})
+    savemat(root / "devkit" / "cars_meta.mat", {"class_names": np.array([names], dtype=object)})

@@ -1,0 +1,80 @@
+"""Validity: every protocol ranks a trained backbone above a random-init one, on the miniatures.
+
+Each regression pin in results/expected/ runs on a reference miniature checkpoint (bench/data/mini_checkpoints.py)
+and carries a `validity` block: its random twin (the same command with `--ckpt NAME` replaced by a random-init
+`--model` of the same architecture) must score at least `margin` lower on `metric`. The margins are stated in
+the YAML files with the spread they were chosen against. A protocol that scores random features as well as
+trained ones (wrong layer read, labels shuffled, features ignored) fails here even when its pin still holds.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench.checks import load_expectation, run_expectation
+
+EXPECTED = Path(__file__).resolve().parent.parent / "results" / "expected"
+PINS = sorted(EXPECTED.glob("*.yaml"))
+
+
+def _validity(path: Path) -> dict:
+    return yaml.safe_load(path.read_text()).get("validity") or {}
+
+
+def random_twin_args(args: tuple[str, ...], random: list[str]) -> tuple[str, ...]:
+    """`args` with `--ckpt NAME` (and `--arch`) replaced by the random-init backbone options."""
+    out, skip = [], 0
+    for a in args:
+        if skip:
+            skip -= 1
+            continue
+        if a in ("--ckpt", "--arch"):
+            skip = 1
+            continue
+        out.append(a)
+    return tuple(out) + tuple(str(r) for r in random)
+
+
+def test_every_pin_is_on_a_reference_checkpoint_and_states_its_validity():
+    from bench.data.mini_checkpoints import MINI_CHECKPOINTS
+    assert PINS
+    for path in PINS:
+        args = load_expectation(path).args
+        assert "--ckpt" in args and args[args.index("--ckpt") + 1] in MINI_CHECKPOINTS, \
+            f"{path.name}: pins belong on a trained reference checkpoint, not on random weights"
+        v = _validity(path)
+        assert {"random", "metric", "margin"} <= set(v) and v["margin"] > 0, f"{path.name}: no validity block"
+
+
+@pytest.mark.parametrize("path", PINS, ids=lambda p: p.stem)
+def test_trained_scores_above_random(path, check_results):
+    exp = load_expectation(path)
+    v = _validity(path)
+    trained = run_expectation(exp, check_results)["metrics"][v["metric"]]
+    twin = replace(exp, path=path.with_name(f"{path.stem}__random.yaml"),
+                   args=random_twin_args(exp.args, v["random"]))
+    rand = run_expectation(twin, check_results)["metrics"][v["metric"]]
+    assert trained - rand >= v["margin"], (
+        f"{path.stem}: trained {v['metric']} {trained:.2f} vs random {rand:.2f}: margin {trained - rand:.2f} "
+        f"< {v['margin']}")
+
+
+def test_supervised_ranks_above_self_supervised_in_domain(check_results):
+    """On the miniature ImageNet's own classes, the network trained with those labels beats the MoCo v2 one on
+    k-NN (as supervised beats SSL pre-training in-domain at this scale), and both beat random init."""
+    exp = load_expectation(EXPECTED / "knn.yaml")
+    top1 = {}
+    for name in ("mini_supervised_resnet18", "mini_mocov2_resnet18"):
+        args = random_twin_args(exp.args, ["--ckpt", name])
+        top1[name] = run_expectation(replace(exp, path=EXPECTED / f"knn__{name}.yaml", args=args),
+                                     check_results)["metrics"]["top1"]
+    assert top1["mini_supervised_resnet18"] > top1["mini_mocov2_resnet18"] + 2, top1
+
+
+def test_random_twin_args():
+    assert random_twin_args(("run", "--protocol", "knn", "--ckpt", "x", "--arch", "resnet18", "--seed", "0"),
+                            ["--model", "resnet18"]) == ("run", "--protocol", "knn", "--seed", "0", "--model",
+                                                         "resnet18")
