@@ -78,3 +78,32 @@ def test_random_twin_args():
     assert random_twin_args(("run", "--protocol", "knn", "--ckpt", "x", "--arch", "resnet18", "--seed", "0"),
                             ["--model", "resnet18"]) == ("run", "--protocol", "knn", "--seed", "0", "--model",
                                                          "resnet18")
+
+
+def test_reference_checkpoints_are_written_in_their_publishers_layouts():
+    """The files the pins run on are what the publishers' save code writes, and load like downloaded files."""
+    import argparse
+
+    import torch
+
+    from bench.backbones import load_backbone
+    from bench.backbones.zoo import load_registry
+    from bench.data.mini_checkpoints import MINI_CHECKPOINTS, train_mini_checkpoints
+    registry = load_registry()
+    files = train_mini_checkpoints()
+    assert set(files) == set(MINI_CHECKPOINTS)
+    sup = torch.load(files["mini_supervised_resnet18"], weights_only=True)
+    assert "fc.weight" in sup and not any(k.startswith("module.") for k in sup)          # torchvision: bare
+    moco = torch.load(files["mini_mocov2_resnet18"], weights_only=True)
+    assert set(moco) == {"epoch", "arch", "state_dict", "optimizer"}
+    sd = moco["state_dict"]
+    assert {"module.queue", "module.queue_ptr", "module.encoder_q.fc.0.weight", "module.encoder_q.fc.2.weight",
+            "module.encoder_k.conv1.weight"} <= set(sd) and sd["module.queue"].shape == (128, 1024)
+    mae = torch.load(files["mini_mae_vit_tiny16"], weights_only=False)
+    assert {"model", "optimizer", "epoch", "args"} <= set(mae) and isinstance(mae["args"], argparse.Namespace)
+    assert {"mask_token", "decoder_embed.weight", "decoder_pred.weight", "cls_token"} <= set(mae["model"])
+    for name in MINI_CHECKPOINTS:
+        bb = load_backbone(name)
+        entry = registry[name]
+        assert bb.report.coverage == 100.0 and not bb.report.missing and not bb.report.unexpected
+        assert (bb.report.layout, bb.report.family, bb.report.arch) == (entry.layout, entry.family, entry.arch)

@@ -82,6 +82,7 @@ class DetectionPreset:
     weight_decay_norm: float = 0.0
     amp: bool = True                                     # fp16 autocast + GradScaler on GPU only
     checkpoint_every: int = 2000
+    quick_iterations: int = 10                           # --quick: iterations (lr steps at 80%); never comparable
     eval_batch_size: int = 4
     paper: str = ""
     source: str = ""
@@ -89,8 +90,8 @@ class DetectionPreset:
 
     def __post_init__(self):
         check_choices(self, head=("c4", "fpn", "vit"), norm=("syncbn", "frozen"))
-        if self.iterations < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
-            raise ValueError("iterations, batch_size and checkpoint_every must be ≥ 1")
+        if min(self.iterations, self.batch_size, self.checkpoint_every, self.quick_iterations) < 1:
+            raise ValueError("iterations, batch_size, checkpoint_every and quick_iterations must be ≥ 1")
 
 
 def _add_arguments(p) -> None:
@@ -166,7 +167,9 @@ def run_detection(ctx, preset: DetectionPreset) -> ProtocolResult:
     if options["backend"] == "detectron2":
         return _detectron2(ctx, preset)
     if ctx.quick:
-        preset = dataclasses.replace(preset, **QUICK_SETTINGS)
+        n = preset.quick_iterations
+        preset = dataclasses.replace(preset, **{**QUICK_SETTINGS, "iterations": n, "steps": (max(1, n * 4 // 5),),
+                                                "checkpoint_every": max(1, n // 2)})
     device = _init_distributed(ctx.device)
     train_set = DetectionSamples([ctx.open_images(s, None) for s in preset.train_splits])
     test_set = ctx.open_images(preset.eval_split, None)
