@@ -3,6 +3,7 @@ arguments, adapt resolution-dependent tensors, then load with strict accounting 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -74,8 +75,9 @@ def _check_arch_kind(arch: str, kind: str | None, guess, source: str) -> None:
                                                        "pass the architecture the file was trained with"))
 
 
-def fit_resolution(plan: ModelPlan, model: nn.Module) -> None:
-    """Resize position embeddings / relative-position tables when the model's grid differs from the file's."""
+def fit_resolution(plan: ModelPlan, model: nn.Module, rule: str | None = None) -> None:
+    """Resize position embeddings / relative-position tables when the model's grid differs from the file's;
+    a ViT's grid with its family's rule (pos_embed.py), timm's when there is none."""
     sd = plan.state_dict
     if plan.kind == "beit":
         from timm.models.beit import checkpoint_filter_fn
@@ -89,14 +91,17 @@ def fit_resolution(plan: ModelPlan, model: nn.Module) -> None:
     target = getattr(model, "pos_embed", None)
     if pos is None or not isinstance(target, torch.Tensor) or pos.shape == target.shape:
         return
-    from timm.layers import resample_abs_pos_embed
     n_prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
     if pos.shape[-1] != target.shape[-1]:
         return  # a width mismatch is reported by load_strict as a shape mismatch
-    sd["pos_embed"] = resample_abs_pos_embed(pos, new_size=list(model.patch_embed.grid_size),
-                                             num_prefix_tokens=n_prefix, interpolation="bicubic", antialias=True)
+    side = math.isqrt(pos.shape[1] - n_prefix)
+    if side * side != pos.shape[1] - n_prefix:
+        return  # not a square grid: load_strict reports the shape mismatch
+    from .pos_embed import resample_patch_grid
+    sd["pos_embed"] = resample_patch_grid(pos, n_prefix, (side, side), tuple(model.patch_embed.grid_size),
+                                          rule or "timm")
     plan.notes.append(f"pos_embed resampled {pos.shape[1] - n_prefix} → {target.shape[1] - n_prefix} patch tokens "
-                      f"(bicubic, timm resample_abs_pos_embed)")
+                      f"({rule or 'timm'} rule)")
 
 
 def counted(keys) -> list[str]:

@@ -12,6 +12,7 @@ import torch
 from ..errors import CheckpointError
 from ._arch import arch_kind
 from .layouts import (Converted, register_layout, single_backbone, split_groups, strip_prefix, tensors_only)
+from .pos_embed import is_mocov3_sincos
 
 # Extras of single-backbone files, by group. `mask_token` of DINOv2 is dropped later, by the DINOv2 conversion.
 _EXTRAS = {
@@ -44,6 +45,8 @@ def _flat_family(kind: str | None, sd: Mapping[str, torch.Tensor], dropped: dict
             return "mae"
         if "fc_norm.weight" in sd and "norm.weight" not in sd:
             return "mae-finetuned"
+        if is_mocov3_sincos(sd.get("pos_embed")):
+            return "moco-v3"   # only MoCo v3 keeps its fixed sin-cos table (convert_to_deit.py output, 12 heads)
         if "masked-image token (iBOT masked_embed)" in dropped or "SSL projection head (DINO/iBOT head)" in dropped:
             return "ibot"   # iBOT's released backbone files keep the projection head; DINO's do not
         return "timm-vit"
