@@ -145,7 +145,7 @@ def files(tmp_path_factory):
 @pytest.mark.parametrize("name", ["dino", "ibot"])
 def test_dino_and_ibot_use_dinos_offset_rule(files, name):
     path, ref = files[name]
-    bb = load_backbone(path)
+    bb = load_backbone(path, "from-keys")
     assert bb.report.pos_embed_rule == "dino" and bb.report.family == name
     assert any("'dino' rule" in n for n in bb.report.notes)
     for h, w in SIZES:
@@ -159,7 +159,7 @@ def test_dino_and_ibot_use_dinos_offset_rule(files, name):
 @pytest.mark.parametrize("name,offset,antialias", [("dinov2", 0.1, False), ("dinov2_reg4", 0.0, True)])
 def test_dinov2_uses_its_hub_interpolation(files, name, offset, antialias):
     path, (m, cls, pos, regs) = files[name]
-    bb = load_backbone(path)
+    bb = load_backbone(path, "from-keys")
     assert bb.report.pos_embed_rule == ("dinov2-reg" if regs is not None else "dinov2")
     for h, w in [(56, 56), (42, 42), (84, 84), (56, 42)]:   # native 4×4 grid, then three others
         x = img(h, w, seed=h + w)
@@ -171,7 +171,7 @@ def test_dinov2_uses_its_hub_interpolation(files, name, offset, antialias):
 
 def test_mae_uses_its_exact_size_bicubic(files):
     path, ref = files["mae"]
-    bb = load_backbone(path)
+    bb = load_backbone(path, "from-keys")
     assert bb.report.pos_embed_rule == "mae" and bb.report.family == "mae"
     for side in (3, 6):
         x = img(16 * side, 16 * side)
@@ -183,7 +183,7 @@ def test_mae_uses_its_exact_size_bicubic(files):
 
 def test_mocov3_convert_to_deit_file_gets_12_heads_and_a_recomputed_sincos_table(files):
     path, ref = files["mocov3"]
-    bb = load_backbone(path)        # a flat file: the sin-cos table is its provenance
+    bb = load_backbone(path, "from-keys")        # a flat file: the sin-cos table is its provenance
     rep = bb.report
     assert (rep.family, rep.pos_embed_rule, bb.model.blocks[0].attn.num_heads) == ("moco-v3", "moco-v3", 12)
     for h, w in SIZES:
@@ -198,7 +198,7 @@ def test_timms_rule_would_be_wrong_for_dino_and_dinov2(files):
     """The check above can fail: timm's default rule (bicubic, antialias, exact size) gives other features."""
     from bench.backbones.pos_embed import install_pos_embed_rule
     for name in ("dino", "dinov2"):
-        bb = load_backbone(files[name][0])
+        bb = load_backbone(files[name][0], "from-keys")
         x = img(48, 48) if name == "dino" else img(42, 42)
         with torch.no_grad():
             own = bb.model.forward_features(x)
@@ -211,7 +211,7 @@ def test_flat_vit_small_without_provenance_keeps_timms_rule_and_six_heads(tmp_pa
     """A learned pos_embed is not MoCo v3's fixed table: the standard ViT-S (6 heads), timm's rule."""
     m = _perturbed(timm.create_model("vit_small_patch16_224", num_classes=0, depth=2, img_size=64))
     torch.save({"model": m.state_dict()}, tmp_path / "v.pth")
-    bb = load_backbone(tmp_path / "v.pth")
+    bb = load_backbone(tmp_path / "v.pth", "from-keys")
     assert (bb.report.family, bb.report.pos_embed_rule, bb.model.blocks[0].attn.num_heads) == ("timm-vit", "timm", 6)
     assert ":pos-" not in bb.weights_id
     m2 = timm.create_model("vit_small_patch16_224", num_classes=0, depth=2, img_size=64, dynamic_img_size=True)

@@ -45,6 +45,8 @@ class ArchGuess:
     structure: dict[str, Any] = field(default_factory=dict)   # depth/width/img_size kwargs, only with inferred arch
     needs: dict[str, Any] = field(default_factory=dict)       # kwargs the weights need whatever the arch name
     notes: list[str] = field(default_factory=list)
+    # why the shapes are not a published configuration (a truncated file looks like a smaller model), else None
+    unpublished: str | None = None
 
 
 def arch_kind(sd: dict[str, torch.Tensor]) -> str | None:
@@ -117,7 +119,7 @@ def _guess_vit(sd, kind: str) -> ArchGuess:
     structure = _vit_structure(sd, width, depth, side * patch, default_img)
     if _NATIVE_WIDTH.get(size) != width:
         structure.update(embed_dim=width, num_heads=heads)
-    return ArchGuess(kind, arch, structure, needs)
+    return ArchGuess(kind, arch, structure, needs, unpublished=_vit_gap("ViT", width, depth, arch))
 
 
 def _guess_beit(sd) -> ArchGuess:
@@ -143,7 +145,7 @@ def _guess_beit(sd) -> ArchGuess:
         structure.update(embed_dim=width, num_heads=vit_size_name(width)[1])
     if patch != 16:
         structure["patch_size"] = patch
-    return ArchGuess("beit", arch, structure, needs)
+    return ArchGuess("beit", arch, structure, needs, unpublished=_vit_gap("BEiT", width, depth, arch))
 
 
 def _guess_resnet(sd) -> ArchGuess:
@@ -157,11 +159,32 @@ def _guess_resnet(sd) -> ArchGuess:
     depth = _RESNET_DEPTHS.get((block, counts))
     if depth is None:   # timm builds any block counts; the name only fixes the block type
         return ArchGuess("resnet", "resnet50" if block == "bottleneck" else "resnet18", {"layers": counts},
-                         notes=[f"{block} ResNet with nonstandard stage blocks {counts}"])
+                         notes=[f"{block} ResNet with nonstandard stage blocks {counts}"],
+                         unpublished=_resnet_gap(block, counts))
     bottleneck_width = sd["layer1.0.conv1.weight"].shape[0]
     if block == "bottleneck" and bottleneck_width == 128 and depth in (50, 101):
         return ArchGuess("resnet", f"wide_resnet{depth}_2")
     return ArchGuess("resnet", f"resnet{depth}")
+
+
+def _resnet_gap(block: str, counts: tuple[int, ...]) -> str:
+    (_, std), depth = min(((k, d) for k, d in _RESNET_DEPTHS.items() if k[0] == block),
+                          key=lambda kd: sum(abs(a - b) for a, b in zip(kd[0][1], counts)))
+    missing = [f"layer{i + 1}.{j}.*" for i, (have, want) in enumerate(zip(counts, std)) for j in range(have, want)]
+    gap = f"; missing {', '.join(missing[:4])}" if missing else ""
+    return (f"a {block} ResNet with stage blocks {counts} is not a published configuration; the nearest is "
+            f"resnet{depth} {std}{gap}")
+
+
+def _vit_gap(what: str, width: int, depth: int, arch: str) -> str | None:
+    if width not in _VIT_WIDTHS:
+        near = min(_VIT_WIDTHS, key=lambda w: abs(w - width))
+        return f"a {what} of width {width} is not a published configuration; the nearest width is {near}"
+    std_depth = _VIT_WIDTHS[width][2] if not arch.startswith("beit") else {768: 12, 1024: 24}.get(width, 12)
+    if depth == std_depth:
+        return None
+    gap = f"; missing blocks.{depth}.* to blocks.{std_depth - 1}.*" if depth < std_depth else ""
+    return f"a depth-{depth} {what} is not a published configuration; the nearest is {arch} with {std_depth} blocks{gap}"
 
 
 def guess_arch(sd: dict[str, torch.Tensor]) -> ArchGuess | None:

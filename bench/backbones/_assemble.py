@@ -15,7 +15,10 @@ from ._arch import ArchGuess, arch_kind, guess_arch, to_timm_keys
 from ._build import split_arch
 from .families import Family
 
-__all__ = ["ModelPlan", "plan_model", "fit_resolution", "load_strict", "counted"]
+__all__ = ["ModelPlan", "plan_model", "fit_resolution", "load_strict", "counted", "FROM_KEYS"]
+
+# `--arch from-keys`: build exactly what the keys describe, even a configuration no one published.
+FROM_KEYS = "from-keys"
 
 
 @dataclass
@@ -33,15 +36,21 @@ def plan_model(sd: dict[str, torch.Tensor], arch: str | None, family: Family, so
     """Pick the model for a backbone state dict: `arch` if given (plus what the weights need), else inferred.
 
     Inferred structure (depth, width, img_size) only applies to an inferred arch: a user's --arch is taken
-    literally, so a wrong one fails the strict load below instead of being silently reshaped.
+    literally, so a wrong one fails the strict load below instead of being silently reshaped. An inferred shape
+    that no one published (a file cut short looks like a smaller model) is refused unless `arch` is FROM_KEYS.
     """
     kind = arch_kind(sd)
     guess = guess_arch(sd) if kind else None
     sd, dropped = to_timm_keys(sd, kind)
-    if arch is None:
+    if arch is None or arch == FROM_KEYS:
         if guess is None or guess.arch is None:
             why = "; ".join(guess.notes) if guess else f"keys like {sorted(sd)[:3]} are not a ViT/BEiT/ResNet"
             raise CheckpointError(f"{source}: cannot tell the architecture ({why}); pass --arch")
+        if guess.unpublished and arch is None:   # a file cut short loads as a smaller model at "100% coverage"
+            raise CheckpointError(f"{source}: {guess.unpublished}; the file looks truncated (re-download it), or "
+                                  f"pass --arch {FROM_KEYS} if the model really has this shape")
+        if guess.unpublished:
+            guess.notes.append(f"built from the keys (--arch {FROM_KEYS}): {guess.unpublished.split(';')[0]}")
         arch, kwargs = guess.arch, {**guess.structure, **guess.needs}
     else:
         kwargs = dict(guess.needs) if guess else {}
