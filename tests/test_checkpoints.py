@@ -564,3 +564,33 @@ def test_from_keys_builds_the_unpublished_shape_when_asked(tmp_path):
     bb = load_backbone(tmp_path / "cut.pth", "from-keys")
     assert bb.report.coverage == 1.0 and tuple(bb.report.model_kwargs["layers"]) == (3, 4, 6, 2)
     assert any("built from the keys (--arch from-keys)" in n for n in bb.report.notes)
+
+
+def test_trusted_file_with_training_script_globals_loads_with_stubs(tmp_path, monkeypatch):
+    """`__main__.TrainArgs` / VICReg's `__main__.exclude_bias_and_norm` do not exist in bench's process."""
+    import dataclasses
+    import sys
+    from bench.errors import CheckpointError
+
+    @dataclasses.dataclass
+    class TrainArgs:
+        lr: float = 0.1
+
+    def exclude_bias_and_norm(p):
+        return p.ndim == 1
+    main = sys.modules["__main__"]
+    for obj in (TrainArgs, exclude_bias_and_norm):
+        obj.__module__, obj.__qualname__ = "__main__", obj.__name__
+        monkeypatch.setattr(main, obj.__name__, obj, raising=False)
+    full, ref = barlow_full()
+    full["args"] = TrainArgs(lr=0.5)
+    full["optimizer"]["param_groups"] = [{"weight_decay_filter": exclude_bias_and_norm}]
+    torch.save(full, tmp_path / "ckpt.pth")
+    for obj in (TrainArgs, exclude_bias_and_norm):
+        monkeypatch.delattr(main, obj.__name__)          # the loading process is not the training script
+    with pytest.raises(CheckpointError, match="refused to unpickle"):
+        load_tiny(tmp_path / "ckpt.pth")
+    bb = load_tiny(tmp_path / "ckpt.pth", trust_checkpoint=True)
+    assert bb.report.stubbed_globals == ["__main__.TrainArgs", "__main__.exclude_bias_and_norm"]
+    assert bb.report.coverage == 1.0 and any("stubbed globals" in n for n in bb.report.notes)
+    _same_features(bb, ref, X32)

@@ -61,6 +61,7 @@ class LoadReport:
     registry_name: str | None = None                              # the checkpoints.yaml name, when loaded by name
     pickle_globals: list[str] = field(default_factory=list)       # non-tensor globals in the file (allowlisted)
     dropped_keys: dict[str, list[str]] = field(default_factory=dict)  # group → its first keys, for inspection
+    stubbed_globals: list[str] = field(default_factory=list)     # --trust-checkpoint: globals not importable here
     pos_embed_rule: str | None = None     # how a ViT's position grid is resampled off its grid (pos_embed.py)
 
     def to_dict(self) -> dict[str, Any]:
@@ -182,7 +183,8 @@ def load_backbone(source: str | os.PathLike | None = None, arch: str | None = No
     if source is None:
         return _random_backbone(arch, seed)
     path, entry = _resolve_source(str(source))
-    obj = read_checkpoint(path, trust=trust_checkpoint)
+    stubbed: list[str] = []
+    obj = read_checkpoint(path, trust=trust_checkpoint, stubbed=stubbed)
     meta = read_bench_metadata(path) if path.suffix == ".safetensors" else None
     layout, conv = _convert(obj, str(path), ckpt_key if entry is None or ckpt_key else entry.ckpt_key, meta)
     if entry is not None and entry.layout and layout != entry.layout:
@@ -208,7 +210,10 @@ def load_backbone(source: str | os.PathLike | None = None, arch: str | None = No
         dropped_keys={g: k[:5] for g, k in {**conv.dropped, **plan.dropped}.items()},
         extra_objects=_extra_objects(obj), feature_mode=mode, notes=list(conv.notes) + plan.notes,
         model_kwargs=dict(plan.kwargs), registry_name=entry.name if entry else None,
-        pickle_globals=pickle_globals(path), pos_embed_rule=rule)
+        pickle_globals=pickle_globals(path), pos_embed_rule=rule, stubbed_globals=stubbed)
+    if stubbed:
+        report.notes.append(f"--trust-checkpoint: stubbed globals the file names but this process cannot import "
+                            f"(training-script objects; no tensor depends on them): {', '.join(stubbed)}")
     if rule is not None:
         report.notes.append(f"position grid resampled off {tuple(model.patch_embed.grid_size)} with the "
                             f"{rule!r} rule (bench.backbones.pos_embed)")
