@@ -18,6 +18,7 @@ from ..errors import CheckpointError
 from ._assemble import fit_resolution, load_strict, plan_model
 from ._build import create_model
 from ._export import read_bench_metadata
+from ._padding import use_tf_same_padding
 from ._safe_load import pickle_globals, read_checkpoint
 from .families import IMAGENET_MEAN, IMAGENET_STD, family_spec
 from .features import compute_features, default_feature_mode, is_vit
@@ -214,6 +215,10 @@ def load_backbone(source: str | os.PathLike | None = None, arch: str | None = No
     if stubbed:
         report.notes.append(f"--trust-checkpoint: stubbed globals the file names but this process cannot import "
                             f"(training-script objects; no tensor depends on them): {', '.join(stubbed)}")
+    if family.tf_same_padding and plan.kind == "resnet":
+        n = use_tf_same_padding(model)
+        report.notes.append(f"{n} convolutions / max-pools pad TF 'SAME' (asymmetric at stride 2), as "
+                            f"{family.name} was trained")
     if rule is not None:
         report.notes.append(f"position grid resampled off {tuple(model.patch_embed.grid_size)} with the "
                             f"{rule!r} rule (bench.backbones.pos_embed)")
@@ -223,6 +228,8 @@ def load_backbone(source: str | os.PathLike | None = None, arch: str | None = No
     pre = _model_preprocessing(model, overrides)
     report.preprocessing = asdict(pre)
     weights_id = f"file:{report.sha256}:{report.ckpt_key}:{plan.arch}:{layout}:{sha256_json(plan.kwargs)[:12]}"
+    if family.tf_same_padding and plan.kind == "resnet":
+        weights_id += ":tf-same"
     if rule is not None and rule != "timm":   # the rule changes features at every other resolution
         weights_id += f":pos-{rule}"
     if report.missing:  # random tensors remain: their values depend on the seed
