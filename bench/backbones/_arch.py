@@ -61,6 +61,9 @@ def arch_kind(sd: dict[str, torch.Tensor]) -> str | None:
         return "vit"
     if "conv1.weight" in sd and "layer1.0.conv1.weight" in sd:
         return "resnet"
+    w = sd.get("features.0.weight")
+    if w is not None and w.ndim == 4 and all(k.startswith(("features.", "sobel.")) for k in sd):
+        return "deepcluster"   # DeepCluster v1 AlexNet / VGG-16 trunk (+ Sobel), after the layout's renaming
     return None
 
 
@@ -187,8 +190,20 @@ def _vit_gap(what: str, width: int, depth: int, arch: str) -> str | None:
     return f"a depth-{depth} {what} is not a published configuration; the nearest is {arch} with {std_depth} blocks{gap}"
 
 
+def _guess_deepcluster(sd) -> ArchGuess:
+    from ._deepcluster import DEEPCLUSTER_ARCHS
+    convs = sum(1 for k, v in sd.items() if k.startswith("features.") and k.endswith(".weight") and v.ndim == 4)
+    arch = next((a for a, n in DEEPCLUSTER_ARCHS.items() if n == convs), None)
+    gap = None if arch else (f"a DeepCluster trunk with {convs} conv layers is not a published configuration; the "
+                             f"nearest are AlexNet (5) and VGG-16 (13)")
+    return ArchGuess("deepcluster", arch or "deepcluster_alexnet", needs={"sobel": "sobel.0.weight" in sd},
+                     unpublished=gap)
+
+
 def guess_arch(sd: dict[str, torch.Tensor]) -> ArchGuess | None:
     kind = arch_kind(sd)
+    if kind == "deepcluster":
+        return _guess_deepcluster(sd)
     if kind in ("vit", "dinov2"):
         return _guess_vit(sd, kind)
     if kind == "beit":

@@ -66,7 +66,7 @@ def _backbone(sd: Mapping[str, torch.Tensor], family: str | None = None, **kw) -
 #    torchvision, tonylins SimCLR, converted BYOL, Barlow/VICReg backbone files).
 def _flat_matches(obj) -> bool:
     sd = single_backbone(obj)
-    return sd is not None and arch_kind(sd) is not None
+    return sd is not None and arch_kind(sd) not in (None, "deepcluster")
 
 
 register_layout("flat", "timm ViT / DINOv2 / BEiT / torchvision ResNet keys, bare or under model/state_dict/module")(
@@ -254,3 +254,32 @@ def _separius_convert(obj, opts) -> Converted:
 register_layout("simclrv2-separius", "Separius SimCLRv2-Pytorch: {'resnet': net.*, 'head'} (r50_1x_sk0)")(
     (lambda obj: isinstance(obj.get("resnet"), Mapping) and "net.0.0.weight" in obj["resnet"], _separius_convert))
 
+
+
+# 12. DeepCluster v1 checkpoint.pth.tar: arch + state_dict with the DataParallel trunk (features.module.N.*), the
+#     Sobel layer, the fc6/fc7 classifier and the cluster top_layer. eval_linear.py's rename drops `.module`.
+def _deepcluster_sd(obj) -> dict | None:
+    sd = single_backbone(obj)
+    if not sd:
+        return None
+    return {k.replace(".module", ""): v for k, v in sd.items()}
+
+
+def _deepcluster_matches(obj) -> bool:
+    sd = _deepcluster_sd(obj)
+    if sd is None:
+        return False
+    trunk = {k: v for k, v in sd.items() if k.startswith(("features.", "sobel."))}
+    return bool(trunk) and arch_kind(trunk) == "deepcluster" and all(
+        k.startswith(("features.", "sobel.", "classifier.", "top_layer.")) for k in sd)
+
+
+def _deepcluster_convert(obj, opts) -> Converted:
+    kept, dropped = split_groups(_deepcluster_sd(obj), {"classifier (fc6/fc7)": ("classifier.",),
+                                                        "cluster top layer": ("top_layer.",)})
+    notes = [f"file says arch={obj['arch']}"] if isinstance(obj.get("arch"), str) else []
+    return Converted(kept, "deepcluster", dropped, notes=notes)
+
+
+register_layout("deepcluster-v1", "DeepCluster v1 checkpoint: features.module.* (AlexNet/VGG-16) + Sobel, "
+                                  "classifier, top_layer")((_deepcluster_matches, _deepcluster_convert))

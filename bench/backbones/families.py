@@ -83,6 +83,8 @@ for _f in [
     Family("swav", "facebookresearch/swav eval_linear.py: std 0.228 (sic)", std=(0.228, 0.224, 0.225)),
     Family("deepcluster-v2/sela-v2", "facebookresearch/swav eval_linear.py: std 0.228 (sic)",
            std=(0.228, 0.224, 0.225)),
+    Family("deepcluster", "facebookresearch/deepcluster eval_linear.py: ImageNet mean/std before the Sobel layer; "
+           "conv trunk, global average of the last conv map", feature_mode=_by_kind("pool")),
     Family("barlow-twins/vicreg", "facebookresearch/barlowtwins evaluate.py, facebookresearch/vicreg evaluate.py"),
     Family("vissl", "facebookresearch/vissl benchmark configs: ImageNet mean/std"),
     Family("simclr", "google-research/simclr data_util.py: input in [0,1], no mean/std; bicubic centre crop",
