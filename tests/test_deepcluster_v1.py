@@ -90,3 +90,14 @@ def test_truncated_deepcluster_trunk_is_refused(dc_file, tmp_path):
     torch.save(obj, tmp_path / "cut.pth.tar")
     with pytest.raises(CheckpointError, match="not a published configuration"):
         load_backbone(tmp_path / "cut.pth.tar")
+
+
+def test_retrieval_map_is_sobel_then_trunk_without_its_last_pool(dc_file):
+    """deepcluster eval_retrieval.py: net.features minus its last max-pool, on net.sobel(image)."""
+    from bench.protocols._retrieval_extract import spatial_map
+    arch, sizes, ref, path = dc_file
+    bb = load_backbone(path)
+    x = torch.randn(1, 3, sizes[1], sizes[1], generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = nn.Sequential(*list(ref.features.module.children())[:-1])(ref.sobel(x))
+        torch.testing.assert_close(spatial_map(bb.model, x), expected, rtol=1e-5, atol=1e-5)

@@ -186,8 +186,10 @@ def _vit_gap(what: str, width: int, depth: int, arch: str) -> str | None:
     std_depth = _VIT_WIDTHS[width][2] if not arch.startswith("beit") else {768: 12, 1024: 24}.get(width, 12)
     if depth == std_depth:
         return None
-    gap = f"; missing blocks.{depth}.* to blocks.{std_depth - 1}.*" if depth < std_depth else ""
-    return f"a depth-{depth} {what} is not a published configuration; the nearest is {arch} with {std_depth} blocks{gap}"
+    gap = "" if depth > std_depth else f"; missing blocks.{depth}.*" + (
+        f" to blocks.{std_depth - 1}.*" if std_depth - depth > 1 else "")
+    return (f"a depth-{depth} {what} is not a published configuration; the nearest is {arch} with {std_depth} "
+            f"blocks{gap}")
 
 
 def _guess_deepcluster(sd) -> ArchGuess:
