@@ -219,3 +219,17 @@ def test_flat_vit_small_without_provenance_keeps_timms_rule_and_six_heads(tmp_pa
     x = img(48, 48)
     with torch.no_grad():   # timm's own dynamic-size path: the installed 'timm' rule is the same computation
         torch.testing.assert_close(bb.model.forward_features(x), m2.eval().forward_features(x))
+
+
+def test_segmentation_crop_size_uses_the_family_rule(files):
+    """Segmentation fixes the ViT's input size to the crop; the stored grid is resampled by DINO's rule there too."""
+    from bench.backbones.pos_embed import set_vit_input_size
+    path, ref = files["dino"]
+    bb = load_backbone(path, "from-keys")
+    set_vit_input_size(bb.model, (96, 96))
+    x = img(96, 96)
+    with torch.no_grad():
+        expected = run_blocks(ref, x, lambda t, w_, h_: dino_interpolate_pos_encoding(ref.pos_embed, t, w_, h_, 16),
+                              cls=ref.cls_token)
+    assert tuple(bb.model.patch_embed.grid_size) == (6, 6)
+    _assert_features(bb, expected, x)

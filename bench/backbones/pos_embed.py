@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from .._registry import Registry
 
 __all__ = ["POS_EMBED_RULES", "pos_embed_rule_for", "resample_patch_grid", "install_pos_embed_rule",
-           "mocov3_sincos", "is_mocov3_sincos"]
+           "mocov3_sincos", "is_mocov3_sincos", "set_vit_input_size"]
 
 # (patch grid (1, M, M, D) float, new (h, w)) → (1, h*w, D)
 GridRule = Callable[[torch.Tensor, tuple[int, int]], torch.Tensor]
@@ -157,3 +157,16 @@ def install_pos_embed_rule(model: nn.Module, rule: str) -> None:
     POS_EMBED_RULES.get(rule)   # unknown names fail here, not at the first forward
     model.pos_embed_rule = rule
     model._pos_embed = types.MethodType(_pos_embed_with_rule, model)
+
+
+def set_vit_input_size(model: nn.Module, img_size: tuple[int, int]) -> None:
+    """timm's `set_input_size`, with the stored grid resampled by the model's own rule (timm's own otherwise)."""
+    rule = getattr(model, "pos_embed_rule", None)
+    old = model.pos_embed.detach().clone() if isinstance(getattr(model, "pos_embed", None), torch.Tensor) else None
+    old_grid = tuple(model.patch_embed.grid_size)
+    model.set_input_size(img_size=img_size)
+    if rule is None or old is None or tuple(model.patch_embed.grid_size) == old_grid:
+        return
+    n_prefix = 0 if model.no_embed_class else model.num_prefix_tokens
+    with torch.no_grad():
+        model.pos_embed.copy_(resample_patch_grid(old, n_prefix, old_grid, tuple(model.patch_embed.grid_size), rule))
