@@ -17,6 +17,11 @@ X32 = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 X28 = torch.randn(2, 3, 28, 28, generator=torch.Generator().manual_seed(1))
 
 
+def load_tiny(path, **kw):
+    """The tiny models here are no published configuration: say so (`--arch from-keys`), as a user would."""
+    return load_backbone(path, "from-keys", **kw)
+
+
 def _perturbed(model):
     """Random weights everywhere (layerscale, pos_embed, cls, BN stats), so a wrong mapping changes the output."""
     g = torch.Generator().manual_seed(sum(p.numel() for p in model.parameters()) % 9973)
@@ -342,12 +347,15 @@ def test_layout_loads_fully_with_reference_features(built, name, capsys):
     path, ref, obj = built[name]
     _, layout, family, dropped, arch = CASES[name]
     assert [lay.name for lay in list_layouts() if lay.matches(obj)] == [layout]   # exactly one layout matches
-    bb = load_backbone(path)                                                      # arch inferred from the keys
+    bb = load_tiny(path)                                                          # arch inferred from the keys
     rep = bb.report
     assert (rep.layout, rep.family, rep.arch, rep.coverage) == (layout, family, arch, 1.0)
     assert set(rep.dropped) == dropped and rep.unexpected == [] and rep.missing == []
     _same_features(bb, ref, X28 if "dinov2" in name else X32)
-    assert run_cli("inspect", path, "--json") == 0
+    from bench.errors import CheckpointError
+    with pytest.raises(CheckpointError, match="not a published configuration.*--arch from-keys"):
+        load_backbone(path)                     # 2-block / one-block-per-stage: refused unless said explicitly
+    assert run_cli("inspect", path, "--json", "--arch", "from-keys") == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["coverage"] == 1.0 and shown["family"] == family and shown["dropped"] == rep.dropped
 
@@ -358,7 +366,7 @@ def test_dino_student_is_chosen_with_ckpt_key(built):
     student = vit()
     student.load_state_dict({k[len("module.backbone."):]: v for k, v in obj["student"].items()
                              if k.startswith("module.backbone.")})
-    bb = load_backbone(path, ckpt_key="student")
+    bb = load_tiny(path, ckpt_key="student")
     assert bb.report.ckpt_key == "student" and bb.report.dropped["teacher (other network)"] == 1
     _same_features(bb, student, X32)
     with torch.no_grad():
@@ -367,7 +375,7 @@ def test_dino_student_is_chosen_with_ckpt_key(built):
 
 def test_mocov3_vit_small_gets_12_heads_not_timms_6(built):
     path, ref, _ = built["moco_v3_vit_small"]
-    bb = load_backbone(path)
+    bb = load_tiny(path)
     assert bb.report.arch == "vit_small_patch16_224" and bb.model.blocks[0].attn.num_heads == 12
     from bench.backbones._assemble import plan_model
     from bench.backbones.families import family_spec
@@ -381,14 +389,14 @@ def test_mocov3_vit_small_gets_12_heads_not_timms_6(built):
 
 
 def test_mask_token_alone_is_not_dinov2(built):
-    bb = load_backbone(built["mae_full"][0])
+    bb = load_tiny(built["mae_full"][0])
     assert bb.report.family == "mae" and "dinov2" not in bb.report.arch
     assert isinstance(bb.model.blocks[0].ls1, torch.nn.Identity)   # no layerscale was invented
 
 
 def test_mae_finetuned_uses_fc_norm_avg_pool(built):
     path, ref, _ = built["mae_finetuned"]
-    bb = load_backbone(path)
+    bb = load_tiny(path)
     assert bb.report.model_kwargs["global_pool"] == "avg" and bb.report.feature_mode == "pool"
     with torch.no_grad():   # fc_norm(mean of patch tokens), MAE models_vit.py global_pool=True
         tokens = ref.forward_features(X32)
@@ -396,10 +404,10 @@ def test_mae_finetuned_uses_fc_norm_avg_pool(built):
 
 
 def test_beit_pretrained_keeps_norm_with_token_pool(built):
-    bb = load_backbone(built["beit"][0])
+    bb = load_tiny(built["beit"][0])
     assert bb.report.model_kwargs["global_pool"] == "token" and isinstance(bb.model.norm, torch.nn.LayerNorm)
     assert bb.report.preprocessing["mean"] == (0.5, 0.5, 0.5)                       # BEiT v1 pretraining
-    assert load_backbone(built["beitv2"][0]).report.preprocessing["mean"] == (0.485, 0.456, 0.406)
+    assert load_tiny(built["beitv2"][0]).report.preprocessing["mean"] == (0.485, 0.456, 0.406)
 
 
 def test_pos_embed_is_resampled_to_the_requested_resolution(tmp_path):
@@ -413,8 +421,8 @@ def test_pos_embed_is_resampled_to_the_requested_resolution(tmp_path):
 
 
 def test_family_preprocessing_and_probe_feature(built):
-    assert load_backbone(built["simclrv2_separius"][0]).report.preprocessing["std"] == (1.0, 1.0, 1.0)
-    assert load_backbone(built["swav"][0]).report.preprocessing["std"] == (0.228, 0.224, 0.225)
+    assert load_tiny(built["simclrv2_separius"][0]).report.preprocessing["std"] == (1.0, 1.0, 1.0)
+    assert load_tiny(built["swav"][0]).report.preprocessing["std"] == (0.228, 0.224, 0.225)
     from bench.backbones.families import family_spec
     dino, ibot = family_spec("dino"), family_spec("ibot")
     assert [dino.feature_mode("vit", w) for w in (384, 768)] == ["last4-cls", "cls+avgpool-interleaved"]
@@ -459,14 +467,14 @@ def test_convert_round_trip_gives_the_same_model(built, tmp_path, capsys):
     for name in ("dinov2_reg4", "moco_v3_vit_small", "beit"):
         path, ref, _ = built[name]
         out = tmp_path / f"{name}.safetensors"
-        assert run_cli("convert", path, out) == 0
+        assert run_cli("convert", path, out, "--arch", "from-keys") == 0
         bb = load_backbone(out)
         assert bb.report.coverage == 1.0 and bb.report.layout == "bench-convert"
         assert bb.report.family == CASES[name][2] and bb.report.arch == CASES[name][4]
         _same_features(bb, ref, X28 if "dinov2" in name else X32)
         from safetensors import safe_open
         with safe_open(str(out), framework="pt") as f:
-            assert json.loads(f.metadata()["bench.backbone"])["source_sha256"] == load_backbone(path).report.sha256
+            assert json.loads(f.metadata()["bench.backbone"])["source_sha256"] == load_tiny(path).report.sha256
 
 
 # ---------------------------------------------------------------- safety and loud failures through the CLI
@@ -507,13 +515,13 @@ def test_barlow_full_checkpoint_needs_trust(built, tmp_path):
     obj["optimizer"]["param_groups"] = [{"weight_decay_filter": exclude_bias_and_norm}]
     torch.save(obj, tmp_path / "checkpoint.pth")
     with pytest.raises(CheckpointError, match="exclude_bias_and_norm.*--trust-checkpoint"):
-        load_backbone(tmp_path / "checkpoint.pth")
-    bb = load_backbone(tmp_path / "checkpoint.pth", trust_checkpoint=True)
+        load_tiny(tmp_path / "checkpoint.pth")
+    bb = load_tiny(tmp_path / "checkpoint.pth", trust_checkpoint=True)
     assert bb.report.family == "barlow-twins/vicreg" and bb.report.coverage == 1.0
 
 
 def test_namespace_args_are_reported_as_non_tensors(built):
-    rep = load_backbone(built["dino_full_vit"][0]).report
+    rep = load_tiny(built["dino_full_vit"][0]).report
     assert "argparse.Namespace" in rep.pickle_globals and "args (argparse.Namespace)" in rep.extra_objects
 
 
@@ -526,3 +534,63 @@ def test_arch_of_the_other_kind_is_named_with_the_fix(built):
     resnet_path = built["torchvision_resnet"][0]
     with pytest.raises(CheckpointError, match=r"weights are a ResNet but --arch vit_small_patch16_224 is not"):
         load_backbone(resnet_path, arch="vit_small_patch16_224")
+
+
+# ---------------------------------------------------------------- truncated files (issue 17.4)
+def _shapes_only(name, drop, **kw):
+    """A full-size model's keys at almost no disk cost: every tensor a stride-0 view of one zero."""
+    with torch.device("meta"):
+        sd = timm.create_model(name, num_classes=0, **kw).state_dict()
+    return {k: torch.zeros((), dtype=v.dtype).expand(v.shape) for k, v in sd.items() if not k.startswith(drop)}
+
+
+@pytest.mark.parametrize("name,drop,pattern", [
+    ("resnet50", "layer4.2.", r"stage blocks \(3, 4, 6, 2\) is not a published configuration; the nearest is "
+                              r"resnet50 \(3, 4, 6, 3\); missing layer4\.2\.\*"),
+    ("vit_small_patch16_224", "blocks.11.", r"a depth-11 ViT is not a published configuration; the nearest is "
+                                            r"vit_small_patch16_224 with 12 blocks; missing blocks\.11\.\*")])
+def test_truncated_file_is_refused_not_loaded_as_a_smaller_model(tmp_path, capsys, name, drop, pattern):
+    torch.save({"model": _shapes_only(name, drop)}, tmp_path / "cut.pth")
+    assert run_cli("inspect", tmp_path / "cut.pth") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and __import__("re").search(pattern + ".*truncated.*--arch from-keys", err), err
+    from bench.errors import CheckpointError
+    with pytest.raises(CheckpointError, match=r"only .* loaded; missing"):   # the published arch, literally: short
+        load_backbone(tmp_path / "cut.pth", name)
+
+
+def test_from_keys_builds_the_unpublished_shape_when_asked(tmp_path):
+    torch.save(_shapes_only("resnet50", "layer4.2."), tmp_path / "cut.pth")
+    bb = load_backbone(tmp_path / "cut.pth", "from-keys")
+    assert bb.report.coverage == 1.0 and tuple(bb.report.model_kwargs["layers"]) == (3, 4, 6, 2)
+    assert any("built from the keys (--arch from-keys)" in n for n in bb.report.notes)
+
+
+def test_trusted_file_with_training_script_globals_loads_with_stubs(tmp_path, monkeypatch):
+    """`__main__.TrainArgs` / VICReg's `__main__.exclude_bias_and_norm` do not exist in bench's process."""
+    import dataclasses
+    import sys
+    from bench.errors import CheckpointError
+
+    @dataclasses.dataclass
+    class TrainArgs:
+        lr: float = 0.1
+
+    def exclude_bias_and_norm(p):
+        return p.ndim == 1
+    main = sys.modules["__main__"]
+    for obj in (TrainArgs, exclude_bias_and_norm):
+        obj.__module__, obj.__qualname__ = "__main__", obj.__name__
+        monkeypatch.setattr(main, obj.__name__, obj, raising=False)
+    full, ref = barlow_full()
+    full["args"] = TrainArgs(lr=0.5)
+    full["optimizer"]["param_groups"] = [{"weight_decay_filter": exclude_bias_and_norm}]
+    torch.save(full, tmp_path / "ckpt.pth")
+    for obj in (TrainArgs, exclude_bias_and_norm):
+        monkeypatch.delattr(main, obj.__name__)          # the loading process is not the training script
+    with pytest.raises(CheckpointError, match="refused to unpickle"):
+        load_tiny(tmp_path / "ckpt.pth")
+    bb = load_tiny(tmp_path / "ckpt.pth", trust_checkpoint=True)
+    assert bb.report.stubbed_globals == ["__main__.TrainArgs", "__main__.exclude_bias_and_norm"]
+    assert bb.report.coverage == 1.0 and any("stubbed globals" in n for n in bb.report.notes)
+    _same_features(bb, ref, X32)

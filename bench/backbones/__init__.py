@@ -18,10 +18,12 @@ from ..errors import CheckpointError
 from ._assemble import fit_resolution, load_strict, plan_model
 from ._build import create_model
 from ._export import read_bench_metadata
+from ._padding import use_tf_same_padding
 from ._safe_load import pickle_globals, read_checkpoint
 from .families import IMAGENET_MEAN, IMAGENET_STD, family_spec
 from .features import compute_features, default_feature_mode, is_vit
 from .layouts import Converted, detect_layout, list_layouts
+from .pos_embed import install_pos_embed_rule, pos_embed_rule_for
 from .zoo import CheckpointEntry, fetch_checkpoint, get_entry
 
 __all__ = ["Backbone", "LoadReport", "Preprocessing", "load_backbone", "DEFAULT_ARCH"]
@@ -60,6 +62,8 @@ class LoadReport:
     registry_name: str | None = None                              # the checkpoints.yaml name, when loaded by name
     pickle_globals: list[str] = field(default_factory=list)       # non-tensor globals in the file (allowlisted)
     dropped_keys: dict[str, list[str]] = field(default_factory=dict)  # group → its first keys, for inspection
+    stubbed_globals: list[str] = field(default_factory=list)     # --trust-checkpoint: globals not importable here
+    pos_embed_rule: str | None = None     # how a ViT's position grid is resampled off its grid (pos_embed.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,6 +148,16 @@ def _random_backbone(arch: str | None, seed: int) -> Backbone:
     return Backbone(model.eval(), report, pre, weights_id=f"random:{_state_digest(model)}")
 
 
+def _pos_embed_rule(model: nn.Module, family: str, kind: str | None) -> str | None:
+    """Install the family's position-grid rule on a timm ViT with an absolute embedding; its name, or None."""
+    if not (isinstance(getattr(model, "pos_embed", None), torch.Tensor) and hasattr(model, "_pos_embed")):
+        return None
+    rule = pos_embed_rule_for(family, kind, has_registers=getattr(model, "reg_token", None) is not None)
+    if rule is not None:
+        install_pos_embed_rule(model, rule)
+    return rule
+
+
 def _resolve_source(source: str) -> tuple[Path, CheckpointEntry | None]:
     if _is_path(source):
         return Path(source), None
@@ -170,7 +184,8 @@ def load_backbone(source: str | os.PathLike | None = None, arch: str | None = No
     if source is None:
         return _random_backbone(arch, seed)
     path, entry = _resolve_source(str(source))
-    obj = read_checkpoint(path, trust=trust_checkpoint)
+    stubbed: list[str] = []
+    obj = read_checkpoint(path, trust=trust_checkpoint, stubbed=stubbed)
     meta = read_bench_metadata(path) if path.suffix == ".safetensors" else None
     layout, conv = _convert(obj, str(path), ckpt_key if entry is None or ckpt_key else entry.ckpt_key, meta)
     if entry is not None and entry.layout and layout != entry.layout:
@@ -185,7 +200,8 @@ def load_backbone(source: str | os.PathLike | None = None, arch: str | None = No
                           f"{meta.get('layout')} layout)")
     torch.manual_seed(seed)
     model, library = create_model(plan.arch, **plan.kwargs)
-    fit_resolution(plan, model)
+    rule = _pos_embed_rule(model, family.name, plan.kind)
+    fit_resolution(plan, model, rule)
     mode = (entry.feature_mode if entry else None) or (meta or {}).get("feature_mode") or (
         family.feature_mode(plan.kind, plan.width) if plan.kind else default_feature_mode(model))
     report = LoadReport(
@@ -195,13 +211,27 @@ def load_backbone(source: str | os.PathLike | None = None, arch: str | None = No
         dropped_keys={g: k[:5] for g, k in {**conv.dropped, **plan.dropped}.items()},
         extra_objects=_extra_objects(obj), feature_mode=mode, notes=list(conv.notes) + plan.notes,
         model_kwargs=dict(plan.kwargs), registry_name=entry.name if entry else None,
-        pickle_globals=pickle_globals(path))
+        pickle_globals=pickle_globals(path), pos_embed_rule=rule, stubbed_globals=stubbed)
+    if stubbed:
+        report.notes.append(f"--trust-checkpoint: stubbed globals the file names but this process cannot import "
+                            f"(training-script objects; no tensor depends on them): {', '.join(stubbed)}")
+    if family.tf_same_padding and plan.kind == "resnet":
+        n = use_tf_same_padding(model)
+        report.notes.append(f"{n} convolutions / max-pools pad TF 'SAME' (asymmetric at stride 2), as "
+                            f"{family.name} was trained")
+    if rule is not None:
+        report.notes.append(f"position grid resampled off {tuple(model.patch_embed.grid_size)} with the "
+                            f"{rule!r} rule (bench.backbones.pos_embed)")
     load_strict(model, plan.state_dict, report, allow_partial)
     overrides = {**family.preprocessing(), **(entry.preprocessing if entry else {}),
                  **((meta or {}).get("preprocessing") or {})}
     pre = _model_preprocessing(model, overrides)
     report.preprocessing = asdict(pre)
     weights_id = f"file:{report.sha256}:{report.ckpt_key}:{plan.arch}:{layout}:{sha256_json(plan.kwargs)[:12]}"
+    if family.tf_same_padding and plan.kind == "resnet":
+        weights_id += ":tf-same"
+    if rule is not None and rule != "timm":   # the rule changes features at every other resolution
+        weights_id += f":pos-{rule}"
     if report.missing:  # random tensors remain: their values depend on the seed
         weights_id += f":partial-seed{seed}"
     return Backbone(model.eval(), report, pre, weights_id=weights_id)

@@ -45,6 +45,8 @@ class ArchGuess:
     structure: dict[str, Any] = field(default_factory=dict)   # depth/width/img_size kwargs, only with inferred arch
     needs: dict[str, Any] = field(default_factory=dict)       # kwargs the weights need whatever the arch name
     notes: list[str] = field(default_factory=list)
+    # why the shapes are not a published configuration (a truncated file looks like a smaller model), else None
+    unpublished: str | None = None
 
 
 def arch_kind(sd: dict[str, torch.Tensor]) -> str | None:
@@ -59,6 +61,9 @@ def arch_kind(sd: dict[str, torch.Tensor]) -> str | None:
         return "vit"
     if "conv1.weight" in sd and "layer1.0.conv1.weight" in sd:
         return "resnet"
+    w = sd.get("features.0.weight")
+    if w is not None and w.ndim == 4 and all(k.startswith(("features.", "sobel.")) for k in sd):
+        return "deepcluster"   # DeepCluster v1 AlexNet / VGG-16 trunk (+ Sobel), after the layout's renaming
     return None
 
 
@@ -117,7 +122,7 @@ def _guess_vit(sd, kind: str) -> ArchGuess:
     structure = _vit_structure(sd, width, depth, side * patch, default_img)
     if _NATIVE_WIDTH.get(size) != width:
         structure.update(embed_dim=width, num_heads=heads)
-    return ArchGuess(kind, arch, structure, needs)
+    return ArchGuess(kind, arch, structure, needs, unpublished=_vit_gap("ViT", width, depth, arch))
 
 
 def _guess_beit(sd) -> ArchGuess:
@@ -143,7 +148,7 @@ def _guess_beit(sd) -> ArchGuess:
         structure.update(embed_dim=width, num_heads=vit_size_name(width)[1])
     if patch != 16:
         structure["patch_size"] = patch
-    return ArchGuess("beit", arch, structure, needs)
+    return ArchGuess("beit", arch, structure, needs, unpublished=_vit_gap("BEiT", width, depth, arch))
 
 
 def _guess_resnet(sd) -> ArchGuess:
@@ -157,15 +162,50 @@ def _guess_resnet(sd) -> ArchGuess:
     depth = _RESNET_DEPTHS.get((block, counts))
     if depth is None:   # timm builds any block counts; the name only fixes the block type
         return ArchGuess("resnet", "resnet50" if block == "bottleneck" else "resnet18", {"layers": counts},
-                         notes=[f"{block} ResNet with nonstandard stage blocks {counts}"])
+                         notes=[f"{block} ResNet with nonstandard stage blocks {counts}"],
+                         unpublished=_resnet_gap(block, counts))
     bottleneck_width = sd["layer1.0.conv1.weight"].shape[0]
     if block == "bottleneck" and bottleneck_width == 128 and depth in (50, 101):
         return ArchGuess("resnet", f"wide_resnet{depth}_2")
     return ArchGuess("resnet", f"resnet{depth}")
 
 
+def _resnet_gap(block: str, counts: tuple[int, ...]) -> str:
+    (_, std), depth = min(((k, d) for k, d in _RESNET_DEPTHS.items() if k[0] == block),
+                          key=lambda kd: sum(abs(a - b) for a, b in zip(kd[0][1], counts)))
+    missing = [f"layer{i + 1}.{j}.*" for i, (have, want) in enumerate(zip(counts, std)) for j in range(have, want)]
+    gap = f"; missing {', '.join(missing[:4])}" if missing else ""
+    return (f"a {block} ResNet with stage blocks {counts} is not a published configuration; the nearest is "
+            f"resnet{depth} {std}{gap}")
+
+
+def _vit_gap(what: str, width: int, depth: int, arch: str) -> str | None:
+    if width not in _VIT_WIDTHS:
+        near = min(_VIT_WIDTHS, key=lambda w: abs(w - width))
+        return f"a {what} of width {width} is not a published configuration; the nearest width is {near}"
+    std_depth = _VIT_WIDTHS[width][2] if not arch.startswith("beit") else {768: 12, 1024: 24}.get(width, 12)
+    if depth == std_depth:
+        return None
+    gap = "" if depth > std_depth else f"; missing blocks.{depth}.*" + (
+        f" to blocks.{std_depth - 1}.*" if std_depth - depth > 1 else "")
+    return (f"a depth-{depth} {what} is not a published configuration; the nearest is {arch} with {std_depth} "
+            f"blocks{gap}")
+
+
+def _guess_deepcluster(sd) -> ArchGuess:
+    from ._deepcluster import DEEPCLUSTER_ARCHS
+    convs = sum(1 for k, v in sd.items() if k.startswith("features.") and k.endswith(".weight") and v.ndim == 4)
+    arch = next((a for a, n in DEEPCLUSTER_ARCHS.items() if n == convs), None)
+    gap = None if arch else (f"a DeepCluster trunk with {convs} conv layers is not a published configuration; the "
+                             f"nearest are AlexNet (5) and VGG-16 (13)")
+    return ArchGuess("deepcluster", arch or "deepcluster_alexnet", needs={"sobel": "sobel.0.weight" in sd},
+                     unpublished=gap)
+
+
 def guess_arch(sd: dict[str, torch.Tensor]) -> ArchGuess | None:
     kind = arch_kind(sd)
+    if kind == "deepcluster":
+        return _guess_deepcluster(sd)
     if kind in ("vit", "dinov2"):
         return _guess_vit(sd, kind)
     if kind == "beit":

@@ -3,6 +3,7 @@ arguments, adapt resolution-dependent tensors, then load with strict accounting 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -14,7 +15,10 @@ from ._arch import ArchGuess, arch_kind, guess_arch, to_timm_keys
 from ._build import split_arch
 from .families import Family
 
-__all__ = ["ModelPlan", "plan_model", "fit_resolution", "load_strict", "counted"]
+__all__ = ["ModelPlan", "plan_model", "fit_resolution", "load_strict", "counted", "FROM_KEYS"]
+
+# `--arch from-keys`: build exactly what the keys describe, even a configuration no one published.
+FROM_KEYS = "from-keys"
 
 
 @dataclass
@@ -32,15 +36,21 @@ def plan_model(sd: dict[str, torch.Tensor], arch: str | None, family: Family, so
     """Pick the model for a backbone state dict: `arch` if given (plus what the weights need), else inferred.
 
     Inferred structure (depth, width, img_size) only applies to an inferred arch: a user's --arch is taken
-    literally, so a wrong one fails the strict load below instead of being silently reshaped.
+    literally, so a wrong one fails the strict load below instead of being silently reshaped. An inferred shape
+    that no one published (a file cut short looks like a smaller model) is refused unless `arch` is FROM_KEYS.
     """
     kind = arch_kind(sd)
     guess = guess_arch(sd) if kind else None
     sd, dropped = to_timm_keys(sd, kind)
-    if arch is None:
+    if arch is None or arch == FROM_KEYS:
         if guess is None or guess.arch is None:
             why = "; ".join(guess.notes) if guess else f"keys like {sorted(sd)[:3]} are not a ViT/BEiT/ResNet"
             raise CheckpointError(f"{source}: cannot tell the architecture ({why}); pass --arch")
+        if guess.unpublished and arch is None:   # a file cut short loads as a smaller model at "100% coverage"
+            raise CheckpointError(f"{source}: {guess.unpublished}; the file looks truncated (re-download it), or "
+                                  f"pass --arch {FROM_KEYS} if the model really has this shape")
+        if guess.unpublished:
+            guess.notes.append(f"built from the keys (--arch {FROM_KEYS}): {guess.unpublished.split(';')[0]}")
         arch, kwargs = guess.arch, {**guess.structure, **guess.needs}
     else:
         kwargs = dict(guess.needs) if guess else {}
@@ -74,8 +84,9 @@ def _check_arch_kind(arch: str, kind: str | None, guess, source: str) -> None:
                                                        "pass the architecture the file was trained with"))
 
 
-def fit_resolution(plan: ModelPlan, model: nn.Module) -> None:
-    """Resize position embeddings / relative-position tables when the model's grid differs from the file's."""
+def fit_resolution(plan: ModelPlan, model: nn.Module, rule: str | None = None) -> None:
+    """Resize position embeddings / relative-position tables when the model's grid differs from the file's;
+    a ViT's grid with its family's rule (pos_embed.py), timm's when there is none."""
     sd = plan.state_dict
     if plan.kind == "beit":
         from timm.models.beit import checkpoint_filter_fn
@@ -89,14 +100,17 @@ def fit_resolution(plan: ModelPlan, model: nn.Module) -> None:
     target = getattr(model, "pos_embed", None)
     if pos is None or not isinstance(target, torch.Tensor) or pos.shape == target.shape:
         return
-    from timm.layers import resample_abs_pos_embed
     n_prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
     if pos.shape[-1] != target.shape[-1]:
         return  # a width mismatch is reported by load_strict as a shape mismatch
-    sd["pos_embed"] = resample_abs_pos_embed(pos, new_size=list(model.patch_embed.grid_size),
-                                             num_prefix_tokens=n_prefix, interpolation="bicubic", antialias=True)
+    side = math.isqrt(pos.shape[1] - n_prefix)
+    if side * side != pos.shape[1] - n_prefix:
+        return  # not a square grid: load_strict reports the shape mismatch
+    from .pos_embed import resample_patch_grid
+    sd["pos_embed"] = resample_patch_grid(pos, n_prefix, (side, side), tuple(model.patch_embed.grid_size),
+                                          rule or "timm")
     plan.notes.append(f"pos_embed resampled {pos.shape[1] - n_prefix} → {target.shape[1] - n_prefix} patch tokens "
-                      f"(bicubic, timm resample_abs_pos_embed)")
+                      f"({rule or 'timm'} rule)")
 
 
 def counted(keys) -> list[str]:

@@ -39,6 +39,9 @@ def create_model(arch: str, **kwargs) -> tuple[nn.Module, str]:
     import torchvision
 
     library, name = split_arch(arch)
+    from ._deepcluster import DEEPCLUSTER_ARCHS, build_deepcluster
+    if library is None and name in DEEPCLUSTER_ARCHS:   # not in timm/torchvision: DeepCluster's own layers
+        return build_deepcluster(name, **kwargs), "bench"
     if library in (None, "timm") and timm.is_model(name):
         try:
             # ViTs take any input size (pos-embed interpolated), so 64-px miniatures and --resolution work;

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import CheckpointError
 
-__all__ = ["read_checkpoint", "pickle_globals", "SAFE_GLOBALS"]
+__all__ = ["read_checkpoint", "pickle_globals", "SAFE_GLOBALS", "StubbingUnpickler"]
 
 SAFE_GLOBALS = [argparse.Namespace]
 
@@ -31,8 +31,41 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e}); re-download it") from e
 
 
-def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> Any:
-    """The object stored in `path`, loaded on CPU. Raises CheckpointError with the fix on any problem."""
+def _stub(module: str, name: str) -> type:
+    """Stand-in for a class or function of the training script: takes any arguments and any state."""
+    def setstate(self, state):
+        if isinstance(state, tuple) and len(state) == 2:   # (dict, slots) from __reduce_ex__
+            state = {**(state[0] or {}), **(state[1] or {})}
+        if isinstance(state, dict):
+            self.__dict__.update(state)
+    return type(name, (), {"__module__": f"bench-stub:{module}", "__init__": lambda self, *a, **k: None,
+                           "__setstate__": setstate, "__call__": lambda self, *a, **k: None})
+
+
+class StubbingUnpickler(pickle.Unpickler):
+    """Trusted loads only: a global that cannot be imported here (`__main__.TrainArgs` of a training script,
+    VICReg's `__main__.exclude_bias_and_norm`) becomes a stub instead of an AttributeError; names are kept."""
+    stubbed: list[str] = []
+
+    def find_class(self, module: str, name: str):
+        try:
+            return super().find_class(module, name)
+        except (AttributeError, ImportError):
+            StubbingUnpickler.stubbed.append(f"{module}.{name}")
+            return _stub(module, name)
+
+
+class _StubbingPickle:
+    """A `pickle_module` for torch.load whose Unpickler stubs unknown globals."""
+    Unpickler = StubbingUnpickler
+    load = staticmethod(lambda f, **kw: StubbingUnpickler(f, **kw).load())
+    __name__ = "pickle"
+
+
+def read_checkpoint(path: str | os.PathLike, *, trust: bool = False, stubbed: list[str] | None = None) -> Any:
+    """The object stored in `path`, loaded on CPU. Raises CheckpointError with the fix on any problem.
+
+    With `trust`, globals that do not import here are stubbed; their names are appended to `stubbed`."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found; check the path or use a name from checkpoints.yaml")
@@ -41,7 +74,11 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> Any:
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
     if trust:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        StubbingUnpickler.stubbed = []
+        obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_StubbingPickle)
+        if stubbed is not None:
+            stubbed.extend(sorted(set(StubbingUnpickler.stubbed)))
+        return obj
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)

@@ -12,6 +12,7 @@ import torch
 from ..errors import CheckpointError
 from ._arch import arch_kind
 from .layouts import (Converted, register_layout, single_backbone, split_groups, strip_prefix, tensors_only)
+from .pos_embed import is_mocov3_sincos
 
 # Extras of single-backbone files, by group. `mask_token` of DINOv2 is dropped later, by the DINOv2 conversion.
 _EXTRAS = {
@@ -44,6 +45,8 @@ def _flat_family(kind: str | None, sd: Mapping[str, torch.Tensor], dropped: dict
             return "mae"
         if "fc_norm.weight" in sd and "norm.weight" not in sd:
             return "mae-finetuned"
+        if is_mocov3_sincos(sd.get("pos_embed")):
+            return "moco-v3"   # only MoCo v3 keeps its fixed sin-cos table (convert_to_deit.py output, 12 heads)
         if "masked-image token (iBOT masked_embed)" in dropped or "SSL projection head (DINO/iBOT head)" in dropped:
             return "ibot"   # iBOT's released backbone files keep the projection head; DINO's do not
         return "timm-vit"
@@ -63,7 +66,7 @@ def _backbone(sd: Mapping[str, torch.Tensor], family: str | None = None, **kw) -
 #    torchvision, tonylins SimCLR, converted BYOL, Barlow/VICReg backbone files).
 def _flat_matches(obj) -> bool:
     sd = single_backbone(obj)
-    return sd is not None and arch_kind(sd) is not None
+    return sd is not None and arch_kind(sd) not in (None, "deepcluster")
 
 
 register_layout("flat", "timm ViT / DINOv2 / BEiT / torchvision ResNet keys, bare or under model/state_dict/module")(
@@ -251,3 +254,32 @@ def _separius_convert(obj, opts) -> Converted:
 register_layout("simclrv2-separius", "Separius SimCLRv2-Pytorch: {'resnet': net.*, 'head'} (r50_1x_sk0)")(
     (lambda obj: isinstance(obj.get("resnet"), Mapping) and "net.0.0.weight" in obj["resnet"], _separius_convert))
 
+
+
+# 12. DeepCluster v1 checkpoint.pth.tar: arch + state_dict with the DataParallel trunk (features.module.N.*), the
+#     Sobel layer, the fc6/fc7 classifier and the cluster top_layer. eval_linear.py's rename drops `.module`.
+def _deepcluster_sd(obj) -> dict | None:
+    sd = single_backbone(obj)
+    if not sd:
+        return None
+    return {k.replace(".module", ""): v for k, v in sd.items()}
+
+
+def _deepcluster_matches(obj) -> bool:
+    sd = _deepcluster_sd(obj)
+    if sd is None:
+        return False
+    trunk = {k: v for k, v in sd.items() if k.startswith(("features.", "sobel."))}
+    return bool(trunk) and arch_kind(trunk) == "deepcluster" and all(
+        k.startswith(("features.", "sobel.", "classifier.", "top_layer.")) for k in sd)
+
+
+def _deepcluster_convert(obj, opts) -> Converted:
+    kept, dropped = split_groups(_deepcluster_sd(obj), {"classifier (fc6/fc7)": ("classifier.",),
+                                                        "cluster top layer": ("top_layer.",)})
+    notes = [f"file says arch={obj['arch']}"] if isinstance(obj.get("arch"), str) else []
+    return Converted(kept, "deepcluster", dropped, notes=notes)
+
+
+register_layout("deepcluster-v1", "DeepCluster v1 checkpoint: features.module.* (AlexNet/VGG-16) + Sobel, "
+                                  "classifier, top_layer")((_deepcluster_matches, _deepcluster_convert))

@@ -42,6 +42,8 @@ class Family:
     interpolation: str = "bilinear"
     feature_mode: Callable[[str, int], str] = field(default=_by_kind("cls"))
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    # convolutions and max-pool padded like TF/Haiku 'SAME' (asymmetric for stride 2), as the network was trained
+    tf_same_padding: bool = False
 
     def preprocessing(self) -> dict[str, Any]:
         return {"mean": self.mean, "std": self.std, "interpolation": self.interpolation}
@@ -81,11 +83,16 @@ for _f in [
     Family("swav", "facebookresearch/swav eval_linear.py: std 0.228 (sic)", std=(0.228, 0.224, 0.225)),
     Family("deepcluster-v2/sela-v2", "facebookresearch/swav eval_linear.py: std 0.228 (sic)",
            std=(0.228, 0.224, 0.225)),
+    Family("deepcluster", "facebookresearch/deepcluster eval_linear.py: ImageNet mean/std before the Sobel layer; "
+           "conv trunk, global average of the last conv map", feature_mode=_by_kind("pool")),
     Family("barlow-twins/vicreg", "facebookresearch/barlowtwins evaluate.py, facebookresearch/vicreg evaluate.py"),
     Family("vissl", "facebookresearch/vissl benchmark configs: ImageNet mean/std"),
     Family("simclr", "google-research/simclr data_util.py: input in [0,1], no mean/std; bicubic centre crop",
            mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), interpolation=_BICUBIC),
-    Family("byol", "deepmind byol: ImageNet mean/std, centre crop 0.875", interpolation=_BICUBIC),
+    # Haiku convolutions pad 'SAME': a stride-2 conv on an even input pads (0, 1), torch's padding=1 pads (1, 1);
+    # ajtejankar/byol-convert's resnet.py applies the same pad_same before every conv and the max-pool.
+    Family("byol", "deepmind byol: ImageNet mean/std, centre crop 0.875; Haiku 'SAME' padding",
+           interpolation=_BICUBIC, tf_same_padding=True),
     Family("lightning", "solo-learn main_linear.py strips backbone."),
     Family("mmselfsup", "open-mmlab mmselfsup/mmpretrain backbone."),
     Family("ddp-wrapped", "flat state dict saved from DistributedDataParallel (module. prefix)"),

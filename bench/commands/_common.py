@@ -16,7 +16,8 @@ def add_backbone_args(p: argparse.ArgumentParser) -> None:
                                    "(default without --ckpt: random resnet18)")
     g.add_argument("--ckpt", help="checkpoint file (.pth/.pt/.safetensors) or a name from checkpoints.yaml "
                                   "(fetched into the cache); layout and arch are read from the keys")
-    g.add_argument("--arch", help="architecture of --ckpt (same names as --model; default: inferred)")
+    g.add_argument("--arch", help="architecture of --ckpt (same names as --model; default: inferred; `from-keys`: "
+                                  "build what the keys describe even if no one published that shape)")
     g.add_argument("--ckpt-key", help="sub-model to read: DINO/iBOT teacher (default) or student, data2vec "
                                       "model (default) or model_ema, or any top-level key")
     g.add_argument("--allow-partial", action="store_true", help="evaluate even if the load is incomplete")

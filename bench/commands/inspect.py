@@ -10,7 +10,8 @@ HELP = "show a checkpoint's family, arch, coverage, dropped groups and preproces
 def add_file_args(p: argparse.ArgumentParser) -> None:
     """The checkpoint arguments `inspect` and `convert` share."""
     p.add_argument("file", help="checkpoint file or a checkpoints.yaml name")
-    p.add_argument("--arch", help="architecture (default: inferred from the keys and shapes)")
+    p.add_argument("--arch", help="architecture (default: inferred from the keys and shapes; `from-keys`: also a "
+                                  "shape no one published)")
     p.add_argument("--ckpt-key", help="sub-model to read, e.g. teacher or student")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow full unpickling (executes code in the file; trusted files only)")

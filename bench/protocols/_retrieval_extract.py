@@ -108,6 +108,8 @@ def spatial_map(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return tokens[:, model.num_prefix_tokens:].reshape(x.shape[0], h, w, -1).permute(0, 3, 1, 2)
     feats = getattr(model, "features", None)
     if isinstance(feats, nn.Sequential) and isinstance(feats[-1], nn.MaxPool2d):
+        if getattr(model, "sobel", None) is not None:   # DeepCluster v1: eval_retrieval.py applies net.sobel first
+            x = model.sobel(x)
         return feats[:-1](x)          # VGG conv5 without its last max-pool (deepcluster eval_retrieval.py)
     if hasattr(model, "forward_features"):
         return model.forward_features(x)

@@ -101,8 +101,9 @@ def build_seg_model(backbone, p: SegPreset, crop: int, channels: int):
     model = backbone.model
     maps = BackboneMaps(model, p.out_indices, p.out_norm, frozen=p.freeze_backbone)
     if maps.vit:
-        if hasattr(model, "set_input_size"):
-            model.set_input_size(img_size=(crop, crop))   # pos_embed resampled to the crop's token grid
+        if hasattr(model, "set_input_size"):   # pos_embed resampled to the crop's grid, with the family's rule
+            from ..backbones.pos_embed import set_vit_input_size
+            set_vit_input_size(model, (crop, crop))
         if not p.freeze_backbone and p.drop_path > 0:
             set_drop_path(model, p.drop_path)
     with torch.no_grad():
