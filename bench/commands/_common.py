@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ..errors import BenchError
 
-__all__ = ["add_backbone_args", "add_data_args", "load_backbone_from_args", "make_context", "device_from_arg"]
+__all__ = ["add_backbone_args", "add_data_args", "load_backbone_from_args", "make_context", "device_from_arg",
+           "check_run_args", "check_writable_dir"]
 
 
 def add_backbone_args(p: argparse.ArgumentParser) -> None:
@@ -43,7 +44,44 @@ def device_from_arg(name: str):
     import torch
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise BenchError(f"--device {name}: not a device name; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0 or (device.index or 0) >= n:
+            raise BenchError(f"--device {name}: {n} CUDA device(s) visible; use --device cpu (or auto), or run on "
+                             f"a machine with a GPU")
+    elif device.type not in ("cpu", "mps"):
+        raise BenchError(f"--device {name}: bench runs on cpu or cuda; use --device cpu, cuda or auto")
+    return device
+
+
+def check_run_args(args) -> None:
+    """Flags that no protocol can use, refused before any model or data is touched."""
+    if getattr(args, "batch_size", 1) is not None and getattr(args, "batch_size", 1) < 1:
+        raise BenchError(f"--batch-size {args.batch_size}: must be at least 1")
+    if getattr(args, "workers", None) is not None and args.workers < 0:
+        raise BenchError(f"--workers {args.workers}: must be 0 or more")
+    if getattr(args, "resolution", None) is not None and args.resolution < 1:
+        raise BenchError(f"--resolution {args.resolution}: must be at least 1")
+    device_from_arg(getattr(args, "device", "auto"))
+    out = getattr(args, "out", None)
+    if out is not None:
+        check_writable_dir(Path(out), "--out")
+
+
+def check_writable_dir(folder: Path, flag: str) -> None:
+    """`folder` is (or can become) a folder this process can write to; checked up front, so a long run does not
+    end in a traceback when its record is written."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise BenchError(f"{flag} {folder}: {probe} is a file, not a folder; give a folder path")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise BenchError(f"{flag} {folder}: {probe} is not writable; choose a folder you can write to")
 
 
 def load_backbone_from_args(args):
