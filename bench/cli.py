@@ -48,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         if isinstance(e, BenchError):
-            print(f"bench: error: {e}", file=sys.stderr)
+            msg = str(e).strip()
+            if "Original Traceback" in msg:   # re-raised from a DataLoader worker: keep the error's own line
+                msg = msg.splitlines()[-1].split(": ", 1)[-1]
+            print(f"bench: error: {msg}", file=sys.stderr)
             return 2
         if isinstance(e, OSError):   # disk full, permission denied, ... : name the file and the fix
             where = f"{e.filename}: " if e.filename else ""

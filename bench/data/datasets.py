@@ -13,7 +13,8 @@ from torch.utils.data import Dataset
 from .._registry import Registry
 from ..errors import DataError
 
-__all__ = ["DatasetSpec", "DATASETS", "register_dataset", "open_dataset", "IndexedDataset", "check_folder"]
+__all__ = ["DatasetSpec", "DATASETS", "register_dataset", "open_dataset", "IndexedDataset", "check_folder",
+           "load_rgb"]
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,22 @@ class IndexedDataset(Dataset):
     def __getitem__(self, i: int):
         try:
             img, target = self.base[i]
+        except DataError:
+            raise
         except Exception as e:
             raise DataError(f"could not read sample {i} of {self.base}: {e}") from e
         return img, target, i
+
+
+def load_rgb(path: str | Path):
+    """An image as RGB, or a one-line DataError naming the file (a truncated JPEG otherwise surfaces as a bare
+    `OSError: Truncated File Read` from deep inside a DataLoader)."""
+    from PIL import Image
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DataError(f"{path}: unreadable image ({e}); replace it with an intact copy or delete it") from None
 
 
 def check_folder(path: Path, what: str) -> Path:

@@ -9,7 +9,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .datasets import DatasetSpec, check_folder, register_dataset
+from .datasets import DatasetSpec, check_folder, load_rgb, register_dataset
 
 
 _logger = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def _open_imagefolder(root: Path, split: str, transform: Any) -> Dataset:
             return list(mapping), mapping
 
     try:
-        return _ByName(str(folder), transform=transform)
+        return _ByName(str(folder), transform=transform, loader=load_rgb)
     except (FileNotFoundError, RuntimeError) as e:
         raise DataError(f"{folder}: not an ImageFolder layout (<class>/<image>): {e}") from e
 
