@@ -36,10 +36,11 @@ def check_choices(preset: Any, **allowed: tuple) -> None:
 # One range rule for every preset's numbers, by field name, so a new field is covered without a hand-written check:
 # sizes, counts, rates and the like must be > 0 (batch_size=0 would scale the lr to 0 and train nothing, yet
 # write a record); fractions, ratios, momenta and dropouts lie in [0, 1]; exponents, index lists and log ranges
-# may be negative; every other number is >= 0. NaN and Inf are never valid.
+# may be negative; every other number is >= 0 (iterations=0 is the untrained-head baseline). NaN and Inf are never
+# valid.
 _SIGNED = re.compile(r"(_exp|_range|indices|index)$")
 _UNIT = re.compile(r"(fraction|ratio|momentum|dropout|drop_path)$")
-_POSITIVE = re.compile(r"(^|_)(batch_size|epochs|iterations|lr|lrs|k|chunk|imsize|crop|crop_size|max_iter|c_num|"
+_POSITIVE = re.compile(r"(^|_)(batch_size|epochs|lr|lrs|k|chunk|imsize|crop|crop_size|max_iter|c_num|"
                        r"temperature|size|sizes|stride|channels|n_lambda|scales|kappas|dim|gem_p|every|"
                        r"poly_power|images|per_image|resolution|pool_scales)$")
 
