@@ -18,7 +18,6 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -29,7 +28,7 @@ from .._io import atomic_write_bytes
 from ..errors import DataError
 from ..distributed import dist_info
 from ..metrics.segmentation import IGNORE_INDEX, confusion_matrix
-from ..train import check_finite, scaled_step
+from ..train import check_finite, rng_state, scaled_step, set_rng_state
 from .model import SegModel, slide_inference
 from .optim import poly_warmup_factor
 
@@ -69,7 +68,7 @@ def _trainable_state(model: SegModel) -> dict[str, torch.Tensor]:
 def _save(run_dir: Path, model: SegModel, opt, scaler, it: int) -> None:
     buf = io.BytesIO()
     torch.save({"model": _trainable_state(model), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
-                "iteration": it, "rng": _rng_state()}, buf)
+                "iteration": it, "rng": rng_state()}, buf)
     atomic_write_bytes(run_dir / CKPT_NAME, buf.getvalue())
 
 
@@ -82,34 +81,9 @@ def _resume(run_dir: Path | None, model: SegModel, opt, scaler, device) -> int:
     opt.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])
     if "rng" in state:
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
     _logger.info("resuming segmentation training from %s at iteration %d", path, state["iteration"])
     return int(state["iteration"])
-
-
-def _rng_state() -> dict[str, torch.Tensor]:
-    """Every RNG a training step may draw from, as tensors (the checkpoint is read back with weights_only=True)."""
-    version, mt, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": torch.tensor([version, *mt], dtype=torch.int64),
-             "python_gauss": torch.tensor([] if gauss is None else [gauss], dtype=torch.float64),
-             "numpy": torch.from_numpy(keys.astype(np.int64)),
-             "numpy_extra": torch.tensor([pos, has_gauss, cached], dtype=torch.float64),
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
-    return state
-
-
-def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
-    py = state["python"].tolist()
-    gauss = state["python_gauss"].tolist()
-    random.setstate((py[0], tuple(py[1:]), gauss[0] if gauss else None))
-    pos, has_gauss, cached = state["numpy_extra"].tolist()
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), int(pos), int(has_gauss), cached))
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(list(state["cuda"].cpu()))
 
 
 class _Positioned(Dataset):
