@@ -220,7 +220,7 @@ def _read_cache_entry(entry: Path, split: str, n: int) -> FeatureSet | None:
         return None
     try:
         fs = load_feature_split(entry, split)
-    except DataError:
+    except (DataError, NonFiniteError):
         _logger.warning("ignoring unreadable cache entry %s/%s.npz; re-extracting", entry, split)
         return None
     return fs if len(fs) == n else None

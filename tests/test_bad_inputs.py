@@ -372,3 +372,112 @@ def test_bench_error_from_a_worker_prints_its_own_line(capsys):
     finally:
         cli._main = orig
     _one_line_error(capsys, r"^bench: error: /x/y.JPEG: unreadable image")
+
+
+# ---- kill during extraction ---------------------------------------------------------------------------------------
+
+def test_killed_extraction_leaves_no_cache_entry_and_reruns_identically(tmp_path):
+    from bench.backbones import load_backbone
+    from bench.cache import extract_features
+
+    class Images(torch.utils.data.Dataset):
+        def __init__(self, fail_after=10 ** 6):
+            self.reads, self.fail_after = 0, fail_after
+
+        def __len__(self):
+            return 12
+
+        def __getitem__(self, i):
+            self.reads += 1
+            if self.reads > self.fail_after:
+                raise KeyboardInterrupt
+            return torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(i)), i % 3
+
+    bb = load_backbone(None, "test_resnet")
+    kw = dict(split="val", dataset_name="toy", feature_mode="pool", transform={}, data_root="toy", batch_size=4)
+    reference = extract_features(bb, Images(), cache_dir=None, **kw)
+    cache = tmp_path / "cache"
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(bb, Images(fail_after=6), cache_dir=cache, **kw)
+    assert not list(cache.rglob("*.npz")), "a killed extraction must not leave a cache entry"
+    again = extract_features(bb, Images(), cache_dir=cache, **kw)
+    assert not again.meta["cache_hit"]
+    np.testing.assert_array_equal(again.features, reference.features)
+    np.testing.assert_array_equal(again.labels, reference.labels)
+
+
+# ---- a corrupt JPEG among good ones in linear training ------------------------------------------------------------
+
+def test_corrupt_training_image_is_named_or_skipped_and_counted(own_mini, tmp_path):
+    from test_linear import _tiny_ctx
+    from bench.runner import run_protocol
+    root = own_mini("imagenet")
+    victim = sorted((root / "imagenet" / "train").rglob("*.*"))[7]
+    victim.write_bytes(victim.read_bytes()[:150])       # truncated mid-file, as an interrupted copy leaves it
+    overrides = {"quick_epochs": 1, "quick_batch_size": 64, "quick_train_images": 10 ** 6}
+    with pytest.raises(DataError, match=rf"{re.escape(str(victim))}: unreadable image"):
+        run_protocol("linear", _tiny_ctx(root, tmp_path / "c"), preset="mocov2", overrides=overrides,
+                     out_dir=tmp_path / "o1")
+    _no_record(tmp_path / "o1")
+    ctx = _tiny_ctx(root, tmp_path / "c")
+    ctx.skip_bad_images = True
+    rec, _, _ = run_protocol("linear", ctx, preset="mocov2", overrides=overrides, out_dir=tmp_path / "o2")
+    assert rec["skipped_images"] == {"count": 1, "files": [str(victim)]}
+    assert not rec["comparable"] and any("1 unreadable image(s) skipped" in r for r in rec["not_comparable_because"])
+
+
+def test_val_subset_is_recorded(own_mini, tmp_path):
+    import json
+    root = own_mini("imagenet")
+    for p in sorted((root / "imagenet" / "val").iterdir())[:2]:
+        shutil.rmtree(p)
+    out = tmp_path / "results"
+    assert run_cli("run", "--protocol", "knn", "--model", "test_resnet", "--data-root", root, "--resolution", "32",
+                   "--out", out) == 0
+    rec = json.loads(next((out / "runs").glob("*.json")).read_text())
+    assert rec["dataset"]["class_notes"] == {"imagenet/val": "val/ holds 8 of the 10 train/ classes, labelled by name"}
+
+
+# ---- environment faults -------------------------------------------------------------------------------------------
+
+def test_unwritable_cache_is_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "file" / "cache"))   # under a file: cannot be created
+    out = tmp_path / "results"
+    assert run_cli("run", "--protocol", "knn", "--model", "test_resnet", "--out", out) == 2
+    _one_line_error(capsys, r"file/cache.*: Not a directory; ")
+    _no_record(out)
+
+
+def test_sigint_during_start_up(monkeypatch, capsys):
+    import bench.cli as cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["list"]) == 130
+    assert capsys.readouterr().err.strip() == "bench: interrupted; finished records and cache entries are kept"
+
+
+def test_connection_dropped_mid_download(tmp_path, monkeypatch):
+    import http.client
+    from bench.backbones import zoo
+    entry = zoo.CheckpointEntry(name="tiny", url="https://example.org/tiny.pth", family="swav", arch="resnet18",
+                                source="test")
+    monkeypatch.setattr(zoo, "get_entry", lambda name: entry if name == "tiny" else None)
+
+    class Resp(io.BytesIO):
+        headers = {}
+
+        def read(self, n=-1):
+            raise http.client.IncompleteRead(b"partial", 1000)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+    monkeypatch.setattr(zoo.urllib.request, "urlopen", lambda url, timeout: Resp())
+    with pytest.raises(CheckpointError, match=r"tiny: cannot download \(IncompleteRead.*run again"):
+        zoo.fetch_checkpoint("tiny", tmp_path)
+    assert not list((tmp_path / "checkpoints").iterdir())

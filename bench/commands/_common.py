@@ -34,6 +34,9 @@ def add_data_args(p: argparse.ArgumentParser, default_dataset: str | None = "ima
     g.add_argument("--resolution", type=int, help="centre-crop size (resize scaled alike); miniatures default 64")
     g.add_argument("--batch-size", type=int, default=64)
     g.add_argument("--workers", type=int, help="DataLoader workers (default: 0 on CPU, 8 on GPU)")
+    g.add_argument("--skip-bad-images", action="store_true",
+                   help="linear/semisup training: drop unreadable images from their batch, log them and count them "
+                        "in the record (not comparable); default: an unreadable image is an error naming it")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     g.add_argument("--amp", action="store_true", help="bf16 autocast for extraction (recorded)")
     g.add_argument("--cache-dir", help="feature cache (default $BENCH_CACHE or ~/.cache/bench)")
@@ -108,6 +111,7 @@ def make_context(args, dataset: str, backbone, features_dir=None, options=None):
                       features_dir=Path(features_dir) if features_dir else None, feature_mode=args.feature_mode,
                       resolution=args.resolution, device=device, batch_size=args.batch_size, workers=workers,
                       cache_dir=None if args.no_cache else Path(args.cache_dir or cache_dir()), amp=args.amp,
-                      seed=args.seed, quick=getattr(args, "quick", False), options=options or {})
+                      seed=args.seed, quick=getattr(args, "quick", False), options=options or {},
+                      skip_bad_images=getattr(args, "skip_bad_images", False))
 
 

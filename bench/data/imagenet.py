@@ -26,6 +26,7 @@ def _open_imagefolder(root: Path, split: str, transform: Any) -> Dataset:
     # ImageFolder numbers each split's own folders 0..C-1, so a val/ with fewer classes than train/ would be
     # scored against shifted labels. Every split takes train/'s numbering, matched by class name.
     train = root / "train"
+    note = None
     if split != "train" and train.is_dir():
         reference = {c: i for i, c in enumerate(_class_dirs(train))}
         foreign = [c for c in classes if c not in reference]
@@ -33,8 +34,8 @@ def _open_imagefolder(root: Path, split: str, transform: Any) -> Dataset:
             raise DataError(f"{folder}: class folder(s) {foreign[:3]}{' ...' if len(foreign) > 3 else ''} are not "
                             f"in {train}; the splits must share class names (re-extract, or remove them)")
         if len(classes) < len(reference):
-            _logger.warning("%s holds %d of the %d train classes; labels follow train/'s numbering by name",
-                            folder, len(classes), len(reference))
+            note = f"{split}/ holds {len(classes)} of the {len(reference)} train/ classes, labelled by name"
+            _logger.warning("%s: %s", folder, note)
         mapping = {c: reference[c] for c in classes}
     else:
         mapping = {c: i for i, c in enumerate(classes)}
@@ -44,9 +45,11 @@ def _open_imagefolder(root: Path, split: str, transform: Any) -> Dataset:
             return list(mapping), mapping
 
     try:
-        return _ByName(str(folder), transform=transform, loader=load_rgb)
+        ds = _ByName(str(folder), transform=transform, loader=load_rgb)
     except (FileNotFoundError, RuntimeError) as e:
         raise DataError(f"{folder}: not an ImageFolder layout (<class>/<image>): {e}") from e
+    ds.class_note = note   # the runner copies it into the record's dataset block
+    return ds
 
 
 register_dataset(DatasetSpec(
