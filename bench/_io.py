@@ -5,6 +5,7 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_save_npz", "sha256_file",
-           "sha256_json", "to_jsonable"]
+           "sha256_json", "to_jsonable", "safe_unpickle", "remove_stale_temps"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -70,3 +71,53 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def sha256_json(obj: Any) -> str:
     """Stable hash of a JSON-able settings dict (sorted keys), the basis of fingerprints and cache keys."""
     return hashlib.sha256(json.dumps(to_jsonable(obj), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+# The only globals a data pickle (CIFAR batches, revisitop gnd files) needs: numpy array and scalar
+# reconstruction. Containers, str/bytes and numbers need no global at all; anything else is refused, so a
+# pickle from the internet can never run code.
+_SAFE_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+}
+
+
+class _AllowlistUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) in _SAFE_PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a data file")
+
+
+def safe_unpickle(path: str | os.PathLike, error: type[Exception], fix: str) -> Any:
+    """The object pickled in `path`, read with an allowlist (dicts, lists, str/bytes, numbers, numpy arrays).
+    Anything else — or a damaged file — raises `error` naming the file and `fix`; no code in the file runs."""
+    path = Path(path)
+    try:
+        return _AllowlistUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError, IndexError, KeyError,
+            ImportError, OSError) as e:
+        raise error(f"{path}: refused or unreadable pickle ({e}); {fix}") from None
+
+
+def remove_stale_temps(folder: str | os.PathLike, pattern: str, older_than_s: float = 60.0) -> list[Path]:
+    """Delete temp leftovers of a killed run (`pattern` globbed in `folder`) not written to for `older_than_s`;
+    a live writer touches its temp file continually, so only orphans go."""
+    import shutil
+    import time
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    now = time.time()
+    for p in folder.glob(pattern):
+        try:
+            if now - p.stat().st_mtime < older_than_s:
+                continue
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            removed.append(p)
+        except OSError:
+            continue
+    return removed

@@ -26,7 +26,8 @@ from .backbones import Backbone
 from .data import IndexedDataset
 from .errors import DataError, NonFiniteError
 
-__all__ = ["FeatureSet", "extract_features", "load_feature_split", "save_feature_split", "FEATURE_CACHE_VERSION"]
+__all__ = ["FeatureSet", "extract_features", "load_feature_split", "save_feature_split", "FEATURE_CACHE_VERSION",
+           "check_feature_arrays", "MAX_CLASSES"]
 
 _logger = logging.getLogger(__name__)
 FEATURE_CACHE_VERSION = 1
@@ -61,9 +62,39 @@ def load_feature_split(directory: Path, split: str) -> FeatureSet:
     if feats.ndim != 2 or len(labels) != len(feats):
         raise DataError(f"{path}: 'features' must be N×D and 'labels' must have N rows "
                         f"(got {feats.shape} and {labels.shape})")
+    check_feature_arrays(path, feats, labels)
     meta_path = Path(directory) / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     return FeatureSet(feats.astype(np.float32, copy=False), labels, meta)
+
+
+# Far above any labelled set bench evaluates (ImageNet-21k has 21,841 classes); a larger label is a corrupt file,
+# and taken at face value it would size per-class arrays by it (label 1e9 → a 120 GB allocation).
+MAX_CLASSES = 100_000
+
+
+def check_feature_arrays(path: Path, feats: np.ndarray, labels: np.ndarray) -> None:
+    """A `--features` file is read as numbers only if they mean something: finite float features, integer labels
+    (N class indices in [0, MAX_CLASSES), or N×C multi-label entries in {-1, 0, 1} as VOC's devkit writes them)."""
+    if not np.issubdtype(feats.dtype, np.number) or np.issubdtype(feats.dtype, np.complexfloating):
+        raise DataError(f"{path}: 'features' must be real numbers, got dtype {feats.dtype}; re-export them")
+    if feats.size and not np.isfinite(feats).all():
+        bad = int((~np.isfinite(feats)).any(axis=1).sum())
+        raise NonFiniteError(f"{path}: {bad} of {len(feats)} feature rows hold NaN or Inf; re-extract them (a "
+                             f"diverged or fp16-overflowed backbone) — no number is computed from them")
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_):
+        raise DataError(f"{path}: 'labels' must be integers, got dtype {labels.dtype}; save them as int64 class "
+                        f"indices (e.g. labels.astype(np.int64) after checking they are whole numbers)")
+    if labels.ndim == 1 and labels.size:
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= MAX_CLASSES:
+            raise DataError(f"{path}: 'labels' must be class indices in [0, {MAX_CLASSES}), got values from {lo} "
+                            f"to {hi}; renumber the classes 0..C-1")
+    elif labels.ndim == 2 and labels.size and not np.isin(labels, (-1, 0, 1)).all():
+        raise DataError(f"{path}: multi-label 'labels' (N×C) must hold 1 (positive), -1 (negative) or 0 (difficult)")
+    elif labels.ndim not in (1, 2):
+        raise DataError(f"{path}: 'labels' must be N class indices or N×C multi-label entries, got shape "
+                        f"{labels.shape}")
 
 
 def _cache_key(backbone: Backbone, key_fields: dict[str, Any]) -> str:
@@ -189,7 +220,7 @@ def _read_cache_entry(entry: Path, split: str, n: int) -> FeatureSet | None:
         return None
     try:
         fs = load_feature_split(entry, split)
-    except DataError:
+    except (DataError, NonFiniteError):
         _logger.warning("ignoring unreadable cache entry %s/%s.npz; re-extracting", entry, split)
         return None
     return fs if len(fs) == n else None

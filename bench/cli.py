@@ -24,6 +24,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
                                                                 "with the papers' protocols.")
     parser.add_argument("--version", action="version", version=f"bench {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     verbs = {}
     for mod in _verb_modules():
@@ -33,23 +34,44 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import BenchError
-    parser, verbs = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv   # accepted anywhere on the line, also after the verb
+    try:
+        return _main([a for a in argv if a != "--debug"])
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("bench: interrupted; finished records and cache entries are kept", file=sys.stderr)
+        return 130
+    except Exception as e:
+        from .errors import BenchError
+        if debug:
+            raise
+        if isinstance(e, BenchError):
+            msg = str(e).strip()
+            if "Original Traceback" in msg:   # re-raised from a DataLoader worker: keep the error's own line
+                msg = msg.splitlines()[-1].split(": ", 1)[-1]
+            print(f"bench: error: {msg}", file=sys.stderr)
+            return 2
+        if isinstance(e, OSError):   # disk full, permission denied, ... : name the file and the fix
+            where = f"{e.filename}: " if e.filename else ""
+            fix = {28: "free disk space (or point BENCH_CACHE / --out elsewhere) and re-run",
+                   13: "choose a folder you can write to (--out, --cache-dir, $BENCH_CACHE)",
+                   30: "choose a writable folder (--out, --cache-dir, $BENCH_CACHE)"}.get(e.errno, "fix it and re-run")
+            print(f"bench: error: {where}{e.strerror or e}; {fix} (--debug shows the traceback)", file=sys.stderr)
+            return 2
+        raise
+
+
+def _main(argv: list[str]) -> int:
+    parser, verbs = build_parser()
     args, extra = parser.parse_known_args(argv)
     args.argv = argv
     mod = verbs[args.verb]
     if extra and not getattr(mod, "ACCEPTS_EXTRA", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        return mod.run(args, extra) if getattr(mod, "ACCEPTS_EXTRA", False) else mod.run(args)
-    except BenchError as e:
-        print(f"bench: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("bench: interrupted; finished records and cache entries are kept", file=sys.stderr)
-        return 130
+    return mod.run(args, extra) if getattr(mod, "ACCEPTS_EXTRA", False) else mod.run(args)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ preset (with the names of what was overridden) goes into the record.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -16,7 +18,7 @@ import yaml
 
 from .errors import PresetError
 
-__all__ = ["presets_dir", "check_choices", "load_protocol_yaml", "resolve_preset", "parse_overrides", "preset_settings",
+__all__ = ["presets_dir", "check_choices", "check_ranges", "load_protocol_yaml", "resolve_preset", "parse_overrides", "preset_settings",
            "PRESET_META_FIELDS"]
 
 # Provenance fields: they describe a preset but cannot move a number, so they stay out of fingerprints.
@@ -29,6 +31,42 @@ def check_choices(preset: Any, **allowed: tuple) -> None:
     for name, choices in allowed.items():
         if (value := getattr(preset, name)) not in choices:
             raise ValueError(f"{name} must be one of {choices}, not {value!r}")
+
+
+# One range rule for every preset's numbers, by field name, so a new field is covered without a hand-written check:
+# sizes, counts, rates and the like must be > 0 (batch_size=0 would scale the lr to 0 and train nothing, yet
+# write a record); fractions, ratios, momenta and dropouts lie in [0, 1]; exponents, index lists and log ranges
+# may be negative; every other number is >= 0 (iterations=0 is the untrained-head baseline). NaN and Inf are never
+# valid.
+_SIGNED = re.compile(r"(_exp|_range|indices|index)$")
+_UNIT = re.compile(r"(fraction|ratio|momentum|dropout|drop_path)$")
+_POSITIVE = re.compile(r"(^|_)(batch_size|epochs|lr|lrs|k|chunk|imsize|crop|crop_size|max_iter|c_num|"
+                       r"temperature|size|sizes|stride|channels|n_lambda|scales|kappas|dim|gem_p|every|"
+                       r"poly_power|images|per_image|resolution|pool_scales)$")
+
+
+def check_ranges(preset: Any) -> None:
+    """Every int/float field (and tuple of them) of `preset` is in the range its name implies (ValueError
+    otherwise, naming the field and the allowed range)."""
+    for f in dataclasses.fields(preset):
+        value = getattr(preset, f.name)
+        items = value if isinstance(value, tuple) else (value,)
+        nums = [v for v in items if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if not nums:
+            continue
+        name = f.name
+        if any(not math.isfinite(v) for v in nums):
+            raise ValueError(f"{name} must be a finite number, not {value!r}")
+        if _SIGNED.search(name):
+            continue
+        if _UNIT.search(name):
+            ok, want = all(0 <= v <= 1 for v in nums), "in [0, 1]"
+        elif _POSITIVE.search(name) and not name.startswith("warmup_"):
+            ok, want = all(v > 0 for v in nums), "> 0"
+        else:
+            ok, want = all(v >= 0 for v in nums), ">= 0"
+        if not ok:
+            raise ValueError(f"{name} must be {want}, not {value!r}")
 
 
 def presets_dir() -> Path:
@@ -100,9 +138,13 @@ def resolve_preset(protocol: str, cls: type, name: str | None, overrides: dict[s
             raise PresetError(f"{where}: unknown key(s) {unknown} for {protocol}; known: {sorted(fields)}")
         values.update({k: _coerce(cls, k, v, hints[k], where) for k, v in layer.items()})
     try:
-        return cls(**values), name
+        preset = cls(**values)
+        check_ranges(preset)
     except (TypeError, ValueError) as e:
-        raise PresetError(f"protocols/{protocol}.yaml:{name}: {e}") from e
+        bad = [k for k in (overrides or {}) if re.match(rf"{re.escape(k)}\b", str(e))]
+        where = f"--set {bad[0]}={overrides[bad[0]]!r}" if bad else f"protocols/{protocol}.yaml:{name}"
+        raise PresetError(f"{where}: {e}") from e
+    return preset, name
 
 
 def preset_settings(preset: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ settings are the documented preset's on the full data, with the paper.
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import re
 import subprocess
@@ -18,6 +19,7 @@ from ._io import atomic_write_json, sha256_json
 from .errors import BenchError
 
 __all__ = ["SCHEMA_VERSION", "fingerprint", "record_path", "write_record", "read_record", "read_records",
+           "record_problem",
            "environment"]
 
 SCHEMA_VERSION = 1
@@ -80,12 +82,49 @@ def read_record(path: Path) -> dict[str, Any]:
         rec = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise BenchError(f"{path}: unreadable run record ({e}); delete it and re-run") from e
+    if not isinstance(rec, dict):
+        raise BenchError(f"{path}: not a run record (a JSON object); delete it and re-run")
     if rec.get("schema_version") != SCHEMA_VERSION:
         raise BenchError(f"{path}: record schema {rec.get('schema_version')} is not {SCHEMA_VERSION}; re-run it")
     return rec
 
 
-def read_records(out_dir: Path) -> list[dict[str, Any]]:
+def record_problem(rec: Any) -> str | None:
+    """What makes a parsed record unusable for tables (a hand-edited or foreign file), or None."""
+    if not isinstance(rec, dict):
+        return "not a JSON object"
+    if not isinstance(rec.get("metrics"), dict):
+        return f"'metrics' must be a mapping of name → number, not {type(rec.get('metrics')).__name__}"
+    bad = [k for k, v in rec["metrics"].items() if isinstance(v, bool) or not isinstance(v, (int, float))]
+    if bad:
+        return f"metric(s) {bad[:3]} are not numbers"
+    for key in ("checkpoint", "dataset"):
+        if not isinstance(rec.get(key), dict):
+            return f"'{key}' must be a mapping, not {type(rec.get(key)).__name__}"
+    for key in ("protocol", "preset"):
+        if not isinstance(rec.get(key), str):
+            return f"'{key}' must be a string"
+    return None
+
+
+def read_records(out_dir: Path, *, skip_bad: bool = False) -> list[dict[str, Any]]:
+    """Every record under OUT/runs/. With skip_bad, a record that is unreadable or has fields of the wrong type is
+    left out with a warning naming it, so one damaged file does not hide every table."""
     runs = Path(out_dir) / "runs"
-    return [read_record(p) for p in sorted(runs.glob("*.json"))] if runs.is_dir() else []
+    out = []
+    for p in sorted(runs.glob("*.json")) if runs.is_dir() else []:
+        try:
+            rec = read_record(p)
+            problem = record_problem(rec)
+        except BenchError as e:
+            if not skip_bad:
+                raise
+            problem, rec = str(e).removeprefix(f"{p}: "), None
+        if problem is None:
+            out.append(rec)
+        elif skip_bad:
+            logging.getLogger(__name__).warning("skipping %s: %s (fix or delete it)", p, problem)
+        else:
+            raise BenchError(f"{p}: {problem}; fix or delete the record")
+    return out
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -52,6 +53,9 @@ class RunContext:
     seed: int = 0
     amp: bool = False
     options: dict[str, Any] = field(default_factory=dict)   # protocol-specific CLI options (recorded)
+    skip_bad_images: bool = False            # --skip-bad-images: training loaders drop unreadable images (counted)
+    skip_log: Path | None = None             # where SkipBadImages lists them (set by run_protocol)
+    class_notes: dict[str, str] = field(default_factory=dict)   # e.g. a val/ holding a subset of train/'s classes
     inputs: dict[str, Any] = field(default_factory=dict)    # filled while running: what each split was
 
     @property
@@ -82,7 +86,19 @@ class RunContext:
         """The image dataset for `split` with `transform` applied (for protocols that train on images)."""
         if self.data_root is None:
             raise BenchError("this protocol needs images; give --data-root (or no --features)")
-        return open_dataset(dataset or self.dataset, self.data_root.path, split, transform, mini=self.mini)
+        ds = open_dataset(dataset or self.dataset, self.data_root.path, split, transform, mini=self.mini)
+        if note := getattr(ds, "class_note", None):
+            self.class_notes[f"{dataset or self.dataset}/{split}"] = note
+        return ds
+
+    def loader_dataset(self, ds) -> tuple[Any, dict[str, Any]]:
+        """(dataset, DataLoader kwargs) for a training/eval loader: with --skip-bad-images, unreadable images are
+        dropped from their batch and listed for the record; otherwise the dataset as is (a bad image is an error
+        naming its file)."""
+        if not self.skip_bad_images:
+            return ds, {}
+        from .data.datasets import SkipBadImages, drop_skipped
+        return SkipBadImages(ds, self.skip_log), {"collate_fn": drop_skipped}
 
     def features(self, split: str, transform: dict[str, Any], *, feature_mode: str | None = None,
                  dataset: str | None = None) -> FeatureSet:
@@ -174,7 +190,8 @@ def run_protocol(protocol: str, ctx: RunContext, *, preset: str | None = None,
     run_key = {"protocol": protocol, "preset": preset_name, "overrides": overrides, "source": _source_id(ctx),
                "dataset": ctx.dataset, "data_root": str(ctx.data_root.path) if ctx.data_root else None,
                "feature_mode": ctx.feature_mode, "resolution": ctx.resolution, "quick": ctx.quick,
-               "seed": ctx.seed, "options": ctx.options, "amp": ctx.amp}
+               "seed": ctx.seed, "options": ctx.options, "amp": ctx.amp,
+               **({"skip_bad_images": True} if ctx.skip_bad_images else {})}
     path = record_path(Path(out_dir), protocol=protocol, preset=preset_name, backbone_tag=_backbone_tag(ctx),
                        dataset=ctx.dataset + ("-mini" if ctx.mini else ""), fingerprint_=sha256_json(run_key),
                        weights_id=run_key["source"])
@@ -184,12 +201,25 @@ def run_protocol(protocol: str, ctx: RunContext, *, preset: str | None = None,
     torch.manual_seed(ctx.seed)
     np.random.seed(ctx.seed)
     start = time.perf_counter()
-    result: ProtocolResult = spec.run(ctx, preset_obj)
+    skipped = []
+    if ctx.skip_bad_images:
+        import tempfile
+        fd, log = tempfile.mkstemp(prefix="bench-skipped-", suffix=".txt")
+        os.close(fd)
+        ctx.skip_log = Path(log)
+    try:
+        result: ProtocolResult = spec.run(ctx, preset_obj)
+    finally:
+        if ctx.skip_log is not None:
+            skipped = sorted(set(ctx.skip_log.read_text().split("\n")) - {""})
+            ctx.skip_log.unlink(missing_ok=True)
     wall = time.perf_counter() - start
     _check_metrics(protocol, result.metrics)
     settings = {"protocol": protocol, "preset": preset_name, "preset_settings": preset_settings(preset_obj),
                 "inputs": ctx.inputs, "options": ctx.options, "quick": ctx.quick, "mini": ctx.mini}
     reasons = _not_comparable(ctx, overrides)
+    if skipped:
+        reasons.append(f"{len(skipped)} unreadable image(s) skipped (--skip-bad-images)")
     record = {
         "protocol": protocol, "preset": preset_name, "paper": getattr(preset_obj, "paper", ""),
         "preset_source": getattr(preset_obj, "source", ""), "preset_settings": asdict(preset_obj),
@@ -202,6 +232,10 @@ def run_protocol(protocol: str, ctx: RunContext, *, preset: str | None = None,
         "quick": ctx.quick, "seed": ctx.seed, "run_key": run_key, "environment": environment(str(ctx.device)),
         "wall_time_s": round(wall, 3),
     }
+    if ctx.class_notes:
+        record["dataset"]["class_notes"] = dict(ctx.class_notes)
+    if ctx.skip_bad_images:
+        record["skipped_images"] = {"count": len(skipped), "files": skipped[:50]}
     if dd.is_main():  # under torchrun every rank computes, one writes
         write_record(record, path)
     dd.barrier()

@@ -265,7 +265,7 @@ def _transfer_wide_files(tables: list[Table], results: Path) -> list[Path]:
 def write_tables(results: Path | str, *, plots: bool = True) -> list[Path]:
     """Regenerate every table (and plot) from `results/runs/*.json` into `results/`. Returns the paths written."""
     results = Path(results)
-    records = read_records(results)
+    records = read_records(results, skip_bad=True)
     tables = build_tables(records)
     written = []
     for t in tables:

@@ -22,9 +22,12 @@ continues from the next epoch, restoring model, optimizer, scaler, RNG states an
 from __future__ import annotations
 
 import io
+import logging
 import math
 import os
+import pickle
 import random
+import zipfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -34,6 +37,8 @@ import torch
 from ._io import atomic_write_bytes
 from .distributed import is_main
 from .errors import BenchError, NonFiniteError
+
+_logger = logging.getLogger(__name__)
 
 __all__ = ["LARS", "build_optimizer", "scaled_lr", "lr_at", "set_lr", "check_finite", "RunDir", "scaled_step", "seed_everything",
            "rng_state", "set_rng_state"]
@@ -139,19 +144,30 @@ def scaled_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.am
     scaler.update()
 
 
-def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+def rng_state() -> dict[str, torch.Tensor]:
+    """Every RNG a training step may draw from (Python, numpy, torch, CUDA), as tensors only, so a run checkpoint
+    is read back with weights_only=True: a `last.pt` found in a shared results/cache folder runs no code."""
+    version, mt, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": torch.tensor([version, *mt], dtype=torch.int64),
+             "python_gauss": torch.tensor([] if gauss is None else [gauss], dtype=torch.float64),
+             "numpy": torch.from_numpy(keys.astype(np.int64)),
+             "numpy_extra": torch.tensor([pos, has_gauss, cached], dtype=torch.float64),
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+def set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    py = state["python"].tolist()
+    gauss = state["python_gauss"].tolist()
+    random.setstate((py[0], tuple(py[1:]), gauss[0] if gauss else None))
+    pos, has_gauss, cached = state["numpy_extra"].tolist()
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), int(pos), int(has_gauss), cached))
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all(list(state["cuda"].cpu()))
 
 
 def seed_everything(seed: int) -> None:
@@ -173,8 +189,16 @@ class RunDir:
     def load(self) -> dict[str, Any] | None:
         if not self.checkpoint.is_file():
             return None
-        # our own file, written by save(); it holds RNG states (numpy arrays, tuples), so full unpickling
-        return torch.load(self.checkpoint, map_location="cpu", weights_only=False)
+        try:
+            return torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as e:
+            # an older bench's file (pickled numpy RNG state), a foreign or a damaged one: never unpickled in
+            # full; set aside, and the run starts over
+            aside = self.checkpoint.with_suffix(".pt.unusable")
+            os.replace(self.checkpoint, aside)
+            _logger.warning("%s: cannot resume from it (%s); moved to %s, training from the start",
+                            self.checkpoint, str(e).splitlines()[0][:120], aside.name)
+            return None
 
     def resume(self, module: torch.nn.Module, opt: torch.optim.Optimizer, key: str = "model"
                ) -> tuple[list[dict], int]:

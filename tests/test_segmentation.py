@@ -164,3 +164,47 @@ def test_interrupted_training_resumes_from_last_checkpoint(tmp_path):
     info = train_segmentation(model, groups, Flaky(10 ** 6), cfg, device=torch.device("cpu"), run_dir=tmp_path)
     assert info["resumed_from"] == 4
     assert torch.load(tmp_path / "last.pt", weights_only=True)["iteration"] == 8
+
+
+def test_killed_training_resumes_to_the_identical_weights(tmp_path):
+    """Augmentation draws Python's random (as the mmseg pipeline does) and the head uses dropout: a run killed
+    after its checkpoint and resumed must end with exactly the weights of the uninterrupted run."""
+    import random as pyrandom
+
+    class Jittered(torch.utils.data.Dataset):
+        def __init__(self, fail_after=10 ** 6):
+            self.reads, self.fail_after = 0, fail_after
+
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            self.reads += 1
+            if self.reads > self.fail_after:
+                raise KeyboardInterrupt
+            g = torch.Generator().manual_seed(i)
+            x = torch.randn(3, 32, 32, generator=g) + pyrandom.uniform(-1, 1) + torch.rand(()).item()
+            return x, torch.randint(0, 3, (32, 32), generator=g)
+
+    def fresh():
+        torch.manual_seed(0)
+        bb = load_backbone(None, "test_resnet")
+        model = build_seg_model(bb, SegPreset(aux_weight=0, dropout=0.5), crop=32, channels=8)
+        return model, layer_decay_groups(bb.model, model.decode, 0.05, 0.65)
+
+    cfg = TrainConfig(8, 2, 1e-3, 0, 1e-6, 1.0, 0.0, (0.9, 0.999), 0.0, 4, False)
+    model, groups = fresh()
+    pyrandom.seed(1)
+    train_segmentation(model, groups, Jittered(), cfg, device=torch.device("cpu"), run_dir=tmp_path / "a")
+    reference = {k: v.clone() for k, v in model.state_dict().items()}
+    model, groups = fresh()
+    pyrandom.seed(1)
+    with pytest.raises(KeyboardInterrupt):   # dies in iteration 7, after the checkpoint at 4
+        train_segmentation(model, groups, Jittered(12), cfg, device=torch.device("cpu"), run_dir=tmp_path / "b")
+    model, groups = fresh()
+    pyrandom.seed(99)                         # a fresh process: nothing of the killed run's RNG state survives
+    np.random.seed(99)
+    info = train_segmentation(model, groups, Jittered(), cfg, device=torch.device("cpu"), run_dir=tmp_path / "b")
+    assert info["resumed_from"] == 4
+    resumed = model.state_dict()
+    assert all(torch.equal(reference[k], resumed[k]) for k in reference)

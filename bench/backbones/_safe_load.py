@@ -71,11 +71,18 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False, stubbed: li
         raise CheckpointError(f"{path}: checkpoint file not found; check the path or use a name from checkpoints.yaml")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: checkpoint file is empty; re-download it")
-    if path.suffix == ".safetensors":
+    kind = _sniff(path)
+    if kind == "safetensors" or path.suffix == ".safetensors":
         return _read_safetensors(path)
+    if kind is None:   # refused before any unpickler sees it: text, HTML error pages, images, ...
+        raise CheckpointError(f"{path}: not a PyTorch (.pth zip or pickle) or safetensors file; check the path, "
+                              f"or re-download it (an HTML error page saved as a checkpoint looks like this)")
     if trust:
         StubbingUnpickler.stubbed = []
-        obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_StubbingPickle)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_StubbingPickle)
+        except Exception as e:  # the user trusted the file; still one line, not a traceback
+            raise CheckpointError(f"{path}: corrupt checkpoint ({type(e).__name__}: {e}); re-download it") from None
         if stubbed is not None:
             stubbed.extend(sorted(set(StubbingUnpickler.stubbed)))
         return obj
@@ -92,10 +99,24 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False, stubbed: li
                 f"it once with `bench convert --trust-checkpoint {path} OUT.safetensors`") from None
         first = next((ln for ln in msg.splitlines() if ln.strip()), "unpickling failed")
         raise CheckpointError(f"{path}: corrupt checkpoint ({first}); re-download it") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, IndexError, KeyError, TypeError,
+            AttributeError, UnicodeDecodeError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         first = first.split(". ")[0].removeprefix("PytorchStreamReader ")   # torch appends paragraphs of advice
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({first}); re-download it") from None
+
+
+def _sniff(path: Path) -> str | None:
+    """"zip" / "pickle" (torch formats) or "safetensors" from the first bytes, None for anything else."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head[:4] == b"PK\x03\x04":
+        return "zip"
+    if len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= path.stat().st_size - 8:
+        return "safetensors"
+    if head[:1] == b"\x80":   # pickle protocol 2+ (torch's legacy format)
+        return "pickle"
+    return None
 
 
 def _offending_global(msg: str) -> str:

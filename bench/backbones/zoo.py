@@ -8,6 +8,7 @@ checksums are only the ones the publisher gives (sha256, or an md5 prefix in the
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import shutil
@@ -20,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from .._io import sha256_file
+from .._io import remove_stale_temps, sha256_file
 from ..errors import CheckpointError
 
 __all__ = ["CheckpointEntry", "registry_path", "load_registry", "get_entry", "checkpoint_file", "fetch_checkpoint"]
@@ -81,8 +82,21 @@ def load_registry(path: str | os.PathLike | None = None) -> dict[str, Checkpoint
             if item.get(key) is not None and not isinstance(item[key], str):
                 raise CheckpointError(f"{path}: {item['name']}: quote {key} ({item[key]!r}) as a string")
         item = {**item, "numbers": tuple(item.get("numbers") or ())}
-        out[item["name"]] = CheckpointEntry(**item)
+        entry = CheckpointEntry(**item)
+        _check_filename(path, entry)
+        out[item["name"]] = entry
     return out
+
+
+def _check_filename(path: Path, entry: CheckpointEntry) -> None:
+    """The cache file name must stay inside <cache>/checkpoints/: a `file` (or URL basename) with a separator,
+    `..` or an absolute path would let a registry entry write anywhere."""
+    name = entry.filename
+    bad = (not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name
+           or os.path.isabs(name) or name.startswith("."))
+    if bad or Path(name).name != name:
+        raise CheckpointError(f"{path}: {entry.name}: file name {name!r} must be a plain file name (no '/', "
+                              f"'..', leading '.' or absolute path); fix its 'file' field")
 
 
 def get_entry(name: str) -> CheckpointEntry | None:
@@ -94,9 +108,10 @@ def checkpoint_file(entry: CheckpointEntry, cache: Path | None = None) -> Path:
     return Path(cache or cache_dir()) / "checkpoints" / entry.filename
 
 
-def _verify(path: Path, entry: CheckpointEntry) -> None:
+def _verify(path: Path, entry: CheckpointEntry, shown: Path | None = None) -> None:
+    shown = shown or path
     if entry.sha256 and sha256_file(path) != entry.sha256:
-        raise CheckpointError(f"{path}: sha256 differs from checkpoints.yaml ({entry.name}); delete it and "
+        raise CheckpointError(f"{shown}: sha256 differs from checkpoints.yaml ({entry.name}); delete it and "
                               f"re-download {entry.url}")
     if entry.md5_prefix:
         h = hashlib.md5(usedforsecurity=False)
@@ -104,22 +119,35 @@ def _verify(path: Path, entry: CheckpointEntry) -> None:
             while block := f.read(1 << 20):
                 h.update(block)
         if not h.hexdigest().startswith(entry.md5_prefix):
-            raise CheckpointError(f"{path}: md5 does not start with {entry.md5_prefix} as published for "
+            raise CheckpointError(f"{shown}: md5 does not start with {entry.md5_prefix} as published for "
                                   f"{entry.name}; delete it and re-download {entry.url}")
 
 
-def _download(url: str, dest: Path) -> None:
+def _download(url: str, dest: Path, entry: CheckpointEntry) -> None:
+    """Stream `url` to a temp file beside `dest`, check its length and checksum, then rename it into place:
+    an interrupted or damaged download never sits under the final name."""
     from tqdm.auto import tqdm
     dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(dest.parent, f".{dest.name}.*.part")   # left by a killed download
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
         with urllib.request.urlopen(url, timeout=30) as resp, os.fdopen(fd, "wb") as out:
             total = int(resp.headers.get("Content-Length") or 0) or None
+            got = 0
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
                       disable=os.environ.get("BENCH_PROGRESS") == "0") as bar:
                 while block := resp.read(1 << 20):
                     out.write(block)
+                    got += len(block)
                     bar.update(len(block))
+        if total is not None and got != total:
+            raise CheckpointError(f"{entry.name}: download of {url} stopped at {got} of {total} bytes; run again "
+                                  f"(nothing was kept) or fetch it by hand and put it at {dest}")
+        try:
+            _verify(Path(tmp), entry, shown=dest)
+        except CheckpointError:
+            shutil.move(tmp, str(dest) + ".bad")
+            raise
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
@@ -144,13 +172,9 @@ def fetch_checkpoint(name: str, cache: Path | None = None) -> tuple[Path, Checkp
         raise CheckpointError(f"{name}: no direct download ({entry.how_to_get}); put the converted file at {dest}")
     _logger.info("downloading %s → %s", entry.url, dest)
     try:
-        _download(entry.url, dest)
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
-        reason = getattr(e, "reason", e)
-        raise CheckpointError(f"{name}: cannot download ({reason}); fetch {entry.url} and put it at {dest}") from None
-    try:
-        _verify(dest, entry)
-    except CheckpointError:
-        shutil.move(str(dest), str(dest) + ".bad")
-        raise
+        _download(entry.url, dest, entry)
+    except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as e:
+        reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
+        raise CheckpointError(f"{name}: cannot download ({reason}); run again, or fetch {entry.url} and put it "
+                              f"at {dest}") from None
     return dest, entry

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ..errors import BenchError
 
-__all__ = ["add_backbone_args", "add_data_args", "load_backbone_from_args", "make_context", "device_from_arg"]
+__all__ = ["add_backbone_args", "add_data_args", "load_backbone_from_args", "make_context", "device_from_arg",
+           "check_run_args", "check_writable_dir"]
 
 
 def add_backbone_args(p: argparse.ArgumentParser) -> None:
@@ -34,6 +35,9 @@ def add_data_args(p: argparse.ArgumentParser, default_dataset: str | None = "ima
     g.add_argument("--resolution", type=int, help="centre-crop size (resize scaled alike); miniatures default 64")
     g.add_argument("--batch-size", type=int, default=64)
     g.add_argument("--workers", type=int, help="DataLoader workers (default: 0 on CPU, 8 on GPU)")
+    g.add_argument("--skip-bad-images", action="store_true",
+                   help="linear/semisup training: drop unreadable images from their batch, log them and count them "
+                        "in the record (not comparable); default: an unreadable image is an error naming it")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     g.add_argument("--amp", action="store_true", help="bf16 autocast for extraction (recorded)")
     g.add_argument("--cache-dir", help="feature cache (default $BENCH_CACHE or ~/.cache/bench)")
@@ -44,7 +48,44 @@ def device_from_arg(name: str):
     import torch
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise BenchError(f"--device {name}: not a device name; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0 or (device.index or 0) >= n:
+            raise BenchError(f"--device {name}: {n} CUDA device(s) visible; use --device cpu (or auto), or run on "
+                             f"a machine with a GPU")
+    elif device.type not in ("cpu", "mps"):
+        raise BenchError(f"--device {name}: bench runs on cpu or cuda; use --device cpu, cuda or auto")
+    return device
+
+
+def check_run_args(args) -> None:
+    """Flags that no protocol can use, refused before any model or data is touched."""
+    if getattr(args, "batch_size", 1) is not None and getattr(args, "batch_size", 1) < 1:
+        raise BenchError(f"--batch-size {args.batch_size}: must be at least 1")
+    if getattr(args, "workers", None) is not None and args.workers < 0:
+        raise BenchError(f"--workers {args.workers}: must be 0 or more")
+    if getattr(args, "resolution", None) is not None and args.resolution < 1:
+        raise BenchError(f"--resolution {args.resolution}: must be at least 1")
+    device_from_arg(getattr(args, "device", "auto"))
+    out = getattr(args, "out", None)
+    if out is not None:
+        check_writable_dir(Path(out), "--out")
+
+
+def check_writable_dir(folder: Path, flag: str) -> None:
+    """`folder` is (or can become) a folder this process can write to; checked up front, so a long run does not
+    end in a traceback when its record is written."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise BenchError(f"{flag} {folder}: {probe} is a file, not a folder; give a folder path")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise BenchError(f"{flag} {folder}: {probe} is not writable; choose a folder you can write to")
 
 
 def load_backbone_from_args(args):
@@ -71,6 +112,7 @@ def make_context(args, dataset: str, backbone, features_dir=None, options=None):
                       features_dir=Path(features_dir) if features_dir else None, feature_mode=args.feature_mode,
                       resolution=args.resolution, device=device, batch_size=args.batch_size, workers=workers,
                       cache_dir=None if args.no_cache else Path(args.cache_dir or cache_dir()), amp=args.amp,
-                      seed=args.seed, quick=getattr(args, "quick", False), options=options or {})
+                      seed=args.seed, quick=getattr(args, "quick", False), options=options or {},
+                      skip_bad_images=getattr(args, "skip_bad_images", False))
 
 

@@ -20,8 +20,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    from pathlib import Path
     from ..backbones import load_backbone
     from ..backbones._export import save_backbone
+    from ..errors import BenchError
+    from ._common import check_writable_dir
+    out = Path(args.out)
+    if out.is_dir():
+        raise BenchError(f"{out}: is a folder; give the output file, e.g. {out / 'backbone.safetensors'}")
+    check_writable_dir(out.parent, "output folder")
     bb = load_backbone(args.file, args.arch, ckpt_key=args.ckpt_key, trust_checkpoint=args.trust_checkpoint)
     out = save_backbone(bb, args.out)
     rep = bb.report

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_backbone_args, add_data_args, load_backbone_from_args, make_context
+from ._common import add_backbone_args, add_data_args, check_run_args, load_backbone_from_args, make_context
 
 HELP = "extract features to DIR/<split>.npz + meta.json"
 
@@ -25,6 +25,7 @@ def run(args) -> int:
     from .. import distributed as dd
     from .._io import atomic_write_json
     from ..cache import save_feature_split
+    check_run_args(args)
     backbone = load_backbone_from_args(args)
     ctx = make_context(args, args.dataset, backbone)
     transform = {"resize": args.resize, "crop": args.crop, "interpolation": args.interpolation}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import BenchError
 from ..launch import add_launcher_args
-from ._common import add_backbone_args, add_data_args, load_backbone_from_args, make_context
+from ._common import add_backbone_args, add_data_args, check_run_args, load_backbone_from_args, make_context
 
 HELP = "run a protocol and write a record"
 
@@ -33,6 +33,7 @@ def run(args, extra: list[str]) -> int:
     if args.launcher != "none":
         from ..launch import submit
         return submit(args.argv, args)
+    check_run_args(args)
     from ..presets import parse_overrides
     from ..protocols import get_protocol
     from ..runner import run_protocol

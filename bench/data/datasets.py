@@ -13,7 +13,8 @@ from torch.utils.data import Dataset
 from .._registry import Registry
 from ..errors import DataError
 
-__all__ = ["DatasetSpec", "DATASETS", "register_dataset", "open_dataset", "IndexedDataset", "check_folder"]
+__all__ = ["DatasetSpec", "DATASETS", "register_dataset", "open_dataset", "IndexedDataset", "check_folder",
+           "load_rgb", "SkipBadImages", "drop_skipped"]
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,53 @@ class IndexedDataset(Dataset):
     def __getitem__(self, i: int):
         try:
             img, target = self.base[i]
+        except DataError:
+            raise
         except Exception as e:
             raise DataError(f"could not read sample {i} of {self.base}: {e}") from e
         return img, target, i
+
+
+def load_rgb(path: str | Path):
+    """An image as RGB, or a one-line DataError naming the file (a truncated JPEG otherwise surfaces as a bare
+    `OSError: Truncated File Read` from deep inside a DataLoader)."""
+    from PIL import Image
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DataError(f"{path}: unreadable image ({e}); replace it with an intact copy or delete it") from None
+
+
+class SkipBadImages(Dataset):
+    """`--skip-bad-images`: a sample whose image cannot be read becomes None (dropped from its batch by
+    `drop_skipped`) and its file is appended to `log` — a file, so DataLoader workers report it too — for the
+    record to count. Only training/eval loaders use it; feature extraction needs every row."""
+
+    def __init__(self, base: Dataset, log: Path):
+        self.base, self.log = base, Path(log)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        try:
+            return self.base[i]
+        except DataError as e:
+            import logging
+            logging.getLogger(__name__).warning("skipped: %s", e)
+            with open(self.log, "a") as f:
+                f.write(str(e).split(": ", 1)[0].replace("\n", " ") + "\n")
+            return None
+
+
+def drop_skipped(batch: list):
+    """collate_fn for SkipBadImages: the batch without its unreadable samples."""
+    from torch.utils.data import default_collate
+    kept = [b for b in batch if b is not None]
+    if not kept:
+        raise DataError(f"every image of a batch of {len(batch)} was unreadable; check the dataset folder")
+    return default_collate(kept)
 
 
 def check_folder(path: Path, what: str) -> Path:

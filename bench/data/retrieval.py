@@ -13,8 +13,6 @@ Both become one `RetrievalData`: database names, query names, per-query bbox and
 """
 from __future__ import annotations
 
-import io
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -22,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 from torch.utils.data import Dataset
 
+from .._io import safe_unpickle
 from ..errors import DataError
 from .datasets import DatasetSpec, check_folder, register_dataset
 
@@ -41,33 +40,13 @@ PARIS_BLACKLIST = frozenset(
         "pompidou_000640 sacrecoeur_000299 sacrecoeur_000330 sacrecoeur_000353 triomphe_000662 triomphe_000833 "
         "triomphe_000863 triomphe_000867").split())
 
-# The only globals a gnd pickle needs: numpy array / scalar reconstruction. Everything else is refused.
-_SAFE_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-}
-
-
-class _GndUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        if (module, name) in _SAFE_GLOBALS:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a ground-truth file")
-
-
 def safe_load_gnd(path: Path) -> dict[str, Any]:
     """Read a revisitop gnd pickle with an allowlist (containers, str, numbers, numpy arrays); never runs code."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: ground-truth file not found; download it from revisitop "
                         f"(http://cmp.felk.cvut.cz/revisitop/data/datasets/) next to jpg/")
-    try:
-        obj = _GndUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError, IndexError) as e:
-        raise DataError(f"{path}: refused or unreadable ground-truth pickle ({e}); use the original revisitop "
-                        f"gnd file") from e
+    obj = safe_unpickle(path, DataError, "use the original revisitop gnd file")
     if not isinstance(obj, dict) or not {"imlist", "qimlist", "gnd"} <= set(obj):
         raise DataError(f"{path}: expected a dict with 'imlist', 'qimlist' and 'gnd' (revisitop format)")
     if len(obj["gnd"]) != len(obj["qimlist"]):

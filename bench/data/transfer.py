@@ -19,7 +19,8 @@ research/protocols.md); a mismatch is reported by `open_dataset` and the dataset
 
 torchvision verifies the md5 of the CIFAR batches and of the Flowers .mat files. The miniatures (a root with
 BENCH_MINI.json) are written by bench and cannot match those sums, so only for them the check is skipped; the
-manifest check does not apply to them either.
+manifest check does not apply to them either. CIFAR's pickled batches are always read with bench's allowlist
+unpickler (`bench._io.safe_unpickle`), never with `pickle.load`: a tampered file is refused, not executed.
 """
 from __future__ import annotations
 
@@ -40,24 +41,59 @@ def is_mini_root(dataset_dir: Path) -> bool:
     return (Path(dataset_dir).parent / MINI_MARKER).is_file()
 
 
-def _load_cifar_meta_unchecked(self) -> None:
-    """CIFAR's `_load_meta` without the md5 check (miniatures only)."""
-    import pickle
-    with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as f:
-        self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+def _cifar_init(self, root, train: bool = True, transform=None, target_transform=None, download: bool = False):
+    """torchvision's CIFAR `__init__`, with every batch and the meta file read by the allowlist unpickler:
+    torchvision's plain `pickle.load` would run code hidden in a file (the miniatures skip the md5 check)."""
+    import numpy as np
+    from torchvision.datasets import VisionDataset
+    VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
+    self.train = train
+    if download:
+        self.download()
+    if not self._check_integrity():
+        raise RuntimeError("Dataset not found or corrupted. You can use download=True to download it")
+    folder = Path(self.root) / self.base_folder
+    data, self.targets = [], []
+    for file_name, _ in (self.train_list if train else self.test_list):
+        entry = _cifar_pickle(folder / file_name, ("data",))
+        labels = entry.get("labels", entry.get("fine_labels"))
+        if labels is None:
+            raise DataError(f"{folder / file_name}: CIFAR batch without 'labels'/'fine_labels'; re-extract it")
+        data.append(np.asarray(entry["data"], dtype=np.uint8))
+        self.targets.extend(int(t) for t in labels)
+    try:
+        self.data = np.vstack(data).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))
+    except ValueError as e:
+        raise DataError(f"{folder}: CIFAR batches are not 3072-byte rows ({e}); re-extract them") from e
+    meta_path = folder / self.meta["filename"]
+    if not is_mini_root(folder) and not _md5_ok(meta_path, self.meta["md5"]):
+        raise RuntimeError("Dataset metadata file not found or corrupted. You can use download=True to download it")
+    self.classes = list(_cifar_pickle(meta_path, (self.meta["key"],))[self.meta["key"]])
     self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
 
+def _md5_ok(path: Path, md5: str) -> bool:
+    from torchvision.datasets.utils import check_integrity
+    return check_integrity(str(path), md5)
+
+
+def _cifar_pickle(path: Path, keys: tuple[str, ...]) -> dict:
+    from .._io import safe_unpickle
+    obj = safe_unpickle(path, DataError, "re-extract the official CIFAR archive there")
+    if not isinstance(obj, dict) or any(k not in obj for k in keys):
+        raise DataError(f"{path}: expected a CIFAR dict with {list(keys)}; re-extract the official CIFAR archive")
+    return obj
+
+
 def _tv(cls_name: str, mini: bool):
-    """The torchvision dataset class; for miniatures a subclass that skips the md5 check of official files."""
+    """The torchvision dataset class; CIFAR always with the allowlist reader; for miniatures a subclass that
+    skips the md5 check of official files."""
     import torchvision.datasets as tvd
     cls = getattr(tvd, cls_name)
-    if not mini:
-        return cls
-    overrides = {"_check_integrity": lambda self: True} if hasattr(cls, "_check_integrity") else {}
-    if hasattr(cls, "_load_meta"):
-        overrides["_load_meta"] = _load_cifar_meta_unchecked
-    return type(f"Mini{cls_name}", (cls,), overrides) if overrides else cls
+    overrides = {"__init__": _cifar_init} if issubclass(cls, tvd.CIFAR10) else {}
+    if mini and hasattr(cls, "_check_integrity"):
+        overrides["_check_integrity"] = lambda self: True
+    return type(f"Safe{cls_name}", (cls,), overrides) if overrides else cls
 
 
 def _open_tv(cls_name: str, split_kwargs: Callable[[str], dict[str, Any]]):
@@ -106,9 +142,8 @@ def download_transfer_dataset(name: str, root: Path) -> None:
     if name == "cars":
         raise DataError(f"{root / folder}: Stanford Cars cannot be downloaded automatically (the upstream URL is "
                         f"gone); place the devkit, cars_train/, cars_test/ and cars_test_annos_withlabels.mat there")
-    import torchvision.datasets as tvd
     for split in splits:
         try:
-            getattr(tvd, cls_name)(str(root), download=True, **kw(split))
+            _tv(cls_name, False)(str(root), download=True, **kw(split))
         except (RuntimeError, OSError) as e:
             raise DataError(f"{root / folder}: download of {name}/{split} failed ({e})") from e

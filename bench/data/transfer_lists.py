@@ -124,15 +124,14 @@ def voc_labels(voc_root: Path, split: str, ids: list[str]) -> np.ndarray:
 
 
 def _labels_from_xml(path: Path) -> np.ndarray:
-    import xml.etree.ElementTree as ET
-    try:
-        objects = ET.parse(path).getroot().findall("object")
-    except (OSError, ET.ParseError) as e:
-        raise DataError(f"{path}: unreadable VOC annotation ({e})") from e
+    from .voc import parse_voc_xml
     out = np.full(len(VOC_CLASSES), -1, dtype=np.int8)
-    for obj in objects:
-        c = VOC_CLASSES.index(obj.findtext("name").strip())
+    for obj in parse_voc_xml(path).findall("object"):
+        name = (obj.findtext("name") or "").strip()
+        if name not in VOC_CLASSES:
+            raise DataError(f"{path}: object with unknown VOC class {name!r}; re-extract the devkit")
         difficult = (obj.findtext("difficult") or "0").strip() == "1"
+        c = VOC_CLASSES.index(name)
         out[c] = max(out[c], 0 if difficult else 1)
     return out
 

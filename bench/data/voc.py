@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from ..errors import DataError
 from .datasets import DatasetSpec, register_dataset
 
-__all__ = ["VOC_CLASSES", "VOCDetectionBoxes", "voc_objects"]
+__all__ = ["parse_voc_xml", "VOC_CLASSES", "VOCDetectionBoxes", "voc_objects"]
 
 # detectron2/data/datasets/pascal_voc.py:CLASS_NAMES
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -26,18 +26,40 @@ VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "
 _SPLITS = ("2007-train", "2007-val", "2007-trainval", "2007-test", "2012-train", "2012-val", "2012-trainval")
 
 
+def parse_voc_xml(path: str | Path):
+    """The root element of a VOC annotation. DTDs and entity declarations are refused before parsing (VOC files
+    have none; they are how XXE and billion-laughs payloads work), and a malformed file is a one-line DataError."""
+    import xml.etree.ElementTree as ET
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: unreadable VOC annotation ({e.strerror or e}); re-extract the devkit") from None
+    if b"<!DOCTYPE" in data.upper() or b"<!ENTITY" in data.upper():
+        raise DataError(f"{path}: refused VOC annotation with a DTD/entity declaration (VOC XML has none); "
+                        f"re-extract the devkit")
+    try:
+        return ET.fromstring(data)
+    except ET.ParseError as e:
+        raise DataError(f"{path}: malformed VOC annotation XML ({e}); re-extract the devkit") from None
+
+
 def voc_objects(annotation: dict[str, Any], where: str) -> dict[str, np.ndarray]:
     """Boxes (N, 4) float32 in detectron2's coordinates, labels (N,) 1..20, difficult (N,) bool, from a parsed XML."""
-    objs = annotation["annotation"].get("object", [])
-    objs = objs if isinstance(objs, list) else [objs]
-    boxes, labels, difficult = [], [], []
-    for o in objs:
-        if o["name"] not in VOC_CLASSES:
-            raise DataError(f"{where}: unknown VOC class {o['name']!r}; the 20 classes are {', '.join(VOC_CLASSES)}")
-        b = o["bndbox"]
-        boxes.append([float(b["xmin"]) - 1.0, float(b["ymin"]) - 1.0, float(b["xmax"]), float(b["ymax"])])
-        labels.append(VOC_CLASSES.index(o["name"]) + 1)
-        difficult.append(int(o.get("difficult", 0)) == 1)
+    try:
+        objs = annotation["annotation"].get("object", [])
+        objs = objs if isinstance(objs, list) else [objs]
+        boxes, labels, difficult = [], [], []
+        for o in objs:
+            if o["name"] not in VOC_CLASSES:
+                raise DataError(f"{where}: unknown VOC class {o['name']!r}; the 20 classes are "
+                                f"{', '.join(VOC_CLASSES)}")
+            b = o["bndbox"]
+            boxes.append([float(b["xmin"]) - 1.0, float(b["ymin"]) - 1.0, float(b["xmax"]), float(b["ymax"])])
+            labels.append(VOC_CLASSES.index(o["name"]) + 1)
+            difficult.append(int(o.get("difficult", 0)) == 1)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise DataError(f"{where}: VOC annotation without a valid object name/bndbox ({type(e).__name__}: {e}); "
+                        f"re-extract the devkit") from None
     return {"boxes": np.asarray(boxes, dtype=np.float32).reshape(-1, 4), "labels": np.asarray(labels, np.int64),
             "difficult": np.asarray(difficult, dtype=bool)}
 
@@ -62,15 +84,13 @@ class VOCDetectionBoxes(Dataset):
 
     def target(self, i: int) -> dict[str, Any]:
         """The annotation of image i without decoding the image (for building the evaluation ground truth)."""
-        import xml.etree.ElementTree as ET
-        try:
-            ann = self.voc.parse_voc_xml(ET.parse(self.voc.targets[i]).getroot())
-        except (OSError, ET.ParseError) as e:
-            raise DataError(f"{self.voc.targets[i]}: unreadable VOC annotation ({e})") from e
+        ann = self.voc.parse_voc_xml(parse_voc_xml(self.voc.targets[i]))
         return {**voc_objects(ann, self.voc.targets[i]), "image_id": self.image_id(i)}
 
     def __getitem__(self, i: int):
-        img, ann = self.voc[i]
+        from .datasets import load_rgb
+        img = load_rgb(self.voc.images[i])
+        ann = self.voc.parse_voc_xml(parse_voc_xml(self.voc.targets[i]))
         target = voc_objects(ann, self.voc.targets[i])
         target["image_id"] = self.image_id(i)
         return (self.transform(img) if self.transform else img), target

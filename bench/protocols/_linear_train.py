@@ -148,10 +148,12 @@ def run_augmented(ctx, preset) -> ProtocolResult:
     accum = math.ceil(per_rank / micro)
     sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=ctx.seed,
                                  drop_last=preset.drop_last)
-    loader = DataLoader(train_ds, batch_size=micro, sampler=sampler, num_workers=ctx.workers,
-                        pin_memory=ctx.device.type == "cuda", drop_last=preset.drop_last)
-    eval_loader = DataLoader(Subset(eval_ds, range(rank, len(eval_ds), world)), batch_size=min(micro, 256),
-                             num_workers=ctx.workers, pin_memory=ctx.device.type == "cuda")
+    train_src, train_kw = ctx.loader_dataset(train_ds)
+    eval_src, eval_kw = ctx.loader_dataset(Subset(eval_ds, range(rank, len(eval_ds), world)))
+    loader = DataLoader(train_src, batch_size=micro, sampler=sampler, num_workers=ctx.workers,
+                        pin_memory=ctx.device.type == "cuda", drop_last=preset.drop_last, **train_kw)
+    eval_loader = DataLoader(eval_src, batch_size=min(micro, 256), num_workers=ctx.workers,
+                             pin_memory=ctx.device.type == "cuda", **eval_kw)
     steps = math.ceil(len(loader) / accum)
     num_classes = ctx.num_classes(*(torch.as_tensor(getattr(d, "targets", [0])).numpy() for d in (train_ds, eval_ds)))
     dim = _embed(ctx, mode, eval_ds[0][0].unsqueeze(0)).shape[1]

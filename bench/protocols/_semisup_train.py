@@ -90,10 +90,12 @@ def _one_run(ctx, preset, train_ds, eval_ds, num_classes: int, tag: str, *, ever
     epochs = min(preset.epochs, preset.quick_epochs) if ctx.quick else preset.epochs
     per_rank = max(1, batch // world)
     sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=ctx.seed, drop_last=False)
-    loader = DataLoader(train_ds, batch_size=per_rank, sampler=sampler, num_workers=ctx.workers,
-                        pin_memory=ctx.device.type == "cuda")
-    eval_loader = DataLoader(Subset(eval_ds, range(rank, len(eval_ds), world)), batch_size=min(per_rank, 256),
-                             num_workers=ctx.workers, pin_memory=ctx.device.type == "cuda")
+    train_src, train_kw = ctx.loader_dataset(train_ds)
+    eval_src, eval_kw = ctx.loader_dataset(Subset(eval_ds, range(rank, len(eval_ds), world)))
+    loader = DataLoader(train_src, batch_size=per_rank, sampler=sampler, num_workers=ctx.workers,
+                        pin_memory=ctx.device.type == "cuda", **train_kw)
+    eval_loader = DataLoader(eval_src, batch_size=min(per_rank, 256), num_workers=ctx.workers,
+                             pin_memory=ctx.device.type == "cuda", **eval_kw)
     backbone = copy.deepcopy(ctx.require_backbone("semi-supervised fine-tuning").model).to(ctx.device)
     mode = ctx.resolve_feature_mode(preset.feature_mode)
     with torch.no_grad():

@@ -3,14 +3,18 @@
 DDP: launched with torchrun, each rank trains on its share of the batch (DistributedSampler); BatchNorm becomes
 SyncBatchNorm on GPUs (the configs' SyncBN). Only rank 0 writes checkpoints. Evaluation shards the images over the ranks
 and all-reduces one confusion matrix. AMP is fp16 autocast with a GradScaler (the configs' fp16) on CUDA only.
-Checkpoints hold the trainable modules, the optimiser, the scaler and the iteration; a resumed run continues
-from the last one written, so an interrupted run repeats at most `checkpoint_every` iterations.
+Checkpoints hold the trainable modules, the optimiser, the scaler, the iteration and the RNG states (Python,
+numpy, torch, CUDA); a resumed run continues from the last one written, so an interrupted run repeats at most
+`checkpoint_every` iterations and ends at the same number as an uninterrupted one: the data order resumes at
+the same sample, and each sample's augmentation is seeded by (seed, rank, position in the sample stream), so it
+does not depend on which process or DataLoader worker drew it.
 """
 from __future__ import annotations
 
 import io
 import logging
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +25,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from .._io import atomic_write_bytes
+from ..errors import DataError
 from ..distributed import dist_info
 from ..metrics.segmentation import IGNORE_INDEX, confusion_matrix
-from ..train import check_finite, scaled_step
+from ..train import check_finite, rng_state, scaled_step, set_rng_state
 from .model import SegModel, slide_inference
 from .optim import poly_warmup_factor
 
@@ -63,7 +68,7 @@ def _trainable_state(model: SegModel) -> dict[str, torch.Tensor]:
 def _save(run_dir: Path, model: SegModel, opt, scaler, it: int) -> None:
     buf = io.BytesIO()
     torch.save({"model": _trainable_state(model), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
-                "iteration": it}, buf)
+                "iteration": it, "rng": rng_state()}, buf)
     atomic_write_bytes(run_dir / CKPT_NAME, buf.getvalue())
 
 
@@ -75,21 +80,67 @@ def _resume(run_dir: Path | None, model: SegModel, opt, scaler, device) -> int:
     model.load_state_dict(state["model"], strict=not model.features.frozen)
     opt.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])
+    if "rng" in state:
+        set_rng_state(state["rng"])
     _logger.info("resuming segmentation training from %s at iteration %d", path, state["iteration"])
     return int(state["iteration"])
 
 
-def _batches(dataset: Dataset, batch: int, workers: int, seed: int, rank: int, world: int, pin: bool):
-    """Endless shuffled batches (drop_last, as mmseg's infinite sampler), a new order every pass."""
+class _Positioned(Dataset):
+    """dataset[(i, pos)] = dataset[i] with Python's and torch's RNGs seeded from (seed, rank, pos): the random
+    crop/flip/jitter of the pos-th sample of the stream is the same in a resumed run and in any worker."""
+
+    def __init__(self, base: Dataset, seed: int, rank: int):
+        self.base, self.seed, self.rank = base, seed, rank
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, item):
+        i, pos = item
+        key = (self.seed * 1_000_003 + self.rank) * (1 << 40) + pos
+        saved = random.getstate(), torch.get_rng_state()   # leave the caller's streams (dropout) untouched
+        random.seed(key)
+        torch.manual_seed(key % (1 << 63))
+        try:
+            return self.base[i]
+        finally:
+            random.setstate(saved[0])
+            torch.set_rng_state(saved[1])
+
+
+class _StreamBatches:
+    """Batches of (index, stream position) pairs: the DistributedSampler's order, epoch after epoch, starting at
+    batch `start` (a resumed run picks up where the checkpoint left off instead of replaying epoch 0)."""
+
+    def __init__(self, sampler, batch: int, start: int):
+        self.sampler, self.batch, self.start = sampler, batch, start
+
+    def __iter__(self):
+        per_epoch = len(self.sampler) // self.batch
+        if per_epoch == 0:
+            raise DataError(f"segmentation training set: fewer images per process ({len(self.sampler)}) than the "
+                            f"batch size {self.batch}; lower --set batch_size")
+        epoch, skip = divmod(self.start, per_epoch)
+        while True:
+            self.sampler.set_epoch(epoch)
+            order = list(self.sampler)
+            for b in range(skip, per_epoch):
+                base = (epoch * per_epoch + b) * self.batch
+                yield [(order[b * self.batch + j], base + j) for j in range(self.batch)]
+            epoch, skip = epoch + 1, 0
+
+
+def _batches(dataset: Dataset, batch: int, workers: int, seed: int, rank: int, world: int, pin: bool,
+             start: int = 0):
+    """Endless shuffled batches (drop_last, as mmseg's infinite sampler), a new order every pass, from batch
+    `start` on."""
     from torch.utils.data.distributed import DistributedSampler
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
-    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=True,
-                        pin_memory=pin, persistent_workers=workers > 0)
-    epoch = 0
-    while True:
-        sampler.set_epoch(epoch)
-        yield from loader
-        epoch += 1
+    loader = DataLoader(_Positioned(dataset, seed, rank), batch_sampler=_StreamBatches(sampler, batch, start),
+                        num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
+                        generator=torch.Generator().manual_seed(seed))   # its seed draw must not shift dropout's
+    yield from loader
 
 
 def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, aux_weight: float) -> torch.Tensor:
@@ -118,7 +169,7 @@ def train_segmentation(model: SegModel, groups: list[dict], train_set: Dataset, 
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     net.train()
     batches = _batches(train_set, max(cfg.batch_size // world, 1), workers, seed, rank, world,
-                       device.type == "cuda")
+                       device.type == "cuda", start)
     loss_value = float("nan")
     for it in _progress(range(start, cfg.iterations), desc="segmentation train", unit="it", initial=start,
                         total=cfg.iterations):

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from ..._io import atomic_write_json
+from ..._io import atomic_write_json, remove_stale_temps
 from ..._registry import Registry
 from .._root import MINI_MARKER
 
@@ -25,6 +25,8 @@ def write_minis(root: Path, names: list[str] | None = None, overwrite: bool = Fa
     """Write the named miniatures (all by default) under `root`; returns the folders written."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    for name in MINI_WRITERS.names():   # temp folders of a killed earlier generation
+        remove_stale_temps(root, f".{name}.*")
     written = []
     for name in names or MINI_WRITERS.names():
         writer = MINI_WRITERS.get(name)
