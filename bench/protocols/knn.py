@@ -90,15 +90,19 @@ def _order_ties(v: torch.Tensor, i: torch.Tensor) -> tuple[torch.Tensor, torch.T
 
 def _ordered_topk(sims: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k columns of each row in (similarity descending, column ascending) order."""
-    v, i = sims.topk(k, dim=1)
-    if k < sims.shape[1]:
-        # topk's pick among values equal to the k-th is unspecified; where such a tie reaches past the k-th
-        # column (rare outside duplicated features), a stable sort of the row decides instead
-        straddles = (sims >= v[:, -1:]).sum(1) > k
-        if straddles.any():
-            rows = straddles.nonzero()[:, 0]
-            sv, si = sims[rows].sort(dim=1, descending=True, stable=True)
-            v[rows], i[rows] = sv[:, :k], si[:, :k]
+    if k >= sims.shape[1]:
+        v, i = sims.sort(dim=1, descending=True, stable=True)
+        return v, i
+    # one more than needed: the (k+1)-th is the best value left out, so a tie across the k-th place shows as
+    # v[k] == v[k-1] at no extra pass over the block. topk's pick among such equal values is unspecified, so
+    # those rows (rare outside duplicated features) are decided by a stable sort instead.
+    v, i = sims.topk(k + 1, dim=1)
+    straddles = v[:, k] == v[:, k - 1]
+    v, i = v[:, :k], i[:, :k]
+    if straddles.any():
+        rows = straddles.nonzero()[:, 0]
+        sv, si = sims[rows].sort(dim=1, descending=True, stable=True)
+        v[rows], i[rows] = sv[:, :k], si[:, :k]
     return _order_ties(v, i)
 
 
