@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from ..errors import BenchError, NonFiniteError
 from . import ProtocolResult, register_protocol
 
-__all__ = ["LogRegWeights", "fit_logreg", "fit_logreg_ovr", "predict_scores", "select_C", "c_grid",
+__all__ = ["LogRegWeights", "Preconditioner", "preconditioner", "fit_logreg", "fit_logreg_ovr", "predict_scores", "select_C", "c_grid",
            "holdout_split", "top1_metric", "LogregPreset", "split_exists", "topk_percent"]
 
 _logger = logging.getLogger(__name__)
@@ -80,44 +80,97 @@ def _as64(x, device) -> torch.Tensor:
     return torch.as_tensor(x).to(device=device, dtype=torch.float64)
 
 
-def _lbfgs(x: torch.Tensor, n_out: int, loss_chunk: Callable[[torch.Tensor, slice], torch.Tensor], penalty_scale,
-           C: float, *, max_iter: int, tol: float, init: LogRegWeights | None, chunk: int, n_eff: float
-           ) -> LogRegWeights:
-    """Minimise (Σ_chunks loss_chunk + ½‖W‖²/C) / n_eff with torch L-BFGS (strong Wolfe line search)."""
+@dataclass
+class Preconditioner:
+    """Mean and eigen-decomposition of the features' covariance (computed once per feature matrix)."""
+    mean: torch.Tensor       # (D,)
+    U: torch.Tensor          # (D, D) orthonormal eigenvectors
+    lam: torch.Tensor        # (D,) eigenvalues ≥ 0
+
+
+def preconditioner(x, *, chunk: int = 65536, device: str | torch.device | None = None) -> Preconditioner:
+    """Covariance eigen-decomposition of x (N×D), accumulated over row chunks (no centred copy of x)."""
+    x = torch.as_tensor(x)
+    device = torch.device(device) if device is not None else x.device
+    n, d = x.shape
+    mean = torch.zeros(d, dtype=torch.float64, device=device)
+    gram = torch.zeros(d, d, dtype=torch.float64, device=device)
+    for s in range(0, n, chunk):
+        xs = _as64(x[s:s + chunk], device)
+        mean += xs.sum(0)
+        gram += xs.T @ xs
+    mean /= max(n, 1)
+    cov = gram / max(n, 1) - torch.outer(mean, mean)
+    lam, U = torch.linalg.eigh((cov + cov.T) / 2)
+    return Preconditioner(mean, U, lam.clamp_min(0))
+
+
+def _lbfgs(x: torch.Tensor, n_out: int, loss_chunk: Callable[[torch.Tensor, slice], torch.Tensor], C: float, *,
+           max_iter: int, tol: float, init: LogRegWeights | None, chunk: int, n_eff: float, curvature: float,
+           precond: Preconditioner | None) -> LogRegWeights:
+    """Minimise (Σ_chunks loss_chunk + ½‖W‖²/C) / n_eff with torch L-BFGS (strong Wolfe line search).
+
+    L-BFGS runs in preconditioned coordinates; the objective and its minimiser are unchanged. With features of
+    covariance U·diag(λ)·Uᵀ and mean μ, W = U·diag(δ)·V with δ_j = (a·λ_j + 1/(C·n_eff))^(-1/2) (a: the loss's
+    curvature per logit, ~1/K for softmax, 1/4 for binary), and b = t·β − μW with t = a^(-1/2) (the bias of centred
+    features). The Hessian in (V, β) is then close to the identity at every C: in the raw coordinates its condition
+    number reached ~10⁶ on 1,437 × 512 features (weak regularisation: W's directions of small variance; strong: the
+    unpenalised bias against the penalised W), and L-BFGS crawled for hundreds of iterations per C.
+    """
     d = x.shape[1]
-    W = torch.zeros(d, n_out, dtype=torch.float64, device=x.device)
-    b = torch.zeros(n_out, dtype=torch.float64, device=x.device)
+    pc = precond or preconditioner(x, chunk=chunk)
+    r = 1.0 / (C * n_eff)                                   # the penalty's curvature
+    U, mu = pc.U.to(x), pc.mean.to(x)
+    delta = (curvature * pc.lam.to(x) + r).rsqrt()
+    t = curvature ** -0.5
+    V = torch.zeros(d, n_out, dtype=torch.float64, device=x.device)
+    beta = torch.zeros(n_out, dtype=torch.float64, device=x.device)
     if init is not None:
-        W.copy_(init.W.to(W)), b.copy_(init.b.to(b))
-    W.requires_grad_(True), b.requires_grad_(True)
-    opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, max_eval=int(max_iter * 1.25) + 1,
+        W0, b0 = init.W.to(x), init.b.to(x)
+        V.copy_((U.T @ W0) / delta[:, None])
+        beta.copy_((b0 + mu @ W0) / t)
+    opt = torch.optim.LBFGS([V, beta], lr=1, max_iter=max_iter, max_eval=int(max_iter * 1.25) + 1,
                             tolerance_grad=tol, tolerance_change=tol * 1e-3, history_size=20,
                             line_search_fn="strong_wolfe")
     scale = 1.0 / n_eff
 
+    def weights() -> tuple[torch.Tensor, torch.Tensor]:
+        W = U @ (delta[:, None] * V)
+        return W, beta * t - mu @ W
+
     def closure():
-        opt.zero_grad()
+        # gradients by the chain rule through (W, b) = f(V, β), so autograd only sees one chunk's logits at a time
+        with torch.no_grad():
+            W, b = weights()
+        W.requires_grad_(True), b.requires_grad_(True)
         total = 0.0
         for s in range(0, x.shape[0], chunk):
             part = loss_chunk(x[s:s + chunk] @ W + b, slice(s, s + chunk)) * scale
             part.backward()
             total += part.item()
-        reg = 0.5 * (W * W).sum() * penalty_scale / (C * n_eff)
-        reg.backward()
-        total += reg.item()
+        with torch.no_grad():
+            dV = delta[:, None] * V
+            total += 0.5 * r * float((dV * dV).sum())
+            gW = W.grad - torch.outer(mu, b.grad)
+            V.grad = delta[:, None] * (U.T @ gW) + r * delta[:, None] * dV
+            beta.grad = b.grad * t
         if not np.isfinite(total):
             raise NonFiniteError(f"logistic regression at C={C:g}: non-finite loss; check the features for NaN/inf")
         return torch.tensor(total, dtype=torch.float64)
 
     opt.step(closure)
     n_iter = int(opt.state[opt._params[0]].get("n_iter", 0))
-    return LogRegWeights(W.detach(), b.detach(), C, n_iter, n_iter < max_iter)
+    with torch.no_grad():
+        W, b = weights()
+    return LogRegWeights(W, b, C, n_iter, n_iter < max_iter)
 
 
 def fit_logreg(x, y, C: float, *, num_classes: int | None = None, max_iter: int = 1000, tol: float = 1e-10,
                device: str | torch.device = "cpu", init: LogRegWeights | None = None,
-               chunk: int = 65536) -> LogRegWeights:
-    """Multinomial L2 logistic regression with sklearn's C (see module docstring), float64, L-BFGS."""
+               chunk: int = 65536, precond: Preconditioner | None = None) -> LogRegWeights:
+    """Multinomial L2 logistic regression with sklearn's C (see module docstring), float64, L-BFGS.
+
+    precond: `preconditioner(x)`, computed here when not given (select_C computes it once for the whole path)."""
     device = torch.device(device)
     x = _as64(x, device)
     y = torch.as_tensor(y).to(device=device, dtype=torch.long)
@@ -125,13 +178,14 @@ def fit_logreg(x, y, C: float, *, num_classes: int | None = None, max_iter: int 
         raise BenchError(f"fit_logreg needs N×D features and N integer labels, got {tuple(x.shape)} and "
                          f"{tuple(y.shape)}; use fit_logreg_ovr for multi-label targets")
     k = num_classes or int(y.max()) + 1
-    return _lbfgs(x, k, lambda logits, sl: F.cross_entropy(logits, y[sl], reduction="sum"), 1.0, C,
-                  max_iter=max_iter, tol=tol, init=init, chunk=chunk, n_eff=float(len(x)))
+    return _lbfgs(x, k, lambda logits, sl: F.cross_entropy(logits, y[sl], reduction="sum"), C,
+                  max_iter=max_iter, tol=tol, init=init, chunk=chunk, n_eff=float(len(x)), curvature=1.0 / max(k, 2),
+                  precond=precond)
 
 
 def fit_logreg_ovr(x, Y, C: float, *, mask=None, max_iter: int = 1000, tol: float = 1e-10,
                    device: str | torch.device = "cpu", init: LogRegWeights | None = None,
-                   chunk: int = 65536) -> LogRegWeights:
+                   chunk: int = 65536, precond: Preconditioner | None = None) -> LogRegWeights:
     """One binary L2 LR per class (sklearn binary objective C·Σ log(1+e^{−ỹf}) + ½‖w‖² per class), fitted jointly.
 
     Y: (N, K) multi-hot in {0, 1}; mask: (N, K) bool, False entries are left out of class k's loss (e.g. VOC07
@@ -146,8 +200,8 @@ def fit_logreg_ovr(x, Y, C: float, *, mask=None, max_iter: int = 1000, tol: floa
 
     def loss(logits, sl):
         return (F.binary_cross_entropy_with_logits(logits, Y[sl], reduction="none") * M[sl]).sum()
-    return _lbfgs(x, Y.shape[1], loss, 1.0, C, max_iter=max_iter, tol=tol, init=init, chunk=chunk,
-                  n_eff=float(len(x)))
+    return _lbfgs(x, Y.shape[1], loss, C, max_iter=max_iter, tol=tol, init=init, chunk=chunk,
+                  n_eff=float(len(x)), curvature=0.25, precond=precond)
 
 
 @torch.no_grad()
@@ -169,6 +223,8 @@ def select_C(x_tr, y_tr, x_val, y_val, C_grid, *, metric_fn: Callable | None = N
     metric_fn = metric_fn or top1_metric
     device = torch.device(fit_kwargs.get("device", "cpu"))
     x_tr, x_val = _as64(x_tr, device), _as64(x_val, device)
+    if fit_fn in (fit_logreg, fit_logreg_ovr) and "precond" not in fit_kwargs:
+        fit_kwargs["precond"] = preconditioner(x_tr, chunk=fit_kwargs.get("chunk", 65536))   # once for the path
     scores: dict[float, float] = {}
     prev = None
     for C in tqdm(sorted(float(c) for c in C_grid), desc="logreg C path", unit="C", leave=False,
