@@ -63,9 +63,9 @@ def environment(device: str) -> dict[str, Any]:
            "torch": torch.__version__, "numpy": numpy.__version__, "device": device, "platform": platform.platform()}
     if device.startswith("cuda") and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)
-    try:
-        import timm
-        env["timm"] = timm.__version__
+    try:   # the installed version without importing timm (2–3 s: it pulls in torch._dynamo and torchvision ops)
+        from importlib.metadata import version
+        env["timm"] = version("timm")
     except ImportError:
         pass
     return env

@@ -6,10 +6,12 @@
 Reference: the loop-for-loop transcription of filipradenovic/revisitop:python/evaluate.py `compute_map` kept in
 tests/test_retrieval.py (per query: positions of the positives in the ranked list, shifted up past the junk ranked
 above them, trapezoidal AP), called as revisitop's example_evaluate.py does: once per setup with
-`ok`/`junk` built from easy/hard/junk (E, M, H), and once for the original protocol with ok = good ∪ ok.
-bench: `bench.protocols.retrieval.retrieval_metrics` (what the protocol runs), starting from the same revisitop
-`ranks` array (the ranks → rank_of conversion is timed on bench's side). Asserts every mAP and mP@k agrees to
-1e-9 and prints the time of each side and the ratio. The ranking itself (the similarity sort) is not timed.
+`ok`/`junk` built from easy/hard/junk (E, M, H), and once for the original protocol with ok = good ∪ ok (every
+listed name is in this synthetic database and good, ok are disjoint, so this is also compute_ap.cpp's count).
+bench: `bench.metrics.retrieval.retrieval_map` — what the protocol's `retrieval_metrics` calls — on the same
+revisitop `ranks` array, all setups in one call. `--rank-of` times bench from its own ranking output
+(`rank_of`, what `rank_of_database` returns) instead. Asserts every mAP and mP@k agrees to 1e-9 and prints the
+time of each side and the ratio. The ranking itself (the similarity sort) is not timed on either side.
 """
 from __future__ import annotations
 
@@ -67,20 +69,24 @@ def reference(ranks: np.ndarray, gnd: list[dict], revisited: bool) -> dict[str, 
     return out
 
 
-def ours(ranks: np.ndarray, gnd: list[dict], revisited: bool) -> dict[str, float]:
-    from bench.data.retrieval import RetrievalData
-    from bench.metrics.retrieval import ranks_to_rank_of
-    from bench.protocols.retrieval import retrieval_metrics
-    n_db, nq = ranks.shape
-    data = RetrievalData("synthetic", None, [str(i) for i in range(n_db)], [str(i) for i in range(nq)], gnd, revisited)
-    metrics, _ = retrieval_metrics(ranks_to_rank_of(ranks), data, KAPPAS)
-    return {k: v / 100 for k, v in metrics.items()}       # percent → fraction, as revisitop returns
+def ours(ranks: np.ndarray, gnd: list[dict], revisited: bool, rank_of: np.ndarray | None) -> dict[str, float]:
+    from bench.metrics.retrieval import ORIGINAL_SETUP, REVISITED_SETUPS, retrieval_map
+    given = {"ranks": ranks} if rank_of is None else {"rank_of": rank_of}
+    res = retrieval_map(gnd, REVISITED_SETUPS if revisited else ORIGINAL_SETUP, KAPPAS, cpp_original=not revisited,
+                        **given)
+    out = {}
+    for setup, (m, _, pr, _) in res.items():
+        suffix = f"_{setup}" if setup else ""
+        out[f"mAP{suffix}"] = m
+        out.update({f"mP@{k}{suffix}": float(p) for k, p in zip(KAPPAS, pr)})
+    return out
 
 
-def compare(name: str, ranks: np.ndarray, gnd: list[dict], revisited: bool, repeats: int) -> None:
+def compare(name: str, ranks: np.ndarray, gnd: list[dict], revisited: bool, repeats: int,
+            rank_of: np.ndarray | None) -> None:
     got = {}
     t_ref = best_time(lambda: got.__setitem__("ref", reference(ranks, gnd, revisited)), repeats)
-    t_ours = best_time(lambda: got.__setitem__("bench", ours(ranks, gnd, revisited)), repeats)
+    t_ours = best_time(lambda: got.__setitem__("bench", ours(ranks, gnd, revisited, rank_of)), repeats)
     ref, bench = got["ref"], got["bench"]
     assert ref.keys() == bench.keys(), (ref.keys(), bench.keys())
     worst = max(abs(ref[k] - bench[k]) for k in ref)
@@ -97,14 +103,20 @@ def main() -> None:
     p.add_argument("--db", type=int, default=5000)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="BLAS/torch threads (default 1; both sides are numpy)")
+    p.add_argument("--rank-of", action="store_true", help="bench starts from rank_of (its ranking's output)")
     a = p.parse_args()
     limit_threads(a.threads)
     ranks, gnd = synthetic_gnd(a.queries, a.db, seed=0)
     original = [{"bbx": g["bbx"], "good": g["easy"], "ok": g["hard"], "junk": g["junk"]} for g in gnd]
     print(f"machine: {machine()}; {a.threads} thread(s)")
-    print(f"{a.queries} queries × {a.db} database images, kappas {KAPPAS}")
-    compare("revisited", ranks, gnd, True, a.repeats)
-    compare("original", ranks, original, False, a.repeats)
+    print(f"{a.queries} queries × {a.db} database images, kappas {KAPPAS}; bench from "
+          f"{'rank_of' if a.rank_of else 'ranks'}")
+    rank_of = None
+    if a.rank_of:
+        from bench.metrics.retrieval import ranks_to_rank_of
+        rank_of = ranks_to_rank_of(ranks)
+    compare("revisited", ranks, gnd, True, a.repeats, rank_of)
+    compare("original", ranks, original, False, a.repeats, rank_of)
 
 
 if __name__ == "__main__":

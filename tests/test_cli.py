@@ -55,6 +55,7 @@ def test_features_dir_equals_dino_formula(tmp_path):
         assert rec["metrics"][f"top5_k{k}"] == pytest.approx(t5, abs=1e-9)
     assert rec["fingerprint_settings"]["inputs"]["imagenet/train"]["source"] == "features"
     assert rec["checkpoint"]["name"].startswith("features:")
+    assert rec["details"]["backend"] == "torch"    # the default, whether or not faiss is installed
 
 
 def test_extracted_features_reproduce_the_backbone_run(mini_root, tmp_path):

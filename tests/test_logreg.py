@@ -6,6 +6,8 @@ from sklearn.linear_model import LogisticRegression
 
 from bench.protocols.logreg import (c_grid, fit_logreg, fit_logreg_ovr, holdout_split, predict_scores, select_C)
 
+pytestmark = pytest.mark.usefixtures("one_thread")   # see conftest: tiny problems, loaded CI machine
+
 
 def _problem(n, dim=16, classes=6, seed=0, noise=2.0):
     centers = np.random.default_rng(42).normal(size=(classes, dim))
@@ -86,3 +88,34 @@ def test_protocol_with_test_split_selects_on_val_and_scores_test(tmp_path):
     assert abs(rec["metrics"]["top1"] - (sk.predict(xt) == yt).mean() * 100) <= 1.0
     assert abs(rec["metrics"]["top5"] - top5) <= 1.0
     assert torch.isfinite(torch.tensor(rec["metrics"]["top1"]))
+
+
+@pytest.mark.parametrize("C", [1e-6, 1e-2])
+def test_extreme_C_converges_to_sklearns_minimiser(C):
+    # In raw coordinates L-BFGS crawled: at small C the unpenalised bias has orders of magnitude less curvature
+    # than the penalised W, at larger C the features' small-variance directions far less than the large ones.
+    # Before preconditioning, C = 1e-2 here ran into max_iter = 1000 without converging (scikit-learn needs ~750). The preconditioned fit must converge in few iterations to scikit-learn's minimiser.
+    x, y = _problem(500, dim=32)
+    x = x + 5.0                                   # uncentred features, as backbone features are
+    ours = fit_logreg(x, y, C, num_classes=6)
+    sk = LogisticRegression(C=C, max_iter=100_000, tol=1e-10).fit(x.astype(np.float64), y)
+    assert ours.converged and ours.n_iter < 200
+    scale = max(1.0, np.abs(sk.coef_).max())
+    np.testing.assert_allclose(ours.W.numpy(), sk.coef_.T, atol=1e-4 * scale)
+    # sklearn's intercept is defined up to a shift common to all classes (softmax); compare centred
+    b, skb = ours.b.numpy(), sk.intercept_
+    np.testing.assert_allclose(b - b.mean(), skb - skb.mean(), atol=1e-3 * max(1.0, np.abs(skb).max()))
+
+
+def test_classes_without_rows_get_the_limit_and_the_rest_sklearns_fit():
+    # class 2 has no training row: its bias has no finite minimiser (→ −∞, weights → 0); scikit-learn fits the
+    # classes present (classes_ = unique(y)). bench must give the same weights for those and never predict 2.
+    x, y = _problem(300)
+    y = np.where(y == 2, 3, y)
+    ours = fit_logreg(x, y, 0.1, num_classes=6)
+    sk = LogisticRegression(C=0.1, max_iter=10_000, tol=1e-10).fit(x.astype(np.float64), y)
+    assert list(sk.classes_) == [0, 1, 3, 4, 5] and ours.converged
+    np.testing.assert_allclose(ours.W.numpy()[:, sk.classes_], sk.coef_.T, atol=1e-4)
+    assert ours.b[2].item() == -np.inf and (ours.W[:, 2] == 0).all()
+    pred = predict_scores(ours, x).argmax(1).numpy()
+    assert (pred == sk.predict(x)).all() and (pred != 2).all()

@@ -104,9 +104,12 @@ def _load_original(folder: Path, name: str) -> RetrievalData:
         if image not in where:
             raise DataError(f"{qfile}: query image {image!r} is not in {images}")
         qimlist.append(image)
+        names = {k: _read_list(gt / f"{q}_{k}.txt") for k in ("good", "ok", "junk")}
+        # compute_ap.cpp's n_pos: the set good ∪ ok, names missing from the database (blacklisted Paris images)
+        # included
         gnd.append({"bbx": [float(v) for v in fields[1:]], "query_name": q,
-                    **{k: np.array([where[s] for s in _read_list(gt / f"{q}_{k}.txt") if s in where], np.int64)
-                       for k in ("good", "ok", "junk")}})
+                    "n_pos": len(set(names["good"]) | set(names["ok"])),
+                    **{k: np.array([where[s] for s in v if s in where], np.int64) for k, v in names.items()}})
     if not gnd:
         raise DataError(f"{gt}: no *_query.txt files")
     return RetrievalData(name, images, imlist, qimlist, gnd, revisited=False)

@@ -4,11 +4,22 @@ Reference code: facebookresearch/dino:eval_knn.py (`knn_classifier`). Features a
 sample takes its top-k training neighbours by cosine similarity and scores class c as Σ exp(s_i / T)·[y_i = c].
 Top-1/top-5 are read from the scores sorted in descending order. Train and test features use the same
 deterministic transform (DINO: Resize 256 bicubic + CenterCrop 224). Nothing is tuned, so no split selects
-anything: k and T are fixed by the preset. The top-max(k) neighbours are found once and every k reads from them.
+anything: k and T are fixed by the preset. The top-max(k) neighbours are found once and every k reads from them
+(the class scores of k are those of the previous k plus the neighbours in between, added in the same order).
 
-Memory: the test set is processed in chunks and, inside each chunk, the training set too (running top-k merge),
-so 1.28M × 2048 training features never need to sit on one device at once. faiss does the search when installed
-and the preset asks for it (`backend: auto|faiss`).
+Ties, defined so that the result never depends on chunk sizes, the backend's selection algorithm or k:
+- neighbours are ordered by (similarity descending, training index ascending). DINO takes whatever
+  `torch.topk(k)` returns, which among exactly equal similarities is unspecified and changes with k and the row
+  length; the two agree whenever no tie straddles the k-th neighbour, and bench's choice is the one a stable sort
+  makes;
+- classes with equal scores are ordered by class index, which is what DINO's `probs.sort(1, True)` does on the
+  CPU (torch's CPU sort is stable). A test sample is top-n correct when fewer than n classes come before its label.
+
+Memory and speed: the training set is streamed once in `train_chunk` rows (converted to float32 and normalised per
+chunk, so fp16 features never get a float32 copy of the whole set), each chunk against every test chunk, with a
+running top-max(k) merge; at most one test_chunk × train_chunk block of similarities exists. The default backend
+is bench's own matmul + topk (`choose_backend`): on the CPU it measured 2–4× faster than faiss's flat index
+(benchmarks/knn_cli_vs_bare.py); faiss runs only when the preset asks for it (`backend: faiss`).
 """
 from __future__ import annotations
 
@@ -22,7 +33,7 @@ from ..errors import BenchError
 from ..presets import check_choices
 from . import ProtocolResult, register_protocol
 
-__all__ = ["KnnPreset", "knn_topk_neighbors", "knn_scores", "knn_evaluate"]
+__all__ = ["KnnPreset", "knn_topk_neighbors", "knn_scores", "knn_evaluate", "choose_backend"]
 
 
 @dataclass(frozen=True)
@@ -35,9 +46,9 @@ class KnnPreset:
     transform: dict = field(default_factory=lambda: {"resize": 256, "crop": 224, "interpolation": "bicubic"})
     feature_mode: str | None = None        # None: the backbone family's own feature (CLS / pooled)
     normalize: bool = True
-    backend: str = "auto"                  # auto: faiss if installed, else torch; or "torch" / "faiss"
+    backend: str = "auto"                  # auto: the measured fastest for the device (choose_backend); torch; faiss
     test_chunk: int = 1024
-    train_chunk: int = 262_144
+    train_chunk: int = 65_536
     paper: str = ""
     source: str = ""
     notes: str = ""
@@ -47,6 +58,8 @@ class KnnPreset:
             raise ValueError(f"headline_k={self.headline_k} must be one of k={self.k}")
         if self.temperature <= 0 or min(self.k) < 1:
             raise ValueError("temperature must be > 0 and every k ≥ 1")
+        if self.test_chunk < 1 or self.train_chunk < 1:
+            raise ValueError("test_chunk and train_chunk must be ≥ 1")
         check_choices(self, backend=("auto", "torch", "faiss"))
 
 
@@ -58,27 +71,86 @@ def _faiss():
         return None
 
 
-def knn_topk_neighbors(train: torch.Tensor, test: torch.Tensor, k: int, *, train_chunk: int = 262_144,
-                       backend: str = "torch") -> tuple[torch.Tensor, torch.Tensor]:
-    """(similarities, indices) of the k most similar training rows for each test row, sorted descending."""
-    k = min(k, train.shape[0])
+def choose_backend(requested: str, device: str | torch.device, faiss_available: bool) -> str:
+    """The backend that runs: `auto` is torch on every device, since torch's matmul + topk measured 2–4× faster
+    than faiss's IndexFlatIP on the CPU (docs/performance.md) and no faiss-gpu measurement says otherwise on a GPU.
+    An explicit `faiss` needs faiss installed."""
+    if requested == "faiss" and not faiss_available:
+        raise BenchError("preset asks for backend faiss but faiss is not installed; pip install faiss-cpu "
+                         "(or faiss-gpu), or --set backend=torch")
+    return "torch" if requested == "auto" else requested
+
+
+def _order_ties(v: torch.Tensor, i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reorder each row by (value descending, index ascending)."""
+    i, o = i.sort(dim=1)
+    v, o2 = v.gather(1, o).sort(dim=1, descending=True, stable=True)
+    return v, i.gather(1, o2)
+
+
+def _ordered_topk(sims: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k columns of each row in (similarity descending, column ascending) order."""
+    if k >= sims.shape[1]:
+        v, i = sims.sort(dim=1, descending=True, stable=True)
+        return v, i
+    # one more than needed: the (k+1)-th is the best value left out, so a tie across the k-th place shows as
+    # v[k] == v[k-1] at no extra pass over the block. topk's pick among such equal values is unspecified, so
+    # those rows (rare outside duplicated features) are decided by a stable sort instead.
+    v, i = sims.topk(k + 1, dim=1)
+    straddles = v[:, k] == v[:, k - 1]
+    v, i = v[:, :k], i[:, :k]
+    if straddles.any():
+        rows = straddles.nonzero()[:, 0]
+        sv, si = sims[rows].sort(dim=1, descending=True, stable=True)
+        v[rows], i[rows] = sv[:, :k], si[:, :k]
+    return _order_ties(v, i)
+
+
+def _merge(best: tuple | None, new: tuple, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge two (value, index) lists in tie order whose indices in `best` all precede those in `new`."""
+    if best is None:
+        return new
+    v, i = torch.cat([best[0], new[0]], 1), torch.cat([best[1], new[1]], 1)
+    v, o = v.sort(dim=1, descending=True, stable=True)   # stable: earlier (lower) indices stay first among ties
+    k = min(k, v.shape[1])
+    return v[:, :k], i.gather(1, o[:, :k])
+
+
+def _train_block(train, start: int, stop: int, device: torch.device, normalize: bool) -> torch.Tensor:
+    block = torch.as_tensor(train[start:stop]).to(device=device, dtype=torch.float32, non_blocking=True)
+    return F.normalize(block, dim=1) if normalize else block
+
+
+def _faiss_topk(train, test: torch.Tensor, k: int, normalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    faiss = _faiss()
+    x = _train_block(train, 0, len(train), torch.device("cpu"), normalize).numpy()
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(np.ascontiguousarray(x))
+    sims, idx = index.search(np.ascontiguousarray(test.cpu().numpy(), dtype=np.float32), k)
+    # boundary ties are faiss's choice; inside the list the order is bench's
+    return _order_ties(torch.from_numpy(sims), torch.from_numpy(idx))
+
+
+def knn_topk_neighbors(train, test: torch.Tensor, k: int, *, train_chunk: int = 65_536, test_chunk: int = 1024,
+                       backend: str = "torch", normalize: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(similarities, indices) of the k most similar training rows for each test row, in (similarity descending,
+    training index ascending) order, on test's device. `train` (tensor or array, any float dtype) is read one
+    `train_chunk` at a time and normalised per chunk when `normalize`; `test` is used as given."""
+    n_train = len(train)
+    k = min(k, n_train)
     if backend == "faiss":
-        faiss = _faiss()
-        index = faiss.IndexFlatIP(train.shape[1])
-        index.add(np.ascontiguousarray(train.cpu().numpy(), dtype=np.float32))
-        sims, idx = index.search(np.ascontiguousarray(test.cpu().numpy(), dtype=np.float32), k)
-        return torch.from_numpy(sims), torch.from_numpy(idx)
-    best_s = best_i = None
-    for start in range(0, train.shape[0], train_chunk):
-        block = train[start:start + train_chunk].to(test.device, non_blocking=True)
-        s, i = (test @ block.T).topk(min(k, block.shape[0]), dim=1)
-        i = i + start
-        if best_s is None:
-            best_s, best_i = s, i
-        else:
-            s, order = torch.cat([best_s, s], 1).topk(k, dim=1)
-            best_s, best_i = s, torch.cat([best_i, i], 1).gather(1, order)
-    return best_s, best_i
+        v, i = _faiss_topk(train, test, k, normalize)
+        return v.to(test.device), i.to(test.device)
+    best: list = [None] * -(-test.shape[0] // test_chunk)
+    for start in range(0, n_train, train_chunk):
+        stop = min(start + train_chunk, n_train)
+        block = _train_block(train, start, stop, test.device, normalize)
+        for c, t in enumerate(range(0, test.shape[0], test_chunk)):
+            v, i = _ordered_topk(test[t:t + test_chunk] @ block.T, min(k, stop - start))
+            best[c] = _merge(best[c], (v, i + start), k)
+    if not best:
+        return torch.zeros(0, k, device=test.device), torch.zeros(0, k, dtype=torch.long, device=test.device)
+    return torch.cat([b[0] for b in best]), torch.cat([b[1] for b in best])
 
 
 def knn_scores(sims: torch.Tensor, neighbor_labels: torch.Tensor, k: int, temperature: float,
@@ -89,33 +161,40 @@ def knn_scores(sims: torch.Tensor, neighbor_labels: torch.Tensor, k: int, temper
         1, neighbor_labels[:, :k], weights)
 
 
+def _label_rank(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """How many classes sort before the label in a stable descending sort of the scores (0 = top-1)."""
+    s_true = scores.gather(1, y[:, None])
+    before = torch.arange(scores.shape[1], device=scores.device)[None, :] < y[:, None]
+    return (scores > s_true).sum(1) + ((scores == s_true) & before).sum(1)
+
+
 def knn_evaluate(train_features, train_labels, test_features, test_labels, *, ks=(10, 20, 100, 200),
                  temperature: float = 0.07, num_classes: int | None = None, normalize: bool = True,
-                 test_chunk: int = 1024, train_chunk: int = 262_144, backend: str = "torch",
+                 test_chunk: int = 1024, train_chunk: int = 65_536, backend: str = "torch",
                  device: str | torch.device = "cpu") -> dict[int, tuple[float, float]]:
-    """{k: (top1 %, top5 %)} for every k, from one top-max(k) search per test chunk."""
+    """{k: (top1 %, top5 %)} for every k, from one top-max(k) search."""
     device = torch.device(device)
-    train = torch.as_tensor(train_features, dtype=torch.float32)
-    test = torch.as_tensor(test_features, dtype=torch.float32)
-    ytrain = torch.as_tensor(train_labels, dtype=torch.long).to(device)
-    ytest = torch.as_tensor(test_labels, dtype=torch.long)
+    test = torch.as_tensor(test_features).to(device=device, dtype=torch.float32)
     if normalize:
-        train, test = F.normalize(train, dim=1), F.normalize(test, dim=1)
+        test = F.normalize(test, dim=1)
+    ytrain = torch.as_tensor(train_labels, dtype=torch.long).to(device)
+    ytest = torch.as_tensor(test_labels, dtype=torch.long).to(device)
     num_classes = num_classes or int(max(ytrain.max(), ytest.max())) + 1
-    kmax = max(ks)
+    sims, idx = knn_topk_neighbors(train_features, test, max(ks), train_chunk=train_chunk, test_chunk=test_chunk,
+                                   backend=backend, normalize=normalize)
     hits = {k: [0, 0] for k in ks}
     for start in range(0, test.shape[0], test_chunk):
-        q = test[start:start + test_chunk].to(device)
-        y = ytest[start:start + test_chunk].to(device)
-        sims, idx = knn_topk_neighbors(train, q, kmax, train_chunk=train_chunk, backend=backend)
-        sims, idx = sims.to(device), idx.to(device)
-        neighbor_labels = ytrain[idx]
-        for k in ks:
-            scores = knn_scores(sims, neighbor_labels, k, temperature, num_classes)
-            _, order = scores.sort(1, True)   # the same call as DINO, so ties break the same way
-            correct = order.eq(y.view(-1, 1))
-            hits[k][0] += int(correct[:, :1].sum())
-            hits[k][1] += int(correct[:, :min(5, k, num_classes)].sum())
+        s, y = sims[start:start + test_chunk], ytest[start:start + test_chunk]
+        labels, weights = ytrain[idx[start:start + test_chunk]], (s / temperature).exp()
+        scores = torch.zeros(len(s), num_classes, dtype=weights.dtype, device=device)
+        done = 0
+        for k in sorted(set(ks)):
+            upto = min(k, s.shape[1])
+            scores.scatter_add_(1, labels[:, done:upto], weights[:, done:upto])
+            done = upto
+            rank = _label_rank(scores, y)
+            hits[k][0] += int((rank < 1).sum())
+            hits[k][1] += int((rank < min(5, k)).sum())
     n = test.shape[0]
     return {k: (100.0 * h1 / n, 100.0 * h5 / n) for k, (h1, h5) in hits.items()}
 
@@ -127,12 +206,8 @@ def run_knn(ctx, preset: KnnPreset) -> ProtocolResult:
     test = ctx.features(preset.eval_split, preset.transform, feature_mode=preset.feature_mode)
     if train.labels.ndim != 1:
         raise BenchError("k-NN needs single-label targets; this dataset is multi-label")
-    backend = preset.backend
-    if backend == "auto":
-        backend = "faiss" if _faiss() is not None else "torch"
-    elif backend == "faiss" and _faiss() is None:
-        raise BenchError("preset asks for backend faiss but faiss is not installed; pip install faiss-cpu "
-                         "(or faiss-gpu), or --set backend=torch")
+    # importing faiss only when asked for: auto never runs it
+    backend = choose_backend(preset.backend, ctx.device, preset.backend == "faiss" and _faiss() is not None)
     res = knn_evaluate(train.features, train.labels, test.features, test.labels, ks=preset.k,
                        temperature=preset.temperature, normalize=preset.normalize, test_chunk=preset.test_chunk,
                        train_chunk=preset.train_chunk, backend=backend, device=ctx.device,

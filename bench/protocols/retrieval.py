@@ -24,7 +24,7 @@ import torch
 from .._io import sha256_file
 from ..data.retrieval import OTHER_DATASET, REVISITED, RetrievalData, RetrievalImages, safe_load_gnd
 from ..errors import BenchError, DataError, PresetError
-from ..metrics.retrieval import REVISITED_SETUPS, gnd_masks, map_from_rank_of
+from ..metrics.retrieval import ORIGINAL_SETUP, REVISITED_SETUPS, retrieval_map
 from ..presets import check_choices
 from . import ProtocolResult, register_protocol
 from ._retrieval_extract import Descriptor, ImagePrep, extract_descriptors
@@ -189,13 +189,12 @@ def rank_of_database(q: np.ndarray, db: np.ndarray, distractors: np.ndarray | No
 
 
 def retrieval_metrics(rank_of: np.ndarray, data: RetrievalData, kappas: tuple[int, ...]) -> tuple[dict, dict]:
-    """Percent metrics: mAP_E/M/H and mP@k_E/M/H (revisited) or mAP and mP@k over good ∪ ok (original)."""
-    setups = ({s: keys for s, keys in REVISITED_SETUPS.items()} if data.revisited
-              else {"": (("good", "ok"), ("junk",))})
+    """Percent metrics: mAP_E/M/H and mP@k_E/M/H (revisited, revisitop) or mAP and mP@k over the set good ∪ ok
+    (original, compute_ap.cpp's counting)."""
+    setups = REVISITED_SETUPS if data.revisited else ORIGINAL_SETUP
     metrics, details = {}, {"per_query_ap": {}, "queries_without_positives": {}}
-    for setup, (pos_keys, junk_keys) in setups.items():
-        pos, junk, n_pos = gnd_masks(data.gnd, rank_of.shape[1], pos_keys, junk_keys)
-        m, aps, pr, _ = map_from_rank_of(rank_of, pos, junk, kappas, n_pos)
+    results = retrieval_map(data.gnd, setups, kappas, rank_of=rank_of, cpp_original=not data.revisited)
+    for setup, (m, aps, pr, _) in results.items():
         suffix = f"_{setup}" if setup else ""
         metrics[f"mAP{suffix}"] = 100 * m
         for k, p in zip(kappas, pr):
