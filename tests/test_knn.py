@@ -108,7 +108,7 @@ def test_faiss_backend_matches_torch():
 
 
 def _straddling_tie(train, test, k):
-    """Whether some test row has a similarity equal to its k-th largest beyond the k-th place (as DINO computes them)."""
+    """Whether a test row has a similarity equal to its k-th largest beyond the k-th place (as DINO computes them)."""
     sims = np.sort(torch.mm(test, train.t()).numpy(), axis=1)[:, ::-1]
     return bool((sims[:, k:] == sims[:, k - 1:k]).any()) if k < sims.shape[1] else False
 

@@ -94,7 +94,8 @@ def test_protocol_with_test_split_selects_on_val_and_scores_test(tmp_path):
 def test_extreme_C_converges_to_sklearns_minimiser(C):
     # In raw coordinates L-BFGS crawled: at small C the unpenalised bias has orders of magnitude less curvature
     # than the penalised W, at larger C the features' small-variance directions far less than the large ones.
-    # Before preconditioning, C = 1e-2 here ran into max_iter = 1000 without converging (scikit-learn needs ~750). The preconditioned fit must converge in few iterations to scikit-learn's minimiser.
+    # Before preconditioning, C = 1e-2 here ran into max_iter = 1000 without converging (scikit-learn needs ~750).
+    # The preconditioned fit must converge in few iterations to scikit-learn's minimiser.
     x, y = _problem(500, dim=32)
     x = x + 5.0                                   # uncentred features, as backbone features are
     ours = fit_logreg(x, y, C, num_classes=6)

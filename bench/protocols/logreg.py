@@ -25,7 +25,11 @@ Public API (also used by bench/protocols/transfer.py):
     c_grid(lo_exp=-6, hi_exp=5, n=45) -> np.ndarray     # 10 ** linspace(lo_exp, hi_exp, n)
     holdout_split(n, fraction=0.1, seed=0) -> (train_idx, holdout_idx)
 
-All fitting is in float64 (as DINOv2). Ties in select_C go to the smaller C (stronger regularisation).
+    rotate_features(x, device) -> RotatedFeatures      # centred, in the covariance eigenbasis; fit_* accept it
+
+All fitting is in float64 (as DINOv2). Ties in select_C go to the smaller C (stronger regularisation). L-BFGS runs
+in preconditioned coordinates (see `_lbfgs`): the same objective and minimiser, far fewer iterations. Classes
+without training rows get bias −∞ and zero weights (the objective's limit; scikit-learn leaves them out).
 """
 from __future__ import annotations
 
@@ -42,7 +46,8 @@ import torch.nn.functional as F
 from ..errors import BenchError, NonFiniteError
 from . import ProtocolResult, register_protocol
 
-__all__ = ["LogRegWeights", "RotatedFeatures", "rotate_features", "fit_logreg", "fit_logreg_ovr", "predict_scores", "select_C", "c_grid",
+__all__ = ["LogRegWeights", "RotatedFeatures", "rotate_features", "fit_logreg", "fit_logreg_ovr", "predict_scores",
+           "select_C", "c_grid",
            "holdout_split", "top1_metric", "LogregPreset", "split_exists", "topk_percent"]
 
 _logger = logging.getLogger(__name__)
