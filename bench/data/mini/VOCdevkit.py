@@ -1,8 +1,9 @@
 """VOCdevkit/ miniature: procedural scenes in the devkit's layout, so the real VOC reader and evaluator run.
 
-Each 128 × 96 or 96 × 128 JPEG shows 1–3 coloured shapes on a striped, noisy background. The shape decides the
-class (three of the 20 VOC names stand in: a red tall bar is a "bottle", a blue square a "tvmonitor", a green disc
-a "pottedplant"); colours are jittered so colour alone is a strong but imperfect cue. Boxes are the shapes' tight
+Each 128 × 96 or 96 × 128 JPEG shows 1–3 handwritten digits (scikit-learn's) on a striped, noisy background. The
+digit decides the class (three of the 20 VOC names stand in: a "1" in a tall box is a "bottle", a "4" a
+"tvmonitor", a "7" a "pottedplant") and its colour is random, so only shape tells the classes apart: features
+that know shapes detect them, random ones barely do (the validity tests check the ranking). Boxes are the shapes' tight
 1-based inclusive pixel boxes in real VOC XML; shapes smaller than 14 px are marked `difficult` (as the devkit marks
 hard-to-recognise objects). VOC2007 gets trainval (40) and test (30) lists, VOC2012 trainval (20), as the real
 devkit (2012 has no public test annotations). Fixed seed: the same files every time, written in about a second.
@@ -19,7 +20,7 @@ from . import register_mini
 __all__ = ["write_voc_mini", "MINI_VOC_CLASSES"]
 
 MINI_VOC_CLASSES = ("bottle", "tvmonitor", "pottedplant")
-_COLOURS = {"bottle": (200, 40, 40), "tvmonitor": (40, 60, 210), "pottedplant": (40, 170, 60)}
+_DIGITS = {"bottle": 1, "tvmonitor": 4, "pottedplant": 7}
 _SETS = {("2007", "trainval"): 40, ("2007", "test"): 30, ("2012", "trainval"): 20}
 
 
@@ -32,12 +33,17 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _draw(draw, cls: str, box: tuple[int, int, int, int], colour: tuple[int, ...]) -> None:
+def _draw(img, rng: np.random.Generator, cls: str, box: tuple[int, int, int, int]) -> None:
+    """Paste a random instance of the class's digit, in a random bright colour, filling the box."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    digits = load_digits()
     x1, y1, x2, y2 = box   # 0-based inclusive pixels
-    if cls == "pottedplant":
-        draw.ellipse([x1, y1, x2, y2], fill=colour)
-    else:
-        draw.rectangle([x1, y1, x2, y2], fill=colour)
+    pick = rng.choice(np.flatnonzero(digits.target == _DIGITS[cls]))
+    glyph = Image.fromarray((digits.images[pick] / 16 * 255).astype(np.uint8))
+    alpha = glyph.resize((x2 - x1 + 1, y2 - y1 + 1), Image.BICUBIC)
+    colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+    img.paste(Image.new("RGB", alpha.size, colour), (x1, y1), alpha)
 
 
 def _place(rng: np.random.Generator, cls: str, w: int, h: int, taken: list) -> tuple[int, int, int, int] | None:
@@ -70,18 +76,16 @@ def _xml(name: str, year: str, w: int, h: int, objects: list[tuple[str, tuple, b
 
 
 def _scene(rng: np.random.Generator, name: str, year: str, folder: Path) -> None:
-    from PIL import Image, ImageDraw
+    from PIL import Image
     w, h = (128, 96) if rng.random() < 0.5 else (96, 128)
     img = Image.fromarray(_background(rng, h, w))
-    draw = ImageDraw.Draw(img)
     objects: list = []
     for _ in range(int(rng.integers(1, 4))):
         cls = MINI_VOC_CLASSES[int(rng.integers(len(MINI_VOC_CLASSES)))]
         box = _place(rng, cls, w, h, [o[1] for o in objects])
         if box is None:
             continue
-        colour = tuple(int(c) for c in np.clip(np.array(_COLOURS[cls]) + rng.normal(0, 25, 3), 0, 255))
-        _draw(draw, cls, box, colour)
+        _draw(img, rng, cls, box)
         objects.append((cls, box, min(box[2] - box[0], box[3] - box[1]) + 1 < 14))
     img.save(folder / "JPEGImages" / f"{name}.jpg", format="JPEG", quality=95)
     (folder / "Annotations" / f"{name}.xml").write_bytes(_xml(name, year, w, h, objects))
