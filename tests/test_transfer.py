@@ -127,9 +127,9 @@ def test_quick_run_skips_a_dataset_with_a_missing_split(mini_root, tmp_path, cap
     assert "test1.txt" in rec["details"]["skipped"]["dtd"]
     assert rec["details"]["mean_over"] == ["pets"]
     assert set(rec["dataset"]["counts"]) == {"pets/trainval", "pets/test"} and rec["dataset"]["name"] == "transfer"
-    assert rec["metrics"]["pets"] > 25, "better than chance (4 classes) on the digit miniature"
+    assert rec["metrics"]["pets"] > 15, "better than chance (8 classes: 12.5%) on the digit miniature"
     pets = rec["details"]["datasets"]["pets"]
-    assert pets["n_train"] + pets["n_val"] == 40 and pets["n_val"] == 8      # ssl-transfer: floor(0.2 · 40)
+    assert pets["n_train"] + pets["n_val"] == 64 and pets["n_val"] == 12     # ssl-transfer: floor(0.2 · 64)
     assert rec["comparable"] is False
 
 

@@ -36,17 +36,37 @@ import numpy as np
 
 from . import register_mini
 
-__all__ = ["digit_images"]
+__all__ = ["digit_images", "render_digit"]
 
 SIZE = 32
 
 
+def render_digit(glyph: np.ndarray, rng: np.random.RandomState, tint=(1.0, 1.0, 1.0), size: int = SIZE) -> np.ndarray:
+    """One (size, size, 3) uint8 photograph of an 8x8 scikit-learn digit (values 0..16): shifted, rescaled and
+    coloured (around `tint`) over a darker random colour gradient with strokes of clutter and pixel noise."""
+    from PIL import Image, ImageDraw
+    side = int(rng.randint(size * 3 // 4, size + 1))
+    g = Image.fromarray((glyph / 16 * 255).astype(np.uint8)).resize((side, side), Image.BICUBIC)
+    alpha = np.zeros((size, size), np.float32)
+    x0, y0 = rng.randint(0, size - side + 1, 2)
+    alpha[y0:y0 + side, x0:x0 + side] = np.asarray(g, np.float32) / 255
+    a, b = rng.uniform(0, 110, (2, 3))          # darker than the digit, so it stays legible
+    t = np.linspace(0, 1, size)[None, :, None]
+    bg = Image.fromarray(np.clip(a * (1 - t) + b * t, 0, 255).astype(np.uint8).repeat(size, 0))
+    draw = ImageDraw.Draw(bg)
+    for _ in range(rng.randint(0, 3)):
+        draw.line([tuple(int(v) for v in rng.randint(0, size, 2)) for _ in range(2)],
+                  fill=tuple(int(v) for v in rng.randint(0, 256, 3)), width=int(rng.randint(1, 3)))
+    colour = np.clip(np.asarray(tint) * rng.uniform(190, 255) * rng.uniform(0.6, 1.0, 3), 0, 255)
+    img = np.asarray(bg, np.float32) * (1 - alpha[..., None]) + colour * alpha[..., None]
+    img += rng.normal(0, 8, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
 def digit_images(classes: int, per_class: int, seed: int, tint: tuple[float, float, float]
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 32, 32, 3) uint8 RGB digits of classes 0..classes-1, `per_class` each, grouped by class: each digit
-    randomly shifted, scaled and tinted (around the dataset's `tint`) over a colour gradient with clutter strokes
-    and noise."""
-    from PIL import Image, ImageDraw
+    """(N, 32, 32, 3) uint8 RGB digit photographs (`render_digit`) of classes 0..classes-1, `per_class` each,
+    grouped by class."""
     from sklearn.datasets import load_digits
     digits = load_digits()
     rng = np.random.RandomState(seed)
@@ -54,23 +74,7 @@ def digit_images(classes: int, per_class: int, seed: int, tint: tuple[float, flo
     for c in range(classes):
         idx = rng.choice(np.flatnonzero(digits.target == c), per_class, replace=False)
         for i in idx:
-            side = int(rng.randint(24, 33))
-            glyph = Image.fromarray((digits.images[i] / 16 * 255).astype(np.uint8)).resize((side, side),
-                                                                                            Image.BICUBIC)
-            alpha = np.zeros((SIZE, SIZE), np.float32)
-            x0, y0 = rng.randint(0, SIZE - side + 1, 2)
-            alpha[y0:y0 + side, x0:x0 + side] = np.asarray(glyph, np.float32) / 255
-            a, b = rng.uniform(0, 110, (2, 3))         # darker than the digit, so it stays legible
-            t = np.linspace(0, 1, SIZE)[None, :, None]
-            bg = Image.fromarray(np.clip(a * (1 - t) + b * t, 0, 255).astype(np.uint8).repeat(SIZE, 0))
-            draw = ImageDraw.Draw(bg)
-            for _ in range(rng.randint(0, 3)):
-                draw.line([tuple(int(v) for v in rng.randint(0, SIZE, 2)) for _ in range(2)],
-                          fill=tuple(int(v) for v in rng.randint(0, 256, 3)), width=int(rng.randint(1, 3)))
-            colour = np.clip(np.asarray(tint) * rng.uniform(190, 255) * rng.uniform(0.8, 1.0, 3), 0, 255)
-            img = np.asarray(bg, np.float32) * (1 - alpha[..., None]) + colour * alpha[..., None]
-            img += rng.normal(0, 8, img.shape)
-            images.append(np.clip(img, 0, 255).astype(np.uint8))
+            images.append(render_digit(digits.images[i], rng, tint))
             labels.append(c)
     return np.stack(images), np.asarray(labels)
 
