@@ -313,7 +313,7 @@ def _mae_model(img: int, patch: int = 16, dec_dim: int = 128, dec_depth: int = 2
     return MaskedAutoencoder()
 
 
-def train_mae(dest: Path, seed: int, epochs: int = 20, batch: int = 64, blr: float = 1.5e-4,
+def train_mae(dest: Path, seed: int, epochs: int = 10, batch: int = 64, blr: float = 1.5e-4,
               mask_ratio: float = 0.75, warmup: int = 3) -> None:
     """MAE pre-training (main_pretrain.py's recipe: AdamW betas (0.9, 0.95), wd 0.05, lr = blr x batch / 256,
     cosine with warmup, random-resized crop (0.2, 1) + flip, norm_pix_loss), saved as misc.save_model does."""
