@@ -24,6 +24,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
                                                                 "with the papers' protocols.")
     parser.add_argument("--version", action="version", version=f"bench {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     verbs = {}
     for mod in _verb_modules():
@@ -41,12 +42,20 @@ def main(argv: list[str] | None = None) -> int:
     mod = verbs[args.verb]
     if extra and not getattr(mod, "ACCEPTS_EXTRA", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    level = logging.ERROR if args.quiet else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s")
     try:
-        return mod.run(args, extra) if getattr(mod, "ACCEPTS_EXTRA", False) else mod.run(args)
+        rc = mod.run(args, extra) if getattr(mod, "ACCEPTS_EXTRA", False) else mod.run(args)
+        sys.stdout.flush()   # inside the try, so a closed pipe surfaces here and not at interpreter exit
+        return rc
     except BenchError as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `bench list presets | head -1`: the reader left; silence the flush at exit instead of a traceback.
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("bench: interrupted; finished records and cache entries are kept", file=sys.stderr)
         return 130

@@ -13,24 +13,26 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..backbones.features import FEATURE_MODES
-    from ..backbones.layouts import LAYOUTS
-    from ..data import DATASETS
-    from ..data.mini import MINI_WRITERS
-    from ..presets import load_protocol_yaml
-    from ..protocols import get_protocol, list_protocols
+    # Each branch imports only what it lists: presets and layouts need no torch, so they answer at once.
     if args.what == "protocols":
+        from ..protocols import get_protocol, list_protocols
         for name in list_protocols():
             print(f"{name:14s} {get_protocol(name).description}")
     elif args.what == "presets":
-        for name in list_protocols():
+        from ..presets import load_protocol_yaml, presets_dir
+        for name in sorted(p.stem for p in presets_dir().glob("*.yaml")):
             data = load_protocol_yaml(name)
             for preset, body in sorted(data["presets"].items()):
                 mark = "*" if preset == data.get("default") else " "
                 print(f"{name:14s}{mark}{preset:12s} {(body or {}).get('source', '')}")
     else:
-        reg = {"datasets": DATASETS, "feature-modes": FEATURE_MODES, "layouts": LAYOUTS, "minis": MINI_WRITERS}
-        print("\n".join(reg[args.what].names()))
+        if args.what == "datasets":
+            from ..data import DATASETS as reg
+        elif args.what == "feature-modes":
+            from ..backbones.features import FEATURE_MODES as reg
+        elif args.what == "layouts":
+            from ..backbones.layouts import LAYOUTS as reg
+        else:
+            from ..data.mini import MINI_WRITERS as reg
+        print("\n".join(reg.names()))
     return 0
-
-
