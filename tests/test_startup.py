@@ -61,3 +61,16 @@ def test_atomic_writes_use_the_umask_mode(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(ref.stat().st_mode)
+
+
+def test_list_layouts_names_every_registered_layout():
+    import contextlib
+    import io
+
+    from bench.backbones.layouts import list_layouts
+    from bench.cli import main
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert main(["list", "layouts"]) == 0
+    printed = [line.split()[0] for line in out.getvalue().splitlines()]
+    expected = [layout.name for layout in list_layouts()]
+    assert expected and printed == expected

@@ -31,7 +31,11 @@ def run(args) -> int:
         elif args.what == "feature-modes":
             from ..backbones.features import FEATURE_MODES as reg
         elif args.what == "layouts":
-            from ..backbones.layouts import LAYOUTS as reg
+            # list_layouts() imports the module that registers them; the bare registry is empty until then
+            from ..backbones.layouts import list_layouts
+            for layout in list_layouts():
+                print(f"{layout.name:20s} {layout.doc}".rstrip())
+            return 0
         else:
             from ..data.mini import MINI_WRITERS as reg
         print("\n".join(reg.names()))
