@@ -29,6 +29,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     verbs = {}
     for mod in _verb_modules():
         p = mod.add_parser(sub)
+        # also after the verb; SUPPRESS keeps the sub-parser from resetting a flag given before it
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log progress")
+        p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="print errors only")
         verbs[p.prog.split()[-1]] = mod
     return parser, verbs
 

@@ -74,3 +74,15 @@ def test_list_layouts_names_every_registered_layout():
     printed = [line.split()[0] for line in out.getvalue().splitlines()]
     expected = [layout.name for layout in list_layouts()]
     assert expected and printed == expected
+
+
+def test_verbosity_flags_work_before_and_after_the_verb():
+    from bench.cli import build_parser
+    parser, _ = build_parser()
+    for argv, (verbose, quiet) in {("-v", "list", "presets"): (True, False),
+                                   ("list", "presets", "-v"): (True, False),
+                                   ("list", "presets", "--quiet"): (False, True),
+                                   ("-q", "list", "presets"): (False, True),
+                                   ("list", "presets"): (False, False)}.items():
+        args = parser.parse_args(list(argv))
+        assert (args.verbose, args.quiet) == (verbose, quiet), argv
