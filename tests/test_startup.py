@@ -86,3 +86,16 @@ def test_verbosity_flags_work_before_and_after_the_verb():
                                    ("list", "presets"): (False, False)}.items():
         args = parser.parse_args(list(argv))
         assert (args.verbose, args.quiet) == (verbose, quiet), argv
+
+
+def test_list_checkpoints_names_every_registry_entry():
+    import contextlib
+    import io
+
+    from bench.backbones.zoo import load_registry
+    from bench.cli import main
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert main(["list", "checkpoints"]) == 0
+    rows = [line.split()[:2] for line in out.getvalue().splitlines()]
+    registry = load_registry()
+    assert registry and rows == [[name, e.arch] for name, e in registry.items()]

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "list protocols, presets, datasets, feature modes, layouts or miniatures"
+HELP = "list protocols, presets, checkpoints (--ckpt NAME), datasets, feature modes, layouts or miniatures"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help=HELP)
-    lst.add_argument("what", choices=["protocols", "presets", "datasets", "feature-modes", "layouts", "minis"])
+    lst.add_argument("what", choices=["protocols", "presets", "checkpoints", "datasets", "feature-modes", "layouts",
+                                        "minis"])
     return lst
 
 
@@ -25,6 +26,11 @@ def run(args) -> int:
             for preset, body in sorted(data["presets"].items()):
                 mark = "*" if preset == data.get("default") else " "
                 print(f"{name:14s}{mark}{preset:12s} {(body or {}).get('source', '')}")
+    elif args.what == "checkpoints":
+        from ..backbones.zoo import load_registry
+        for name, entry in load_registry().items():
+            where = entry.url or "no direct URL (checkpoints.yaml: how_to_get)"
+            print(f"{name:28s} {entry.arch:28s} {where}")
     else:
         if args.what == "datasets":
             from ..data import DATASETS as reg
