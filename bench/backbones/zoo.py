@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .._io import sha256_file
+from .._io import default_file_mode, sha256_file
 from ..errors import CheckpointError
 
 __all__ = ["CheckpointEntry", "registry_path", "load_registry", "get_entry", "checkpoint_file", "fetch_checkpoint"]
@@ -119,6 +119,7 @@ def _download(url: str, dest: Path) -> None:
                 while block := resp.read(1 << 20):
                     out.write(block)
                     bar.update(len(block))
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
