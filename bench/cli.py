@@ -24,11 +24,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
                                                                 "with the papers' protocols.")
     parser.add_argument("--version", action="version", version=f"bench {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     verbs = {}
     for mod in _verb_modules():
         p = mod.add_parser(sub)
+        # also after the verb; SUPPRESS keeps the sub-parser from resetting a flag given before it
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log progress")
+        p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="print errors only")
         verbs[p.prog.split()[-1]] = mod
     return parser, verbs
 
@@ -70,8 +74,17 @@ def _main(argv: list[str]) -> int:
     mod = verbs[args.verb]
     if extra and not getattr(mod, "ACCEPTS_EXTRA", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    return mod.run(args, extra) if getattr(mod, "ACCEPTS_EXTRA", False) else mod.run(args)
+    level = logging.ERROR if args.quiet else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s")
+    try:
+        rc = mod.run(args, extra) if getattr(mod, "ACCEPTS_EXTRA", False) else mod.run(args)
+        sys.stdout.flush()   # inside the try, so a closed pipe surfaces here and not at interpreter exit
+        return rc
+    except BrokenPipeError:
+        # `bench list presets | head -1`: the reader left; silence the flush at exit instead of a traceback.
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

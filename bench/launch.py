@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 from pathlib import Path
 
 from .errors import BenchError
@@ -64,10 +65,20 @@ class _Job:
         return code
 
 
+def _drop_unformatted(job_dir: str) -> None:
+    """submitit also makes the unformatted `%j` folder; once it is empty (files move to the job's id), drop it."""
+    literal = Path(job_dir) / "%j"
+    if literal.is_dir() and not any(literal.iterdir()):
+        literal.rmdir()
+
+
 def submit(argv: list[str], args: argparse.Namespace) -> int:
     cluster = "slurm" if args.launcher == "slurm" else "local"
     if cluster == "slurm" and not args.partition:
         raise BenchError("--launcher slurm needs --partition NAME")
+    if cluster == "slurm" and shutil.which("sbatch") is None:
+        raise BenchError("--launcher slurm needs SLURM's sbatch on PATH (none here); on one machine use "
+                         "--launcher submitit-local")
     try:
         import submitit
     except ImportError as e:
@@ -81,11 +92,16 @@ def submit(argv: list[str], args: argparse.Namespace) -> int:
     executor.update_parameters(**params)
     job_argv = strip_launcher_args(argv)
     job = executor.submit(_Job(job_argv, distributed=args.gpus > 1))
+    _drop_unformatted(args.job_dir)
     print(f"submitted job {job.job_id} ({cluster}): bench {' '.join(job_argv)}; logs in {Path(args.job_dir)}")
     if not args.wait:
         return 0
     try:
-        return int(job.result())
+        code = int(job.result())
+        _drop_unformatted(args.job_dir)
+        # the job's own output (metrics, record path) as a local run prints it, without submitit's log lines
+        print("".join(l for l in (job.stdout() or "").splitlines(True) if not l.startswith("submitit ")), end="")
+        return code
     except Exception as e:  # submitit wraps the job's exception in its own FailedJobError
         msg = str(e).strip().splitlines()
         raise BenchError(f"job {job.job_id} failed: {msg[-1] if msg else e}") from None

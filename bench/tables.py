@@ -273,8 +273,16 @@ def write_tables(results: Path | str, *, plots: bool = True) -> list[Path]:
         written.append(atomic_write_text(results / f"{t.stem}.csv", render_csv(t)))
     written += _transfer_wide_files(tables, results)
     if plots:
-        from .plots import write_plots
-        written += write_plots(results, tables, records)
+        try:
+            from .plots import write_plots
+        except ModuleNotFoundError as e:    # matplotlib is the `plots` extra; the tables stand without it
+            if e.name != "matplotlib":
+                raise
+            import logging
+            logging.getLogger(__name__).warning("plots skipped: matplotlib is not installed "
+                                                "(pip install 'bench[plots]')")
+        else:
+            written += write_plots(results, tables, records)
     written.append(atomic_write_text(results / "index.md", _index(tables, written, results)))
     return written
 

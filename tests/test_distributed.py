@@ -41,8 +41,11 @@ def test_submitit_local_job_writes_the_record(mini_root, tmp_path, capsys):
     code = main(["run", "--protocol", "knn", "--preset", "instdisc", "--data-root", str(mini_root), "--out", str(out),
                  "--resolution", "32", "--launcher", "submitit-local", "--job-dir", str(tmp_path / "jobs"), "--wait"])
     assert code == 0
-    assert "submitted job" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "submitted job" in printed
     (record,) = (out / "runs").glob("*.json")
+    assert f"record written: {record}" in printed and "top1" in printed   # --wait shows the job's metrics
+    assert not (tmp_path / "jobs" / "%j").exists()
     rec = json.loads(record.read_text())
     assert rec["preset"] == "instdisc" and "launcher" not in " ".join(map(str, rec["run_key"].values()))
 
@@ -59,3 +62,10 @@ def test_slurm_needs_a_partition(capsys):
     assert "--partition" in capsys.readouterr().err
 
 
+
+
+def test_slurm_without_sbatch_is_one_line(monkeypatch, capsys):
+    monkeypatch.setattr("bench.launch.shutil.which", lambda name: None)
+    assert main(["run", "--protocol", "knn", "--launcher", "slurm", "--partition", "gpu"]) == 2
+    err = capsys.readouterr().err
+    assert "sbatch" in err and "submitit-local" in err and "Traceback" not in err

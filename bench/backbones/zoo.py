@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from .._io import remove_stale_temps, sha256_file
+from .._io import default_file_mode, remove_stale_temps, sha256_file
 from ..errors import CheckpointError
 
 __all__ = ["CheckpointEntry", "registry_path", "load_registry", "get_entry", "checkpoint_file", "fetch_checkpoint"]
@@ -148,6 +148,7 @@ def _download(url: str, dest: Path, entry: CheckpointEntry) -> None:
         except CheckpointError:
             shutil.move(tmp, str(dest) + ".bad")
             raise
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
