@@ -27,7 +27,7 @@ def test_knn_on_the_miniature_writes_a_complete_record(mini_root, tmp_path, caps
     assert rec["dataset"]["counts"] == {"imagenet/train": 1437, "imagenet/val": 360}
     assert set(rec["metrics"]) >= {"top1", "top5", "top1_k10", "top5_k200"}
     assert rec["metrics"]["top1"] == rec["metrics"]["top1_k20"]
-    assert rec["metrics"]["top1"] > 30, "a random ResNet on digits does far better than the 10% chance level"
+    assert rec["metrics"]["top1"] > 18, "a random ResNet on the coloured digits does better than the 10% chance level"
     settings = rec["fingerprint_settings"]
     assert settings["preset_settings"]["temperature"] == 0.07
     assert settings["inputs"]["imagenet/val"]["transform"]["interpolation"] == "bicubic"
