@@ -107,3 +107,15 @@ def test_reference_checkpoints_are_written_in_their_publishers_layouts():
         entry = registry[name]
         assert bb.report.coverage == 100.0 and not bb.report.missing and not bb.report.unexpected
         assert (bb.report.layout, bb.report.family, bb.report.arch) == (entry.layout, entry.family, entry.arch)
+
+
+def test_self_supervised_ranks_above_supervised_on_dense_prediction(check_results):
+    """On the miniature ADE20K the MoCo v2 checkpoint beats the supervised one (MoCo's finding that contrastive
+    pre-training transfers better to dense tasks than supervised; here the supervised features have learnt to
+    discard the colour and position that the scene classes need)."""
+    exp = load_expectation(EXPECTED / "segmentation.yaml")
+    args = random_twin_args(exp.args, ["--ckpt", "mini_supervised_resnet18"])
+    sup = run_expectation(replace(exp, path=EXPECTED / "segmentation__supervised.yaml", args=args),
+                          check_results)["metrics"]["mIoU"]
+    moco = run_expectation(exp, check_results)["metrics"]["mIoU"]
+    assert moco > sup + 3, (moco, sup)
