@@ -53,6 +53,8 @@ def test_every_pin_is_on_a_reference_checkpoint_and_states_its_validity():
 def test_trained_scores_above_random(path, check_results):
     exp = load_expectation(path)
     v = _validity(path)
+    if v.get("known_gap"):   # stated in the pin and in the closing note; shown by pytest -ra on every run
+        pytest.xfail(f"{path.stem}: {v['known_gap']}")
     trained = run_expectation(exp, check_results)["metrics"][v["metric"]]
     twin = replace(exp, path=path.with_name(f"{path.stem}__random.yaml"),
                    args=random_twin_args(exp.args, v["random"]))
