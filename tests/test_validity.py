@@ -121,3 +121,12 @@ def test_self_supervised_ranks_above_supervised_on_dense_prediction(check_result
                           check_results)["metrics"]["mIoU"]
     moco = run_expectation(exp, check_results)["metrics"]["mIoU"]
     assert moco > sup + 3, (moco, sup)
+
+
+def test_reference_checkpoint_files_carry_the_recipe_version():
+    """A stale file from an older recipe is never picked up: the registry's file names carry MINI_CKPT_VERSION."""
+    from bench.backbones.zoo import MINI_SCHEME, load_registry
+    from bench.data.mini_checkpoints import MINI_CHECKPOINTS, MINI_CKPT_VERSION
+    minis = {n: e for n, e in load_registry().items() if e.url and e.url.startswith(MINI_SCHEME)}
+    assert set(minis) == set(MINI_CHECKPOINTS)
+    assert all(e.file == f"{n}-v{MINI_CKPT_VERSION}.pth" and e.url == MINI_SCHEME + n for n, e in minis.items())

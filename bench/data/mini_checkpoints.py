@@ -43,7 +43,7 @@ _logger = logging.getLogger(__name__)
 
 # Bump when the training recipe or the miniature ImageNet changes: the file names carry it, so stale files from
 # an older recipe are never picked up.
-MINI_CKPT_VERSION = 2
+MINI_CKPT_VERSION = 3
 TRAIN_THREADS = 2          # fixed: float reduction order (and so every weight) must not follow OMP_NUM_THREADS
 SOURCE_RES = 32            # the miniature's JPEGs
 TRAIN_RES = 64             # what the protocols evaluate the miniatures at (--resolution default)
