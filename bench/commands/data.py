@@ -16,7 +16,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     mini.add_argument("--overwrite", action="store_true")
     mini.add_argument("--checkpoints", action="store_true",
                       help="also train the reference miniature checkpoints (supervised, MoCo v2, MAE; seeded, "
-                           "about 3 min on 2 cores) into the cache, in their publishers' layouts")
+                           "about 3-4 min on 2 cores) into the cache, in their publishers' layouts")
     return data
 
 

@@ -21,7 +21,7 @@ random ViT's, so it would not be a trained reference. MAE learns in the same bud
 Training runs on the 1,437 training images only (never the validation split the protocols score), on
 tensors held in memory with batched random-resized crops (`grid_sample`), at a fixed thread count so the same
 library versions on the same CPU give the same file whatever `OMP_NUM_THREADS` says. All three take about
-2-3 minutes on 2 idle cores. Files land in `<cache>/checkpoints/` under the file names of their `checkpoints.yaml`
+3-4 minutes on 2 cores. Files land in `<cache>/checkpoints/` under the file names of their `checkpoints.yaml`
 entries (url `mini:<name>`), written atomically.
 """
 from __future__ import annotations
