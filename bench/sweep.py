@@ -99,10 +99,9 @@ def plan_checkpoints() -> list[tuple[str, str, str | None, str | None]]:
         candidates = [Path(str(entry["path"])).expanduser()] if entry.get("path") else []
         candidates += [d / fname for d in _search_dirs() for fname in _file_names(name, entry)]
         found = next((p for p in candidates if p.is_file()), None)
-        if found is None and str(entry.get("url") or "").startswith("mini:"):
-            # a reference miniature checkpoint: `--ckpt NAME` trains it here on first use
-            from .data.mini_checkpoints import ensure_mini_checkpoint
-            found = ensure_mini_checkpoint(str(entry["url"])[5:], candidates[-1])
+        from .backbones.zoo import MINI_SCHEME, fetch_checkpoint
+        if found is None and str(entry.get("url") or "").startswith(MINI_SCHEME):
+            found = fetch_checkpoint(name)[0]   # a reference miniature checkpoint: trained here on first use
         if found is None:
             where = ", ".join(str(p) for p in candidates) or "no path/url/file in checkpoints.yaml"
             plan.append(("skip", name, f"not on this machine (looked in: {where})", arch))
