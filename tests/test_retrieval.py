@@ -240,7 +240,12 @@ def test_features_dir_and_distractors(tmp_path):
     np.savez(d / "whiten.npz", features=rng.normal(size=(40, dim)).astype(np.float32))
     assert run_cli(*base, "--out", tmp_path / "d", "--set", "whiten=global", "--set", "whiten_dim=4") == 0
     assert _record(tmp_path / "d")["details"]["whitening"] == {"learned_on": "whiten.npz", "dim": 4,
-                                                               "n_train_vectors": 40, "kind": "global"}
+                                                               "n_train_vectors": 40, "kind": "global",
+                                                               "rank_deficient": False}
+    # 6 vectors of 8 dimensions: the record says the whitening is rank-deficient
+    np.savez(d / "whiten.npz", features=rng.normal(size=(6, dim)).astype(np.float32))
+    assert run_cli(*base, "--out", tmp_path / "e", "--set", "whiten=global") == 0
+    assert _record(tmp_path / "e")["details"]["whitening"]["rank_deficient"] is True
     (d / "whiten.npz").unlink()
     assert run_cli(*base, "--out", tmp_path / "c", "--set", "whiten=global") == 2   # no whiten.npz: one-line error
     from bench.protocols.retrieval import _features_from_dir, RetrievalPreset

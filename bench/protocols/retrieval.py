@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from . import ProtocolResult, register_protocol
 from ._retrieval_extract import Descriptor, ImagePrep, extract_descriptors
 
 __all__ = ["RetrievalPreset", "rank_of_database", "retrieval_metrics", "fit_whitening", "MINI_IMSIZE"]
+
+_logger = logging.getLogger(__name__)
 
 MINI_IMSIZE = 96   # miniature photographs are ≤ 96 px: describing them at 1024 px would only cost time
 
@@ -246,8 +249,15 @@ def run_retrieval(ctx, preset: RetrievalPreset) -> ProtocolResult:
                             ctx.seed)
         qv, dbv = _apply_whitening(pca, q), _apply_whitening(pca, db)
         dv = _apply_whitening(pca, {"features": distractors}) if distractors is not None else None
+        width = (white["regions"] if "regions" in white else white["features"]).shape[1]
         details["whitening"] = {"learned_on": white_on or "whiten.npz", "dim": int(pca.n_components_),
-                                "n_train_vectors": int(pca.n_samples_), "kind": preset.whiten}
+                                "n_train_vectors": int(pca.n_samples_), "kind": preset.whiten,
+                                "rank_deficient": bool(pca.n_samples_ <= width)}
+        if pca.n_samples_ <= width:
+            # fewer vectors than dimensions: the smallest retained directions are sampling noise that whitening
+            # scales up to unit variance, which can bury the signal (the miniatures' 114-image databases do this)
+            _logger.warning("whitening learned on %d vectors of %d dimensions is rank-deficient; its mAP can "
+                            "fall below unwhitened features (--set whiten=none)", pca.n_samples_, width)
     else:
         qv, dbv, dv = _plain(q), _plain(db), _l2(distractors) if distractors is not None else None
     if dv is not None and dv.shape[1] != dbv.shape[1]:
