@@ -31,6 +31,7 @@ from ...errors import BenchError
 from ...presets import check_choices
 from .. import ProtocolResult, register_protocol
 from .engine import DetectionSamples, train_detector
+from ...metrics.detection import RECALL_GRIDS
 from .evaluate import evaluate_voc
 from .model import build_detector, set_test_size
 
@@ -84,12 +85,13 @@ class DetectionPreset:
     checkpoint_every: int = 2000
     quick_iterations: int = 10                           # --quick: iterations (lr steps at 80%); never comparable
     eval_batch_size: int = 4
+    recall_grid: str = "devkit"                          # 11-point recall floats: devkit (0:0.1:1) | numpy (detectron2)
     paper: str = ""
     source: str = ""
     notes: str = ""
 
     def __post_init__(self):
-        check_choices(self, head=("c4", "fpn", "vit"), norm=("syncbn", "frozen"))
+        check_choices(self, head=("c4", "fpn", "vit"), norm=("syncbn", "frozen"), recall_grid=tuple(RECALL_GRIDS))
         if min(self.iterations, self.batch_size, self.checkpoint_every, self.quick_iterations) < 1:
             raise ValueError("iterations, batch_size, checkpoint_every and quick_iterations must be ≥ 1")
 
@@ -155,7 +157,7 @@ def _trial(ctx, preset: DetectionPreset, seed: int, device: torch.device, train_
                            workers=ctx.workers, desc=f"detection seed {seed}")
     set_test_size(model, preset.test_size, preset.max_size)
     metrics, details = evaluate_voc(model, test_set, VOC_CLASSES, device=device, batch_size=preset.eval_batch_size,
-                                    workers=ctx.workers, amp=preset.amp)
+                                    workers=ctx.workers, amp=preset.amp, recall_grid=preset.recall_grid)
     return {"seed": seed, "metrics": metrics, "train": train, **details}
 
 
