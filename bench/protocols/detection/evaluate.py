@@ -56,8 +56,9 @@ def predict(model: torch.nn.Module, dataset, *, device: torch.device, batch_size
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
             preds = core([x.to(device) for x in images])
         for t, p in zip(targets, preds):
-            out.append({"image_id": t["image_id"], "index": int(t["_index"]), **{k: p[k].float().cpu().numpy() if k != "labels" else
-                                                      p[k].cpu().numpy() for k in ("boxes", "scores", "labels")}})
+            out.append({"image_id": t["image_id"], "index": int(t["_index"]),
+                        **{k: p[k].float().cpu().numpy() if k != "labels" else p[k].cpu().numpy()
+                           for k in ("boxes", "scores", "labels")}})
     if world > 1:
         parts: list = [None] * world
         dist.all_gather_object(parts, out)
