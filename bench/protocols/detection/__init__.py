@@ -137,7 +137,8 @@ def _run_dir(ctx, preset: DetectionPreset, seed: int) -> Path | None:
     if ctx.cache_dir is None:
         _logger.warning("no cache dir (--no-cache): detection training will not checkpoint or resume")
         return None
-    key = sha256_json({"weights": ctx.require_backbone("detection").weights_id, "preset": dataclasses.asdict(preset),
+    trained_by = {k: v for k, v in dataclasses.asdict(preset).items() if k != "recall_grid"}   # evaluation only
+    key = sha256_json({"weights": ctx.require_backbone("detection").weights_id, "preset": trained_by,
                        "root": str(ctx.data_root.path), "seed": seed, "world": dist_info()[1]})[:24]
     return Path(ctx.cache_dir) / "detection" / key
 
