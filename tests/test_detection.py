@@ -147,6 +147,8 @@ def test_cli_quick_run_records_ap_and_trials(mini_root, tmp_path, capsys):
     assert [t["seed"] for t in trials] == [0, 1]
     assert m["AP50"] == pytest.approx(sum(t["metrics"]["AP50"] for t in trials) / 2)
     assert rec["run_key"]["options"] == {"trials": 2, "backend": "torchvision"}
+    assert trials[0]["recall_grid"] == "devkit" and trials[0]["recall_thresholds"][6:8] == [0.6, 0.7]
+    assert trials[0]["detections_as"].startswith("detectron2 text round-trip")
 
 
 def test_detectron2_backend_says_it_is_not_installed(mini_root, capsys):

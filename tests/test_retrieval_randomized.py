@@ -140,3 +140,36 @@ def test_ranks_and_rank_of_agree_on_a_hand_worked_revisited_case():
     a = retrieval_map(gnd, setup, (1,), ranks=ranks)["M"][0]
     b = retrieval_map(gnd, setup, (1,), rank_of=ranks_to_rank_of(ranks))["M"][0]
     assert a == pytest.approx(19 / 24) and b == pytest.approx(19 / 24)
+
+
+def test_randomized_tied_similarities_end_to_end():
+    """240 random problems whose features sit on a coarse grid, so many query-image similarities are exactly
+    equal (in float32 too): bench's ranking (rank_of_database, distractors counted per chunk) + mAP equal
+    revisitop's pipeline (sim = X·Q, ranks = argsort(-sim) over database then distractors, compute_map) with
+    ties broken by position in that list — the rule bench documents; revisitop's np.argsort (quicksort) leaves
+    the order of ties to numpy, so this is the one definition both can share."""
+    from bench.protocols.retrieval import rank_of_database
+    rng = np.random.default_rng(13)
+    tied = 0
+    for case in range(240):
+        n_db, nq, n_dis, d = int(rng.integers(2, 30)), int(rng.integers(1, 5)), int(rng.integers(0, 20)), \
+            int(rng.integers(1, 4))
+        grid = lambda n: (rng.integers(-2, 3, size=(n, d)) / 4).astype(np.float32)  # noqa: E731
+        q, db, dis = grid(nq), grid(n_db), grid(n_dis)
+        rank_of = rank_of_database(q, db, dis if n_dis else None, chunk=int(rng.integers(1, 8)))
+        full = np.concatenate([db, dis])
+        sim = full @ q.T                                                   # revisitop: (n_db + n_dis, nq)
+        ranks = np.argsort(-sim, axis=0, kind="stable")
+        tied += any(len(np.unique(sim[:, i])) < len(sim) for i in range(nq))
+        gnd = [{k: rng.choice(n_db, size=int(rng.integers(0, min(n_db, 5) + 1)), replace=False)
+                for k in ("easy", "hard", "junk")} for _ in range(nq)]
+        ours = retrieval_map(gnd, REVISITED_SETUPS, (1, 5), rank_of=rank_of)
+        for setup, (pos_keys, junk_keys) in REVISITED_SETUPS.items():
+            g = [{"ok": np.concatenate([x[k] for k in pos_keys]), "junk": np.concatenate([x[k] for k in junk_keys])}
+                 for x in gnd]
+            if all(len(x["ok"]) == 0 for x in g):
+                continue
+            ref = ref_compute_map(ranks, g, [1, 5])
+            assert ours[setup][0] == pytest.approx(ref[0], abs=1e-9), (case, setup)
+            np.testing.assert_allclose(ours[setup][1], ref[1], atol=1e-9)
+    assert tied > 200

@@ -49,6 +49,61 @@ def test_lambda_is_chosen_on_val_only_and_refit_on_train_plus_val():
     assert res["test"] > 70 > res2["test"]
 
 
+def test_ssl_transfer_voc_fit_is_its_two_class_softmax_at_half_the_binary_C():
+    """ssl-transfer fits each VOC class with sklearn LogisticRegression(multi_class='multinomial') on its 0/1
+    column: a 2-class softmax, objective C·Σ CE + ½(‖w₀‖² + ‖w₁‖²), intercepts unpenalised. Minimised here with
+    scipy from that formula; bench's binary fit at 2C must be w = w₁ − w₀, b = b₁ − b₀ (at C it is not)."""
+    from scipy.optimize import minimize
+
+    from bench.protocols.logreg import fit_logreg_ovr
+    rng = np.random.default_rng(5)
+    n, d, C = 80, 4, 0.3
+    x = rng.normal(size=(n, d))
+    y = (x[:, 0] + 0.7 * rng.normal(size=n) > 0.2).astype(int)
+
+    def objective(theta):
+        W, b = theta[:2 * d].reshape(2, d), theta[2 * d:]
+        z = x @ W.T + b
+        lse = np.logaddexp(z[:, 0], z[:, 1])
+        p = np.exp(z - lse[:, None])
+        p[np.arange(n), y] -= 1
+        value = C * (lse - z[np.arange(n), y]).sum() + 0.5 * (W ** 2).sum()
+        return value, np.concatenate([(C * p.T @ x + W).ravel(), C * p.sum(0)])
+    theta = minimize(objective, np.zeros(2 * d + 2), jac=True, method="L-BFGS-B",
+                     options={"gtol": 1e-12, "ftol": 0, "maxiter": 10000}).x
+    W, b = theta[:2 * d].reshape(2, d), theta[2 * d:]
+    ours = fit_logreg_ovr(x, y[:, None].astype(float), 2 * C)
+    np.testing.assert_allclose(ours.W[:, 0].numpy(), W[1] - W[0], atol=1e-5)
+    assert float(ours.b[0]) == pytest.approx(b[1] - b[0], abs=1e-5)
+    assert np.abs(fit_logreg_ovr(x, y[:, None].astype(float), C).W[:, 0].numpy() - (W[1] - W[0])).max() > 1e-2
+
+
+def test_voc07_definition_reaches_the_fit_and_the_metric():
+    """ssl-transfer: difficult images are negatives in the fit, the binary fit runs at 2C (C reported as
+    sklearn's), AP by its definition; the devkit definition masks them and scores otherwise."""
+    from bench.metrics.transfer import voc07_mean_ap
+    from bench.protocols.logreg import fit_logreg_ovr, predict_scores
+    rng = np.random.default_rng(3)
+
+    def split(n):
+        y = rng.choice([1, -1, -1, -1, 0], size=(n, 3))
+        y[:3] = np.eye(3) * 2 - 1                    # every class has a positive
+        return rng.normal(size=(n, 5)) + 0.8 * np.pad(y > 0, ((0, 0), (0, 2))), y
+    train, val, test = split(60), split(40), split(60)
+    lambdas = np.logspace(-2, 2, 3)
+    kw = dict(metric="mAP_11pt", lambdas=lambdas, num_classes=20, max_iter=300)
+    ssl = select_and_evaluate(train, val, test, voc07_definition="ssl-transfer", recall_grid="numpy", **kw)
+    assert ssl["C"] in set(1.0 / lambdas) and ssl["lambda"] == pytest.approx(1.0 / ssl["C"])
+    x_tv, y_tv = np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]])
+    w = fit_logreg_ovr(x_tv, (y_tv == 1).astype(float), 2 * ssl["C"], max_iter=300)
+    expected = voc07_mean_ap(predict_scores(w, test[0]).numpy(), test[1], "ssl-transfer", "numpy")[0]
+    assert ssl["test"] == pytest.approx(expected, abs=1e-6)
+    devkit = select_and_evaluate(train, val, test, **kw)
+    w = fit_logreg_ovr(x_tv, (y_tv > 0).astype(float), devkit["C"], mask=y_tv != 0, max_iter=300)
+    assert devkit["test"] == pytest.approx(voc07_mean_ap(predict_scores(w, test[0]).numpy(), test[1])[0], abs=1e-6)
+    assert devkit["test"] != pytest.approx(ssl["test"])
+
+
 def test_voc_labels_from_xml_equal_devkit_class_files(tmp_path):
     from bench.data.transfer_lists import VOC_CLASSES, voc_labels
     voc = tmp_path / "VOCdevkit" / "VOC2007"

@@ -177,6 +177,8 @@ def rank_of_database(q: np.ndarray, db: np.ndarray, distractors: np.ndarray | No
 
     Distractors rank among the database images: each database image moves down by the number of distractors
     more similar to the query, counted per chunk with a sorted search, so memory stays O(n_q × chunk).
+    Ties in similarity keep list order: database images by index, a database image before an equally similar
+    distractor (a stable sort of database + distractors; revisitop's np.argsort leaves tie order to numpy).
     """
     qt, dbt = torch.as_tensor(q, device=device), torch.as_tensor(db, device=device)
     sim = qt @ dbt.T

@@ -173,6 +173,7 @@ def run_segmentation(ctx, preset: SegPreset) -> ProtocolResult:
     details = {"geometry": asdict(geo), "warmup_iters": cfg.warmup_iters, "amp_fp16": amp,
                "backbone_input": "vit-pyramid" if model.features.vit else "cnn-stages",
                "classes_evaluated": int((iou == iou).sum()),
+               "pixels_label_out_of_range": scores["pixels_label_out_of_range"],
                "per_class_iou": [None if v != v else round(float(v), 4) for v in iou],
                "selection": "none: the model after the last iteration is evaluated once on the val split",
                "run_dir": str(run_dir) if run_dir else None, **info}

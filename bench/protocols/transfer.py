@@ -12,7 +12,13 @@ Validation splits: the official ones for Aircraft, DTD (split 1), Flowers and VO
 sizes (`holdout: byol`, `val_sizes`; scaled by the same fraction on data of another size, e.g. miniatures).
 
 Metrics: top-1; mean per-class accuracy for Aircraft, Caltech-101, Flowers and Pets; VOC2007 11-point mAP of
-one binary classifier per class scored by its decision function (devkit rule; difficult images ignored).
+one classifier per class scored by its decision function, by the preset's `voc07_definition`: "devkit" (binary
+L2 logistic regression with difficult images left out of the fit, devkit AP with difficult images ignored) or
+"ssl-transfer" (its sklearn LogisticRegression(multi_class='multinomial') fitted on each 0/1 column, i.e. a
+2-class softmax, with difficult images as negatives, AP over sklearn's precision_recall_curve). A 2-class softmax
+with penalty ½(‖w₀‖² + ‖w₁‖²) is minimised at w₀ = −w₁, so it is the binary logistic regression of w = w₁ − w₀
+with C doubled, and its decision function w₁·x + b₁ ranks as w·x + b: bench fits that (C·2, reported as C).
+The 11-point recall grid is the preset's `recall_grid` (devkit: MATLAB's 0:0.1:1; numpy: np.linspace).
 The record has one metric per dataset under its name and `mean` over the datasets run; missing or
 incomplete datasets are skipped and listed with the reason. The fine-tune variant is a preset only.
 """
@@ -26,7 +32,8 @@ import numpy as np
 
 from ..data import DATASETS, open_dataset
 from ..errors import BenchError, DataError
-from ..metrics.transfer import transfer_metric
+from ..metrics.detection import RECALL_GRIDS
+from ..metrics.transfer import VOC07_DEFINITIONS, transfer_metric
 from ..presets import check_choices
 from . import ProtocolResult, register_protocol
 from .logreg import fit_logreg, fit_logreg_ovr, predict_scores, select_C
@@ -61,6 +68,8 @@ class TransferPreset:
     max_iter: int = 1000
     quick_max_iter: int = 50                              # --quick: L-BFGS iterations per fit
     holdout: str = "ssl-transfer"                         # ssl-transfer | byol
+    voc07_definition: str = "devkit"                      # devkit | ssl-transfer (fit and AP; module docstring)
+    recall_grid: str = "devkit"                           # 11-point recall floats: devkit (0:0.1:1) | numpy
     val_fraction: float = 0.2
     val_sizes: dict = field(default_factory=dict)         # byol: dataset → validation images (full data)
     finetune: dict = field(default_factory=dict)          # fine-tune settings (mode: finetune)
@@ -69,7 +78,8 @@ class TransferPreset:
     notes: str = ""
 
     def __post_init__(self):
-        check_choices(self, mode=("linear", "finetune"), holdout=("ssl-transfer", "byol"))
+        check_choices(self, mode=("linear", "finetune"), holdout=("ssl-transfer", "byol"),
+                      voc07_definition=VOC07_DEFINITIONS, recall_grid=tuple(RECALL_GRIDS))
         unknown = sorted(set(self.datasets) - set(TRANSFER_DATASETS))
         if unknown:
             raise ValueError(f"unknown transfer dataset(s) {unknown}; known: {list(TRANSFER_DATASETS)}")
@@ -95,32 +105,40 @@ def _n_val(preset: TransferPreset, name: str, n: int) -> int:
     return size if n == _FULL_TRAINVAL[name] else max(1, int(round(n * size / _FULL_TRAINVAL[name])))
 
 
-def _fit_kwargs(metric: str, y: np.ndarray, num_classes: int, max_iter: int, device) -> tuple[Any, Any, dict]:
-    """(fit function, fitting targets, kwargs): multinomial, or VOC07's one-vs-rest on devkit labels where a
-    difficult entry (0) is masked out of that class's loss (neither positive nor negative, as in the devkit)."""
+def _fit_kwargs(metric: str, y: np.ndarray, num_classes: int, max_iter: int, device,
+                voc07_definition: str = "devkit") -> tuple[Any, Any, dict]:
+    """(fit function, fitting targets, kwargs): multinomial, or VOC07's one-vs-rest on devkit labels: "devkit"
+    masks a difficult entry (0) out of that class's loss (neither positive nor negative, as in the devkit),
+    "ssl-transfer" makes it a negative (its targets are label == 1)."""
     kw = {"max_iter": max_iter, "device": device}
+    if metric == "mAP_11pt" and voc07_definition == "ssl-transfer":
+        return fit_logreg_ovr, (y == 1).astype(np.float64), kw
     if metric == "mAP_11pt":
         return fit_logreg_ovr, (y > 0).astype(np.float64), {**kw, "mask": y != 0}
     return fit_logreg, y, {**kw, "num_classes": num_classes}
 
 
 def select_and_evaluate(train, val, test, *, metric: str, lambdas: np.ndarray, num_classes: int,
-                        max_iter: int = 1000, device="cpu") -> dict[str, Any]:
+                        max_iter: int = 1000, device="cpu", voc07_definition: str = "devkit",
+                        recall_grid: str = "devkit") -> dict[str, Any]:
     """λ chosen on val, refit on train+val, scored on test; (x, y) pairs in (y: labels or devkit N×20).
 
     Ties in the validation score go to the smallest λ (largest C): ssl-transfer walks λ upwards and keeps the
     first strictly better one. The fits along the path are warm-started (`select_C`), which moves only where
-    L-BFGS stops, not the optimum.
+    L-BFGS stops, not the optimum. C and λ are reported as sklearn's (ssl-transfer's) even where the binary fit
+    runs at 2C (its 2-class softmax).
     """
     def score(s, y):
-        return transfer_metric(metric, s.cpu().numpy(), y)
-    fit_fn, y_fit, kw = _fit_kwargs(metric, train[1], num_classes, max_iter, device)
-    _, curve = select_C(train[0], y_fit, val[0], val[1], 1.0 / np.asarray(lambdas), metric_fn=score,
-                        fit_fn=fit_fn, **kw)
+        return transfer_metric(metric, s.cpu().numpy(), y, voc07_definition=voc07_definition, grid=recall_grid)
+    scale = 2.0 if metric == "mAP_11pt" and voc07_definition == "ssl-transfer" else 1.0
+    fit_fn, y_fit, kw = _fit_kwargs(metric, train[1], num_classes, max_iter, device, voc07_definition)
+    _, fit_curve = select_C(train[0], y_fit, val[0], val[1], scale / np.asarray(lambdas), metric_fn=score,
+                            fit_fn=fit_fn, **kw)
+    curve = {c / scale: v for c, v in fit_curve.items()}
     best_C = max(curve, key=lambda c: (curve[c], c))
     y_tv = np.concatenate([train[1], val[1]])
-    fit_fn, y_fit, kw = _fit_kwargs(metric, y_tv, num_classes, max_iter, device)
-    weights = fit_fn(np.concatenate([train[0], val[0]]), y_fit, best_C, **kw)
+    fit_fn, y_fit, kw = _fit_kwargs(metric, y_tv, num_classes, max_iter, device, voc07_definition)
+    weights = fit_fn(np.concatenate([train[0], val[0]]), y_fit, best_C * scale, **kw)
     test_score = score(predict_scores(weights, test[0]), test[1])
     return {"test": test_score, "lambda": 1.0 / best_C, "C": best_C, "val": curve[best_C],
             "val_curve": [[1.0 / c, curve[c]] for c in sorted(curve, reverse=True)],
@@ -173,9 +191,12 @@ def _evaluate(ctx, preset: TransferPreset, name: str) -> tuple[float, dict[str, 
     test = (feats["test"].features, feats["test"].labels)
     k = 20 if metric == "mAP_11pt" else _num_classes(ctx, name, train[1], val[1], test[1])
     res = select_and_evaluate(train, val, test, metric=metric, lambdas=preset.lambdas(ctx.quick), num_classes=k,
-                              max_iter=preset.quick_max_iter if ctx.quick else preset.max_iter, device=ctx.device)
+                              max_iter=preset.quick_max_iter if ctx.quick else preset.max_iter, device=ctx.device,
+                              voc07_definition=preset.voc07_definition, recall_grid=preset.recall_grid)
     detail = {"metric": metric, "validation": how, "n_train": len(train[0]), "n_val": len(val[0]),
               "n_test": len(test[0]), "num_classes": k, **res}
+    if metric == "mAP_11pt":
+        detail.update(voc07_definition=preset.voc07_definition, recall_grid=preset.recall_grid)
     return res["test"], detail
 
 

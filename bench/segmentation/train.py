@@ -195,10 +195,10 @@ def train_segmentation(model: SegModel, groups: list[dict], train_set: Dataset, 
 @torch.no_grad()
 def evaluate_segmentation(model: SegModel, val_set: Dataset, *, num_classes: int, crop: int, stride: int,
                           device: torch.device, amp: bool = False) -> torch.Tensor:
-    """Single-scale sliding-window evaluation; returns the confusion matrix summed over all ranks."""
+    """Single-scale sliding-window evaluation; returns the (C + 1, C) confusion matrix summed over all ranks."""
     rank, world = dist_info()
     model.to(device).eval()
-    conf = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    conf = torch.zeros(num_classes + 1, num_classes, dtype=torch.int64, device=device)
     for i in _progress(range(rank, len(val_set), world), desc="segmentation eval", unit="img"):
         x, y = val_set[i]
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):

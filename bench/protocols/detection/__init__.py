@@ -31,6 +31,7 @@ from ...errors import BenchError
 from ...presets import check_choices
 from .. import ProtocolResult, register_protocol
 from .engine import DetectionSamples, train_detector
+from ...metrics.detection import RECALL_GRIDS
 from .evaluate import evaluate_voc
 from .model import build_detector, set_test_size
 
@@ -84,12 +85,13 @@ class DetectionPreset:
     checkpoint_every: int = 2000
     quick_iterations: int = 10                           # --quick: iterations (lr steps at 80%); never comparable
     eval_batch_size: int = 4
+    recall_grid: str = "devkit"                          # 11-point recall floats: devkit (0:0.1:1) | numpy (detectron2)
     paper: str = ""
     source: str = ""
     notes: str = ""
 
     def __post_init__(self):
-        check_choices(self, head=("c4", "fpn", "vit"), norm=("syncbn", "frozen"))
+        check_choices(self, head=("c4", "fpn", "vit"), norm=("syncbn", "frozen"), recall_grid=tuple(RECALL_GRIDS))
         if min(self.iterations, self.batch_size, self.checkpoint_every, self.quick_iterations) < 1:
             raise ValueError("iterations, batch_size, checkpoint_every and quick_iterations must be ≥ 1")
 
@@ -135,7 +137,8 @@ def _run_dir(ctx, preset: DetectionPreset, seed: int) -> Path | None:
     if ctx.cache_dir is None:
         _logger.warning("no cache dir (--no-cache): detection training will not checkpoint or resume")
         return None
-    key = sha256_json({"weights": ctx.require_backbone("detection").weights_id, "preset": dataclasses.asdict(preset),
+    trained_by = {k: v for k, v in dataclasses.asdict(preset).items() if k != "recall_grid"}   # evaluation only
+    key = sha256_json({"weights": ctx.require_backbone("detection").weights_id, "preset": trained_by,
                        "root": str(ctx.data_root.path), "seed": seed, "world": dist_info()[1]})[:24]
     return Path(ctx.cache_dir) / "detection" / key
 
@@ -155,7 +158,7 @@ def _trial(ctx, preset: DetectionPreset, seed: int, device: torch.device, train_
                            workers=ctx.workers, desc=f"detection seed {seed}")
     set_test_size(model, preset.test_size, preset.max_size)
     metrics, details = evaluate_voc(model, test_set, VOC_CLASSES, device=device, batch_size=preset.eval_batch_size,
-                                    workers=ctx.workers, amp=preset.amp)
+                                    workers=ctx.workers, amp=preset.amp, recall_grid=preset.recall_grid)
     return {"seed": seed, "metrics": metrics, "train": train, **details}
 
 
