@@ -70,7 +70,11 @@ def build_finetune_model(backbone: Backbone, preset: FinetunePreset, num_classes
         from ..backbones.pos_embed import install_pos_embed_rule
         install_pos_embed_rule(model, rule)
     src = backbone.model.state_dict()
-    result = model.load_state_dict(src, strict=False)
+    try:
+        result = model.load_state_dict(src, strict=False)
+    except RuntimeError as e:   # shape mismatches
+        raise CheckpointError(f"{rep.source}: the fine-tuning model of {rep.arch} does not take the backbone's "
+                              f"weights ({str(e).splitlines()[-1].strip()[:200]})") from None
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     new_ok = ("fc_norm.",) if kwargs.get("global_pool") == "avg" else ()
     bad_missing = [k for k in missing if not k.startswith(new_ok or ("\0",))]
@@ -90,7 +94,8 @@ def build_finetune_model(backbone: Backbone, preset: FinetunePreset, num_classes
     with torch.no_grad():
         head.weight.mul_(preset.head_init_scale)
         head.bias.mul_(preset.head_init_scale)
-    info = {"model_kwargs": kwargs, "new_tensors": missing, "dropped_tensors": sorted(result.unexpected_keys),
+    new = sorted(set(missing) | {k for k in model.state_dict() if k not in src and not k.endswith("num_batches_tracked")})
+    info = {"model_kwargs": kwargs, "new_tensors": new, "dropped_tensors": sorted(result.unexpected_keys),
             "pos_embed_rule": getattr(model, "pos_embed_rule", None),
             "grid": list(model.patch_embed.grid_size) if vit else None}
     return model, info
@@ -102,9 +107,29 @@ def param_groups(model: nn.Module, preset: FinetunePreset) -> list[dict]:
     from timm.optim import param_groups_layer_decay, param_groups_weight_decay
     skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
     if preset.layer_decay < 1.0:
-        return param_groups_layer_decay(model, preset.weight_decay, no_weight_decay_list=skip,
+        return param_groups_layer_decay(_HeadGroupsNorm(model), preset.weight_decay, no_weight_decay_list=skip,
                                         layer_decay=preset.layer_decay)
     return param_groups_weight_decay(model, preset.weight_decay, no_weight_decay_list=skip)
+
+
+class _HeadGroupsNorm:
+    """The model as param_groups_layer_decay sees it, with the final norm in the head's layer: timm's ViT matcher
+    gives `norm` a layer of its own (scale decay^1), MAE get_layer_id_for_vit and BEiT get_num_layer_for_vit put
+    every tensor outside the stem and blocks at the top (scale 1)."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        if hasattr(model, "group_matcher"):
+            self.group_matcher = self._matcher
+
+    def named_parameters(self, *args, **kwargs):
+        return self.model.named_parameters(*args, **kwargs)
+
+    def _matcher(self, coarse: bool = False) -> dict:
+        groups = dict(self.model.group_matcher(coarse=coarse))
+        if isinstance(groups.get("blocks"), (list, tuple)):
+            groups["blocks"] = [g for g in groups["blocks"] if not str(g[0]).startswith(r"^norm")]
+        return groups
 
 
 def make_scheduler(opt, preset: FinetunePreset, epochs: int, warmup_epochs: float, steps_per_epoch: int,
@@ -213,8 +238,9 @@ def evaluate(model: nn.Module, loader, device: torch.device, preset: FinetunePre
     return float(100 * counts[0] / counts[2]), float(100 * counts[1] / counts[2])
 
 
-def _run_key(ctx, preset, batch: int, epochs: int, micro: int) -> str:
+def _run_key(ctx, preset, batch: int, epochs: int, micro: int, lrs: tuple[float, ...]) -> str:
     return sha256_json({"weights": ctx.backbone.weights_id, "preset": preset_settings(preset), "batch": batch,
+                        "lrs": list(lrs),
                         "epochs": epochs, "micro": micro, "dataset": ctx.dataset, "seed": ctx.seed,
                         "root": str(ctx.data_root.path) if ctx.data_root else None, "quick": ctx.quick,
                         "resolution": ctx.resolution, "mini": ctx.mini, "world": dist_info()[1],
@@ -244,7 +270,9 @@ def finetune(ctx, preset: FinetunePreset) -> tuple[dict, dict]:
                          f"choose an even --micro-batch or batch_size")
     if preset.repeated_aug:
         from timm.data.distributed_sampler import RepeatAugSampler
-        sampler = RepeatAugSampler(train_ds, num_replicas=world, rank=rank, shuffle=True)
+        # DeiT's RASampler takes len // 256 × 256 images per epoch; a set smaller than that (a quick subset) all
+        sampler = RepeatAugSampler(train_ds, num_replicas=world, rank=rank, shuffle=True,
+                                   selected_round=256 if len(train_ds) >= 256 * world else 0)
     else:
         sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=ctx.seed,
                                      drop_last=True)
@@ -261,7 +289,9 @@ def finetune(ctx, preset: FinetunePreset) -> tuple[dict, dict]:
 
     model, model_info = build_finetune_model(ctx.backbone, preset, num_classes, size)
     model.to(device)
-    lr, warmup_lr, min_lr = scaled_finetune_lr(preset, batch)
+    # --quick runs a small batch at the recipe's own peak lr (scaled to its global batch): a batch-scaled lr
+    # (MAE: 1.25e-4 at 64) barely moves a head initialised at std 2e-5 in the few updates a smoke run has
+    lr, warmup_lr, min_lr = scaled_finetune_lr(preset, preset.batch_size if ctx.quick else batch)
     opt = torch.optim.AdamW(param_groups(model, preset), lr=lr, betas=tuple(preset.betas), eps=preset.opt_eps)
     sched = make_scheduler(opt, preset, epochs, warmup, steps, warmup_lr, min_lr)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and preset.amp_dtype == "float16")
@@ -272,7 +302,8 @@ def finetune(ctx, preset: FinetunePreset) -> tuple[dict, dict]:
     criterion = make_criterion(preset, mixup)
     ddp = maybe_ddp(model, device)
 
-    run_dir = RunDir((ctx.cache_dir or cache_dir()) / "runs" / "finetune" / _run_key(ctx, preset, batch, epochs, micro))
+    run_dir = RunDir((ctx.cache_dir or cache_dir()) / "runs" / "finetune" / _run_key(ctx, preset, batch, epochs, micro,
+                                                                              (lr, warmup_lr, min_lr)))
     history, start_epoch, start_update, pending_rng = [], 0, 0, None
     if (state := run_dir.load()) is not None:
         model.load_state_dict(state["model"])
