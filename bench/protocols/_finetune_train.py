@@ -304,7 +304,7 @@ def finetune(ctx, preset: FinetunePreset) -> tuple[dict, dict]:
 
     run_dir = RunDir((ctx.cache_dir or cache_dir()) / "runs" / "finetune" / _run_key(ctx, preset, batch, epochs, micro,
                                                                               (lr, warmup_lr, min_lr)))
-    history, start_epoch, start_update, pending_rng = [], 0, 0, None
+    history, start_epoch, start_update, pending_rng, partial = [], 0, 0, None, (0.0, 0)
     if (state := run_dir.load()) is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
@@ -312,14 +312,16 @@ def finetune(ctx, preset: FinetunePreset) -> tuple[dict, dict]:
         if ema is not None:
             ema.module.load_state_dict(state["ema"])
         history, start_epoch, start_update = state["history"], int(state["epoch"]), int(state["update"])
+        partial = (float(state["loss_sum"][0]), int(state["loss_sum"][1]))   # the resumed epoch's loss so far
         if start_update >= steps:
-            start_epoch, start_update = start_epoch + 1, 0
+            start_epoch, start_update, partial = start_epoch + 1, 0, (0.0, 0)
         pending_rng = state["rng"]
     resumed_from = {"epoch": start_epoch, "update": start_update} if pending_rng is not None else None
     every = int(ctx.options.get("ckpt_every") or 0)
 
-    def save(epoch: int, update: int) -> None:
-        run_dir.save({"epoch": epoch, "update": update, "model": model.state_dict(), "opt": opt.state_dict(),
+    def save(epoch: int, update: int, loss_sum: tuple[float, int] = (0.0, 0)) -> None:
+        run_dir.save({"epoch": epoch, "update": update, "loss_sum": torch.tensor(loss_sum, dtype=torch.float64),
+                      "model": model.state_dict(), "opt": opt.state_dict(),
                       "scaler": scaler.state_dict(), "ema": ema.module.state_dict() if ema is not None else {},
                       "history": history, "rng": rng_state()})
 
@@ -342,7 +344,7 @@ def finetune(ctx, preset: FinetunePreset) -> tuple[dict, dict]:
             sched.step(max(epoch - 1, 0))   # DeiT: lr_scheduler.step(epoch) after each epoch
         model.train()
         first = start_update if epoch == start_epoch else 0
-        total, n = 0.0, 0
+        total, n = partial if epoch == start_epoch else (0.0, 0)
         bar = tqdm(total=steps - first, desc=f"finetune epoch {epoch}", unit="step", leave=False,
                    disable=os.environ.get("BENCH_PROGRESS", "1") == "0" or rank != 0)
         for update in range(first, steps):
@@ -371,7 +373,7 @@ def finetune(ctx, preset: FinetunePreset) -> tuple[dict, dict]:
                 ema.update(model, step=epoch * steps + update)
             bar.update()
             if every and (update + 1) % every == 0 and update + 1 < steps:
-                save(epoch, update + 1)
+                save(epoch, update + 1, (total, n))
             for hook in AFTER_UPDATE_HOOKS:
                 hook(epoch, update)
         bar.close()
