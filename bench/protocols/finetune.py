@@ -78,9 +78,9 @@ class FinetunePreset:
     # reporting and quick runs
     reported: str = "max"                 # what the paper's table holds: max (max_accuracy) | final
     by_arch: dict = field(default_factory=dict)   # {vit-l: {...}}: per-architecture values (canonical arch)
-    quick_epochs: int = 3
+    quick_epochs: int = 2
     quick_batch_size: int = 64
-    quick_train_subset: int = 0           # --quick trains on a seeded subset of this many images; 0: all
+    quick_train_subset: int = 768         # --quick trains on a seeded subset of this many images; 0: all
     paper: str = ""
     source: str = ""
     notes: str = ""
