@@ -277,6 +277,7 @@ def test_cli_fine_tunes_vit_and_resnet_on_the_miniature(mini_root, tmp_path, mod
                                                                 "head.weight"]
     assert sorted(d["model"]["new_tensors"]) == head
     assert d["model"]["model_kwargs"]["drop_path_rate"] == 0.1
+    assert rec["dataset"]["counts"] == {"imagenet/train": 64, "imagenet/val": 360}
 
 
 # ----------------------------------------------------------------------------------------------- leaderboards

@@ -256,6 +256,8 @@ def finetune(ctx, preset: FinetunePreset) -> tuple[dict, dict]:
         keep = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(ctx.seed))
         train_ds = _LabelledSubset(train_ds, keep[:preset.quick_train_subset].sort().values.tolist())
     eval_ds = ctx.open_images(preset.eval_split, eval_tf)
+    for split, ds in ((preset.train_split, train_ds), (preset.eval_split, eval_ds)):
+        ctx.inputs[f"{ctx.dataset}/{split}"] = {"source": "images", "count": len(ds)}
     num_classes = ctx.num_classes(*(np.asarray(getattr(d, "targets", [0])) for d in (train_ds, eval_ds)))
     batch = min(preset.batch_size, preset.quick_batch_size) if ctx.quick else preset.batch_size
     epochs = min(preset.epochs, preset.quick_epochs) if ctx.quick else preset.epochs
