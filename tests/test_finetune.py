@@ -307,3 +307,10 @@ def test_every_fine_tuning_table_renders_each_documented_row():
     assert {(d, cells[4]) for _, d, cells in rendered["beit_cifar100_imagenet"]} >= {("cifar100", "cifar100"),
                                                                                    ("imagenet", "beit")}
     assert {cells[4] for _, _, cells in rendered["deit_ablation"]} == {"deit", "deit_384"}
+
+
+def test_a_micro_batch_that_does_not_divide_the_batch_is_refused(mini_root, tmp_path, capsys):
+    rc = main(["run", "--protocol", "finetune", "--model", "vit_tiny_patch16_224", "--data-root", str(mini_root),
+               "--quick", "--resolution", "32", "--out", str(tmp_path), "--micro-batch", "24"])
+    assert rc == 2
+    assert "global batch of 64 does not split into 1 process(es) x micro-batches of 24" in capsys.readouterr().err

@@ -266,6 +266,9 @@ def finetune(ctx, preset: FinetunePreset) -> tuple[dict, dict]:
     per_rank = max(1, batch // world)
     micro = min(ctx.options.get("micro_batch") or per_rank, per_rank)
     accum = math.ceil(per_rank / micro)
+    if batch % world or per_rank % micro:   # the lr rule is stated for the batch that actually steps
+        raise BenchError(f"a global batch of {batch} does not split into {world} process(es) x micro-batches of "
+                         f"{micro}; choose --micro-batch dividing {per_rank} (or --set batch_size=N)")
     mixup = make_mixup(preset, num_classes)
     if mixup is not None and micro % 2:
         raise BenchError(f"mixup/cutmix pairs images within a batch; the per-process micro-batch {micro} is odd: "
