@@ -314,3 +314,13 @@ def test_a_micro_batch_that_does_not_divide_the_batch_is_refused(mini_root, tmp_
                "--quick", "--resolution", "32", "--out", str(tmp_path), "--micro-batch", "24"])
     assert rc == 2
     assert "global batch of 64 does not split into 1 process(es) x micro-batches of 24" in capsys.readouterr().err
+
+
+def test_randaugment_posterize_to_zero_bits_is_black_as_under_older_pillow():
+    from PIL import Image
+    from bench.protocols._finetune_train import _posterize_zero_bits_ok
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    assert not np.asarray(_posterize_zero_bits_ok(img, 0)).any()
+    # 1..7 bits: Pillow's own posterize, i.e. the low bits cleared
+    assert np.array_equal(np.asarray(_posterize_zero_bits_ok(img, 3)), np.asarray(img) & 0b11100000)
+    assert _posterize_zero_bits_ok(img, 8) is img
