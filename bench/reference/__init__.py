@@ -113,12 +113,20 @@ def arch_matches(documented: str | None, measured: str | None) -> bool:
     return d == m or (d.startswith("vit-") and "/" not in d and m.split("/")[0] == d)
 
 
-def preset_for(value: str | dict[str, str], arch: str | None) -> str:
+def preset_for(value: str | dict[str, str], arch: str | None, dataset: str | None = None,
+               resolution: str | None = None) -> str:
     """The preset of a mapping entry: one name, or {default: name, <canonical arch>: name} for papers whose
-    protocol changes with the architecture (a pattern without patch size matches every patch size)."""
+    protocol changes with the architecture (a pattern without patch size matches every patch size);
+    `dataset:<name>` and `resolution:<px>` keys pick the row's evaluation dataset or input size first (BEiT's
+    CIFAR-100 column, DeiT's and BEiT's 384-px rows)."""
     if isinstance(value, str):
         return value
+    for key, have in (("dataset", dataset), ("resolution", resolution)):
+        if have and f"{key}:{have}" in value:
+            return value[f"{key}:{have}"]
     for pattern, name in value.items():
+        if ":" in str(pattern):
+            continue
         if pattern != "default" and arch_matches(pattern, arch):
             return name
     return value["default"]
@@ -140,11 +148,29 @@ def documented_entries() -> tuple[Documented, ...]:
                 continue
             # A setting the mapping lifts into the column (label fraction) no longer tells rows apart.
             setting = "" if target.get("setting") else row["split_or_setting"]
+            if target["protocol"] == "finetune":
+                setting = _finetune_setting(row, setting)
             metric = row["metric"] + (f"@{target['setting']}" if target.get("setting") else "")
             out.append(Documented(table, papers.get(table, ""), target["protocol"],
-                                  preset_for(presets[row["protocol"]], row["arch"]),
+                                  preset_for(presets[row["protocol"]], row["arch"], row["dataset"],
+                                             row["resolution"]),
                                   row["dataset"], metric, row["method"], row["arch"], setting, row["value"], i))
     return tuple(out)
+
+
+def _finetune_setting(row: dict[str, str], setting: str) -> str:
+    """Fine-tuning tables print one method at several input sizes, pre-training sets, epochs and sections (MILAN,
+    MAE, BEiT): those columns join the setting so each documented row stays a row of its own."""
+    parts = [setting] if setting else []
+    if row["resolution"] and row["resolution"] not in setting:
+        parts.append(f"{row['resolution']} px")
+    if row["pretrain_data"]:
+        parts.append(f"pre-trained on {row['pretrain_data']}")
+    if row["epochs"]:
+        parts.append(f"{row['epochs']} pre-training epochs")
+    if row["section"]:
+        parts.append(row["section"])
+    return "; ".join(parts)
 
 
 _KEY_COLUMNS = ("method", "arch", "pretrain_data", "epochs", "resolution", "section", "split_or_setting")
