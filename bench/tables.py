@@ -178,10 +178,10 @@ def delta_parts(m: Measured, table: Table) -> list[DeltaPart]:
     matches = [(cells, d) for _, cells, d in _doc_rows(table)
                if canonical_method(d.method) and canonical_method(d.method) == canonical_method(m.method)
                and arch_matches(d.arch, m.arch)]
+    if m.reasons:    # first: a miniature row says so whether or not the paper has its (method, arch)
+        return [DeltaPart("not compared: " + "; ".join(m.reasons))]
     if not matches:
         return [DeltaPart(f"no documented row for {m.method} {m.arch}".strip())]
-    if m.reasons:
-        return [DeltaPart("not compared: " + "; ".join(m.reasons))]
     parts = []
     for cells, d in matches:
         if d.preset != m.preset:

@@ -175,9 +175,11 @@ def browser(tmp_path_factory):
 
 
 def _visible(driver) -> list[list[str]]:
-    from selenium.webdriver.common.by import By
-    return [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
-            for tr in driver.find_elements(By.CSS_SELECTOR, "#board tbody tr") if tr.is_displayed()]
+    """The cell texts of the rows a reader sees (one round trip instead of one per cell)."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll('#board tbody tr'))"
+        ".filter(tr => tr.offsetParent !== null)"
+        ".map(tr => Array.from(tr.cells).map(td => td.innerText.trim()));")
 
 
 def test_in_chromium_link_sort_filter_and_deltas(results, browser, tmp_path):
