@@ -96,14 +96,15 @@ def _table_page(t: Table, names: dict[int, str], plots: list[str]) -> str:
     for row, doc in zip(rows, docs + [None] * len(t.measured)):
         attrs = "".join(f' data-{f}="{_e(row[FIXED_INDEX[f]])}"' for f in FILTERS)
         if doc is not None:
-            cells = [f'<td title="{_e(doc.paper)}">{_e(row[0])}</td>'] + [f"<td>{_e(c)}</td>" for c in row[1:-2]]
-            cells += ["<td></td>", "<td></td>", f'<td class="paper">{_e(doc.paper)}</td>']
+            cells = [f'<td title="{_e(doc.paper)}">{_e(row[0])}</td>'] + [f"<td>{_e(c)}</td>" for c in row[1:n_fixed]]
+            cells += [f'<td class="num">{_e(c)}</td>' for c in row[n_fixed:-2]]
+            cells += ["<td></td>", "<td></td>", f'<td class="paper" title="{_e(doc.paper)}">{_e(doc.paper)}</td>']
             mini = ""
         else:
             m = next(measured)
             cells = [f"<td>{_e(c)}</td>" for c in row[:n_fixed]]
             cells[5] = f'<td><span class="tag">{_e(row[5])}</span></td>' if row[5] else "<td></td>"
-            cells += [f"<td>{_e(c)}</td>" for c in row[n_fixed:-2]]
+            cells += [f'<td class="num">{_e(c)}</td>' for c in row[n_fixed:-2]]
             delta, key = _delta_html(delta_parts(m, t))
             cells.append(f'<td class="deltas" data-sort="{key}">{delta}</td>')
             links = [f'<a href="runs/{_e(names[id(r)])}" title="{_e(names[id(r)])}">{_e(fp)}</a>'
