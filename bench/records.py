@@ -20,7 +20,7 @@ from .errors import BenchError
 
 __all__ = ["SCHEMA_VERSION", "fingerprint", "record_path", "write_record", "read_record", "read_records",
            "record_problem",
-           "environment"]
+           "record_files", "environment"]
 
 SCHEMA_VERSION = 1
 
@@ -107,9 +107,10 @@ def record_problem(rec: Any) -> str | None:
     return None
 
 
-def read_records(out_dir: Path, *, skip_bad: bool = False) -> list[dict[str, Any]]:
-    """Every record under OUT/runs/. With skip_bad, a record that is unreadable or has fields of the wrong type is
-    left out with a warning naming it, so one damaged file does not hide every table."""
+def record_files(out_dir: Path, *, skip_bad: bool = False) -> list[tuple[Path, dict[str, Any]]]:
+    """(path, record) of every record under OUT/runs/, sorted by file name. With skip_bad, a record that is
+    unreadable or has fields of the wrong type is left out with a warning naming it, so one damaged file does not
+    hide every table."""
     runs = Path(out_dir) / "runs"
     out = []
     for p in sorted(runs.glob("*.json")) if runs.is_dir() else []:
@@ -121,10 +122,14 @@ def read_records(out_dir: Path, *, skip_bad: bool = False) -> list[dict[str, Any
                 raise
             problem, rec = str(e).removeprefix(f"{p}: "), None
         if problem is None:
-            out.append(rec)
+            out.append((p, rec))
         elif skip_bad:
             logging.getLogger(__name__).warning("skipping %s: %s (fix or delete it)", p, problem)
         else:
             raise BenchError(f"{p}: {problem}; fix or delete the record")
     return out
 
+
+def read_records(out_dir: Path, *, skip_bad: bool = False) -> list[dict[str, Any]]:
+    """Every record under OUT/runs/ (see `record_files`)."""
+    return [rec for _, rec in record_files(out_dir, skip_bad=skip_bad)]

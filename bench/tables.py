@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ._io import atomic_write_text
+from .errors import BenchError
 from .records import read_records
 from .reference import (Documented, _md, arch_matches, canonical_method, documented_entries, reference_dataset)
 from .sweep import catalog_entry_for
 
-__all__ = ["Measured", "Table", "measurements", "build_tables", "write_tables", "label_fraction"]
+__all__ = ["Measured", "Table", "DeltaPart", "measurements", "build_tables", "delta_parts", "write_tables",
+           "check_tables", "label_fraction"]
 
 FIXED_COLUMNS = ("source", "method", "arch", "checkpoint", "preset", "setting")
 TAIL_COLUMNS = ("delta", "record")
@@ -162,24 +164,39 @@ def _doc_rows(table: Table) -> list[tuple[tuple, dict[str, str], Documented]]:
     return [(k, cells, d) for k, (cells, d) in rows.items()]
 
 
-def delta_cell(m: Measured, table: Table) -> str:
-    """The Δ column of a measured row: deltas vs each matching documented row, or why there are none."""
+@dataclass(frozen=True)
+class DeltaPart:
+    """One clause of the Δ cell: deltas against one documented row (`values`, empty when not compared) or why
+    there are none (`compared` False). The site colours `values`; the tables print `text`."""
+    text: str
+    values: tuple[tuple[str, float], ...] = ()
+    compared: bool = False
+
+
+def delta_parts(m: Measured, table: Table) -> list[DeltaPart]:
+    """The Δ of a measured row against each matching documented row, or why there is none."""
     matches = [(cells, d) for _, cells, d in _doc_rows(table)
                if canonical_method(d.method) and canonical_method(d.method) == canonical_method(m.method)
                and arch_matches(d.arch, m.arch)]
+    if m.reasons:    # first: a miniature row says so whether or not the paper has its (method, arch)
+        return [DeltaPart("not compared: " + "; ".join(m.reasons))]
     if not matches:
-        return f"no documented row for {m.method} {m.arch}".strip()
-    if m.reasons:
-        return "not compared: " + "; ".join(m.reasons)
+        return [DeltaPart(f"no documented row for {m.method} {m.arch}".strip())]
     parts = []
     for cells, d in matches:
         if d.preset != m.preset:
-            parts.append(f"not compared with {d.table}: preset {m.preset}, documented {d.preset}")
+            parts.append(DeltaPart(f"not compared with {d.table}: preset {m.preset}, documented {d.preset}"))
             continue
-        common = [c for c in cells if c in m.values]
-        deltas = ", ".join(f"{c} {m.values[c] - float(cells[c]):+.2f}" for c in common)
-        parts.append(f"{deltas} vs {d.table}" if deltas else f"no common metric with {d.table}")
-    return "; ".join(parts)
+        values = tuple((c, m.values[c] - float(cells[c])) for c in cells if c in m.values)
+        deltas = ", ".join(f"{c} {v:+.2f}" for c, v in values)
+        parts.append(DeltaPart(f"{deltas} vs {d.table}", values, True) if values
+                     else DeltaPart(f"no common metric with {d.table}"))
+    return parts
+
+
+def delta_cell(m: Measured, table: Table) -> str:
+    """The Δ column of a measured row: deltas vs each matching documented row, or why there are none."""
+    return "; ".join(p.text for p in delta_parts(m, table))
 
 
 def table_rows(table: Table) -> tuple[list[str], list[list[str]]]:
@@ -262,16 +279,18 @@ def _transfer_wide_files(tables: list[Table], results: Path) -> list[Path]:
             atomic_write_text(results / "transfer__12datasets.csv", buf.getvalue())]
 
 
-def write_tables(results: Path | str, *, plots: bool = True) -> list[Path]:
-    """Regenerate every table (and plot) from `results/runs/*.json` into `results/`. Returns the paths written."""
+def write_tables(results: Path | str, *, plots: bool = True, out: Path | str | None = None) -> list[Path]:
+    """Regenerate every table (and plot) from `results/runs/*.json` into `out` (default `results/`). Returns the
+    paths written."""
     results = Path(results)
+    out = results if out is None else Path(out)
     records = read_records(results, skip_bad=True)
     tables = build_tables(records)
     written = []
     for t in tables:
-        written.append(atomic_write_text(results / f"{t.stem}.md", render_markdown(t)))
-        written.append(atomic_write_text(results / f"{t.stem}.csv", render_csv(t)))
-    written += _transfer_wide_files(tables, results)
+        written.append(atomic_write_text(out / f"{t.stem}.md", render_markdown(t)))
+        written.append(atomic_write_text(out / f"{t.stem}.csv", render_csv(t)))
+    written += _transfer_wide_files(tables, out)
     if plots:
         try:
             from .plots import write_plots
@@ -282,9 +301,48 @@ def write_tables(results: Path | str, *, plots: bool = True) -> list[Path]:
             logging.getLogger(__name__).warning("plots skipped: matplotlib is not installed "
                                                 "(pip install 'bench[plots]')")
         else:
-            written += write_plots(results, tables, records)
-    written.append(atomic_write_text(results / "index.md", _index(tables, written, results)))
+            written += write_plots(out, tables, records)
+    written.append(atomic_write_text(out / "index.md", _index(tables, written, out)))
     return written
+
+
+GENERATED_SUFFIXES = (".md", ".csv", ".png", ".svg")
+
+
+def _looks_generated(path: Path) -> bool:
+    """A file `bench table` writes: `index.md` or `<protocol>__<...>.<md|csv|png|svg>` (a README is not)."""
+    return path.is_file() and path.suffix in GENERATED_SUFFIXES and (path.name == "index.md" or "__" in path.stem)
+
+
+def check_tables(results: Path | str, *, plots: bool = True) -> list[str]:
+    """What differs between the tables/plots in `results/` and what its records regenerate, one line per file
+    (empty: they agree). Regenerates into a temporary folder; `results/` is not touched. Without `plots`, the
+    figures are neither regenerated nor compared."""
+    import tempfile
+    results = Path(results)
+    if plots:
+        try:
+            import matplotlib  # noqa: F401
+        except ModuleNotFoundError:
+            raise BenchError("bench table --check compares the plots too and needs matplotlib: "
+                             "pip install 'bench[plots]' (or check the tables only with --no-plots)") from None
+    with tempfile.TemporaryDirectory(prefix="bench-table-check-") as tmp:
+        fresh = {p.name: p.read_bytes() for p in write_tables(results, plots=plots, out=tmp)}
+    if not plots:    # the index lists the figures, which were not drawn
+        fresh.pop("index.md")
+    problems = []
+    for name, data in sorted(fresh.items()):
+        committed = results / name
+        if not committed.is_file():
+            problems.append(f"{committed}: missing (the records produce it)")
+        elif committed.read_bytes() != data:
+            problems.append(f"{committed}: differs from what the records regenerate")
+    suffixes = GENERATED_SUFFIXES if plots else (".md", ".csv")
+    for path in sorted(results.iterdir()):
+        if _looks_generated(path) and path.suffix in suffixes and path.name not in fresh and \
+                (plots or path.name != "index.md"):
+            problems.append(f"{path}: no record produces it any more (stale)")
+    return problems
 
 
 def _index(tables: list[Table], written: list[Path], results: Path) -> str:

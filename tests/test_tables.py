@@ -182,3 +182,27 @@ def test_detection_records_meet_the_documented_voc07_rows():
                   headline=("AP50", "AP", "AP75"))
     (table,) = [t for t in build_tables([rec]) if t.protocol == "detection"]
     assert table.dataset == "voc2007" and table.documented and len(table.measured) == 1
+
+
+def test_check_passes_on_regenerated_tables_and_fails_after_editing_a_record(results, tmp_path, capsys):
+    import json
+    copy = tmp_path / "committed"
+    shutil.copytree(results, copy)
+    before = {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()}
+    assert run_cli("table", "--results", copy, "--check") == 0
+    assert {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()} == before     # --check writes nothing
+    capsys.readouterr()
+
+    # a record edited by hand: its tables (and plots) no longer agree
+    path = next(p for p in sorted((copy / "runs").glob("*.json")) if json.loads(p.read_text())["protocol"] == "knn")
+    rec = json.loads(path.read_text())
+    rec["metrics"]["top1"] += 1.0
+    path.write_text(json.dumps(rec))
+    (copy / "linear__imagenet.md").unlink()
+    (copy / "knn__cifar10.csv").write_text("protocol,dataset\n")            # left over from a deleted record
+    assert run_cli("table", "--results", copy, "--check", "--no-plots") == 1
+    out = capsys.readouterr().out
+    assert f"{copy / 'knn__imagenet.md'}: differs" in out and f"{copy / 'knn__imagenet.csv'}: differs" in out
+    assert f"{copy / 'linear__imagenet.md'}: missing" in out and f"{copy / 'knn__cifar10.csv'}: no record" in out
+    assert "semisup__imagenet.md" not in out and ".png" not in out           # untouched tables; plots not checked
+    assert (copy / "knn__imagenet.md").read_bytes() == before["knn__imagenet.md"]

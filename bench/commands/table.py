@@ -1,4 +1,5 @@
-"""bench table [--results DIR]: regenerate the leaderboards (Markdown, CSV, plots) from DIR/runs/*.json."""
+"""bench table [--results DIR] [--check]: regenerate the leaderboards (Markdown, CSV, plots) from DIR/runs/*.json,
+or with --check only verify that the committed ones are what the records regenerate (CI runs it)."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +7,7 @@ from pathlib import Path
 
 from ..errors import BenchError
 
-HELP = "regenerate leaderboard tables and plots from the run records"
+HELP = "regenerate leaderboard tables and plots from the run records (--check: verify them)"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -14,14 +15,28 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--results", default="results", help="results folder: reads RESULTS/runs/, writes tables into "
                                                         "RESULTS/ (default results)")
     p.add_argument("--no-plots", action="store_true", help="tables only")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 when a table or plot in RESULTS/ differs from what the records "
+                        "regenerate, is missing, or is stale")
     return p
 
 
 def run(args) -> int:
-    from ..tables import write_tables
+    from ..tables import check_tables, write_tables
     results = Path(args.results)
     if not results.is_dir():
         raise BenchError(f"{results}: results folder not found; run `bench run ... --out {results}` first")
+    if args.check:
+        problems = check_tables(results, plots=not args.no_plots)
+        for line in problems:
+            print(line)
+        if problems:
+            print(f"bench table --check: {len(problems)} file(s) disagree with the records in {results / 'runs'}; "
+                  f"run `bench table --results {results}` and commit the result")
+            return 1
+        print(f"bench table --check: the tables{'' if args.no_plots else ' and plots'} in {results}/ "
+              f"agree with its records")
+        return 0
     written = write_tables(results, plots=not args.no_plots)
     n_tables = sum(1 for p in written if p.suffix == ".md" and p.name != "index.md")
     n_plots = sum(1 for p in written if p.suffix == ".png")

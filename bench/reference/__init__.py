@@ -18,7 +18,7 @@ import yaml
 from ..errors import BenchError
 
 __all__ = ["DATA_DIR", "Documented", "reference_index", "reference_table", "reference_mapping", "documented_entries",
-           "render_reference_table", "canonical_method", "canonical_arch", "reference_dataset"]
+           "render_reference_table", "canonical_method", "canonical_arch", "reference_dataset", "load"]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 MAPPING_PATH = Path(__file__).resolve().parent / "mapping.yaml"
@@ -171,6 +171,19 @@ def _finetune_setting(row: dict[str, str], setting: str) -> str:
     if row["section"]:
         parts.append(row["section"])
     return "; ".join(parts)
+
+
+def load():
+    """The documented numbers of the leaderboards as a DataFrame in `bench.results.load`'s shape: `source` is the
+    reference table, `paper` its citation, `value` the printed number as a float, `preset` the bench preset that
+    reproduces the paper's evaluation; `comparable` is True (these are the papers' own numbers) and the
+    record columns are empty."""
+    from ..results import dataframe
+    return dataframe([{"source": d.table, "protocol": d.protocol, "preset": d.preset, "dataset": d.dataset,
+                       "metric": d.metric, "value": float(d.value), "method": d.method, "arch": d.arch,
+                       "backbone": "", "setting": d.setting, "comparable": True, "reasons": "", "fingerprint": "",
+                       "record": "", "paper": d.paper, "method_key": canonical_method(d.method),
+                       "arch_key": canonical_arch(d.arch)} for d in documented_entries()])
 
 
 _KEY_COLUMNS = ("method", "arch", "pretrain_data", "epochs", "resolution", "section", "split_or_setting")

@@ -1,0 +1,26 @@
+"""bench site [--results DIR] [--out SITE]: the leaderboards as a static site (HTML + CSS + a small script)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import BenchError
+
+HELP = "write the leaderboards as a static site (opens from disk, no server)"
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("site", help=HELP)
+    p.add_argument("--results", default="results", help="results folder: reads RESULTS/runs/ (default results)")
+    p.add_argument("--out", help="site folder, replaced as a whole (default RESULTS/site)")
+    return p
+
+
+def run(args) -> int:
+    from ..site import write_site
+    results = Path(args.results)
+    if not results.is_dir():
+        raise BenchError(f"{results}: results folder not found; run `bench run ... --out {results}` first")
+    out = write_site(results, args.out)
+    print(f"site written to {out}/ (open {(out / 'index.html').resolve().as_uri()})")
+    return 0

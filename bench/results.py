@@ -1,0 +1,53 @@
+"""Records as a pandas DataFrame for notebooks: `bench.results.load("results")`, one row per metric.
+
+The rows are on the leaderboards' grid (the same dataset names and metric columns as `bench table`: semisup
+metrics carry their label fraction, `top1@1%`; a transfer record gives one row per dataset under that dataset's
+documented metric), so they join with `bench.reference.load()`, which has the same columns. `method_key` and
+`arch_key` are the canonical spellings the tables match on ('MoCo v2' and 'mocov2' → 'mocov2', 'ResNet-50' and
+'resnet50' → 'resnet50').
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import BenchError
+
+__all__ = ["COLUMNS", "load", "dataframe"]
+
+COLUMNS = ("source", "protocol", "preset", "dataset", "metric", "value", "method", "arch", "backbone", "setting",
+           "comparable", "reasons", "fingerprint", "record", "paper", "method_key", "arch_key")
+
+
+def dataframe(rows: list[dict]):
+    try:
+        import pandas as pd
+    except ModuleNotFoundError:
+        raise BenchError("the DataFrame API needs pandas: pip install 'bench[dataframe]'") from None
+    return pd.DataFrame(rows, columns=list(COLUMNS)).astype({"value": "float64", "comparable": "bool"})
+
+
+def load(results: str | Path = "results"):
+    """Every record under RESULTS/runs/ as a DataFrame, one row per (record, table, metric): `source` 'measured',
+    `comparable` and `reasons` from the record, `fingerprint` the full settings hash, `record` the JSON's file
+    name, `setting` 'miniature' for a record on the miniatures. Unreadable records are skipped with a warning."""
+    from .records import record_files
+    from .reference import canonical_arch, canonical_method
+    from .tables import _identity, _pieces
+    results = Path(results)
+    if not (results / "runs").is_dir():
+        raise BenchError(f"{results}: no runs/ folder of records; pass the results folder (`bench run --out`)")
+    rows = []
+    for path, rec in record_files(results, skip_bad=True):
+        method, arch, name = _identity(rec)
+        mini = bool((rec.get("dataset") or {}).get("mini"))
+        for dataset, values, extra in _pieces(rec):
+            reasons = tuple(rec.get("not_comparable_because") or ()) + extra
+            for metric, value in values.items():
+                rows.append({"source": "measured", "protocol": rec["protocol"], "preset": rec["preset"],
+                             "dataset": dataset, "metric": metric, "value": value, "method": method, "arch": arch,
+                             "backbone": name, "setting": "miniature" if mini else "",
+                             "comparable": bool(rec.get("comparable")) and not reasons,
+                             "reasons": "; ".join(reasons), "fingerprint": str(rec.get("fingerprint", "")),
+                             "record": path.name, "paper": "", "method_key": canonical_method(method),
+                             "arch_key": canonical_arch(arch)})
+    return dataframe(rows)
