@@ -74,11 +74,17 @@ class RunContext:
 
     def transform_spec(self, preset_transform: dict[str, Any]) -> TransformSpec:
         """Preset resize/crop/interpolation + the backbone's normalisation, at the run's resolution."""
-        unknown = set(preset_transform) - {"resize", "crop", "interpolation", "mean", "std"}
+        unknown = set(preset_transform) - {"resize", "crop", "interpolation", "mean", "std", "centre_fraction",
+                                           "centre_rounding"}
         if unknown:
             raise BenchError(f"unknown transform key(s) {sorted(unknown)}")
         pre = self.require_backbone("image transforms").preprocessing
-        spec = TransformSpec(**{"mean": pre.mean, "std": pre.std, **preset_transform})
+        # a centre-fraction crop replaces resize-then-crop, so the dataclass's default resize must not apply
+        base = {"resize": None} if preset_transform.get("centre_fraction") is not None else {}
+        try:
+            spec = TransformSpec(**{"mean": pre.mean, "std": pre.std, **base, **preset_transform})
+        except ValueError as e:
+            raise BenchError(f"transform {preset_transform}: {e}") from e
         resolution = self.resolution or (MINI_RESOLUTION if self.mini else None)
         return spec.at_resolution(resolution) if resolution else spec
 

@@ -132,3 +132,79 @@ def test_a_record_of_an_older_preset_version_is_not_compared_with_the_paper():
     assert _version_reasons({"protocol": "knn", "preset": "dino"}, seen) == (f"ran preset version 1, current is {now}",)
     assert _version_reasons({"protocol": "knn", "preset": "gone", "preset_version": 1}, seen) == \
         ("preset knn/gone no longer exists",)
+
+
+@pytest.mark.parametrize("name, percent", [("simclr", 1), ("simclr", 10), ("simclrv2", 10)])
+def test_semisup_simclr_lr_decays_as_simclrs_cosine_without_warmup(name, percent):
+    import math
+    from bench.protocols.semisup import SemisupPreset, effective_preset
+    from bench.train import lr_at, scaled_lr
+    preset = effective_preset(resolve_preset("semisup", SemisupPreset, name)[0], percent)
+    bs, n = preset.batch_size, preset.batch_size * 7        # 7 full steps per epoch
+    lr = scaled_lr(preset.base_lr, bs, preset.lr_scaling)
+    total = n * preset.epochs // bs + 1                     # simclr get_train_steps
+    for step in range(0, 7 * preset.epochs, 11):
+        # model_util.learning_rate_schedule: warmup_steps = 0, so tf.train.cosine_decay(scaled_lr, step, total)
+        want = 0.5 * lr * (1 + math.cos(math.pi * min(step, total) / total))
+        got = lr_at(preset.schedule, step / 7, base_lr=lr, epochs=preset.epochs, warmup_epochs=preset.warmup_epochs)
+        assert got == pytest.approx(want, abs=lr * 1e-2)
+    assert lr_at(preset.schedule, 0.0, base_lr=lr, epochs=preset.epochs) == lr
+
+
+def _tf_centre_crop(img, fraction, side_of):
+    # byol dataset.py _decode_and_center_crop / simclr data_util.py center_crop (aspect 1): side from the short
+    # side, offsets ((H - side) + 1) // 2, then a bicubic resize of the square to 224 x 224
+    import numpy as np
+    from PIL import Image
+    a = np.asarray(img)
+    h, w = a.shape[:2]
+    side = side_of(fraction * min(h, w))
+    top, left = (h - side + 1) // 2, (w - side + 1) // 2
+    return Image.fromarray(a[top:top + side, left:left + side]).resize((224, 224), Image.BICUBIC)
+
+
+@pytest.mark.parametrize("protocol, name", [("linear", "byol"), ("linear", "simclr"), ("semisup", "simclr"),
+                                            ("semisup", "simclrv2"), ("semisup", "byol")])
+def test_tf_recipes_evaluate_on_the_central_87_5_percent_resized_to_224(protocol, name):
+    import importlib
+    import numpy as np
+    from PIL import Image
+    from bench.data import build_eval_transform
+    from bench.runner import RunContext
+    cls = {"linear": "bench.protocols.linear:LinearPreset", "semisup": "bench.protocols.semisup:SemisupPreset"}
+    mod, attr = cls[protocol].split(":")
+    preset, _ = resolve_preset(protocol, getattr(importlib.import_module(mod), attr), name)
+    pre = SimpleNamespace(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    ctx = RunContext(dataset="imagenet", backbone=SimpleNamespace(preprocessing=pre))
+    spec = ctx.transform_spec({**preset.eval_transform, "mean": None, "std": None})
+    tf = build_eval_transform(spec)
+    # BYOL: tf.cast(float, int32) truncates; SimCLR: tf.rint rounds half to even (np.rint)
+    side_of = (lambda v: int(v)) if name == "byol" else (lambda v: int(np.rint(v)))
+    rng = np.random.default_rng(0)
+    for h, w in ((375, 500), (500, 333), (256, 257), (99, 64)):     # 0.875 x 500 = 437.5: floor and rint differ
+        img = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        want = torch.from_numpy(np.asarray(_tf_centre_crop(img, 0.875, side_of)).copy()).permute(2, 0, 1) / 255
+        assert torch.equal(tf(img), want)
+    assert preset_version(protocol, name) >= 2
+
+
+def test_byol_train_crop_is_one_clamped_draw_without_retries():
+    import math
+    from bench.augment import _crop_class
+    from bench.protocols.linear import LinearPreset
+    preset, _ = resolve_preset("linear", LinearPreset, "byol")
+    crop = _crop_class(preset.train_transform["crop"])
+    scale, ratio = tuple(preset.train_transform["scale"]), tuple(preset.train_transform["ratio"])
+    assert scale == (0.08, 1.0) and ratio == pytest.approx((3 / 4, 4 / 3))
+    # a 400 x 30 image is so wide that most draws do not fit: BYOL clamps them, never retries
+    for seed in range(200):
+        torch.manual_seed(seed)
+        got = crop.get_params(torch.zeros(3, 30, 400), scale, ratio)
+        # byol dataset.py _decode_and_random_crop, drawing from the same stream: area, log-ratio, offsets
+        torch.manual_seed(seed)
+        area = 30 * 400 * torch.empty(1).uniform_(0.08, 1.0).item()
+        aspect = math.exp(torch.empty(1).uniform_(math.log(ratio[0]), math.log(ratio[1])).item())
+        w, h = min(round(math.sqrt(area * aspect)), 400), min(round(math.sqrt(area / aspect)), 30)
+        top = torch.randint(0, 30 - h + 1, size=(1,)).item()
+        left = torch.randint(0, 400 - w + 1, size=(1,)).item()
+        assert got == (top, left, h, w)
