@@ -208,3 +208,58 @@ def test_byol_train_crop_is_one_clamped_draw_without_retries():
         top = torch.randint(0, 30 - h + 1, size=(1,)).item()
         left = torch.randint(0, 400 - w + 1, size=(1,)).item()
         assert got == (top, left, h, w)
+
+
+def _seg_preset(name, **over):
+    import dataclasses
+    from bench.protocols.segmentation import SegPreset
+    preset, _ = resolve_preset("segmentation", SegPreset, name)
+    return dataclasses.replace(preset, **over)
+
+
+def test_segmentation_linear_ibot_is_a_1x1_conv_on_the_concat_without_norm():
+    from bench.backbones import load_backbone
+    from bench.protocols.segmentation import build_seg_model
+    p = _seg_preset("linear-ibot", out_indices=(1, 2, 3, 5), num_classes=7)   # test_vit has 6 blocks
+    model = build_seg_model(load_backbone(None, "test_vit"), p, crop=32, channels=16).train()
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.decode.modules())
+    with torch.no_grad():
+        model.decode.conv_seg.bias.normal_()
+        x = torch.randn(2, 3, 32, 32)
+        maps = model.features(x)
+        # mmseg FCNHead(num_convs=0, concat_input=False, dropout_ratio=0), input_transform='resize_concat':
+        # every map bilinearly resized (align_corners=False) to the first's size, concatenated, then conv_seg
+        cat = torch.cat([F.interpolate(m, size=maps[0].shape[2:], mode="bilinear", align_corners=False)
+                         for m in maps], 1)
+        want = F.conv2d(cat, model.decode.conv_seg.weight, model.decode.conv_seg.bias)
+        torch.testing.assert_close(model(x)[0], want)
+    assert cat.shape[1] == 4 * 64 and preset_version("segmentation", "linear-ibot") >= 2
+    dinov2 = build_seg_model(load_backbone(None, "test_vit"), _seg_preset("linear", num_classes=7), crop=32,
+                             channels=16)
+    assert isinstance(dinov2.decode.bn, torch.nn.BatchNorm2d), "DINOv2's BNHead keeps its BatchNorm"
+
+
+def test_segmentation_upernet_mae_adds_trainable_layer_scale_from_one():
+    from bench.backbones import load_backbone
+    from bench.protocols.segmentation import build_seg_model
+    from bench.segmentation.optim import layer_decay_groups
+    p = _seg_preset("upernet-mae", out_indices=(1, 2, 3, 5), channels=16, drop_path=0.0)
+    model = build_seg_model(load_backbone(None, "test_vit"), p, crop=32, channels=16).eval()
+    vit = model.features.model
+    for blk in vit.blocks:
+        for ls in (blk.ls1, blk.ls2):
+            assert ls.gamma.requires_grad and torch.equal(ls.gamma, torch.ones_like(ls.gamma))
+    # mmseg LayerDecayOptimizerConstructor: 1-D parameters undecayed, `layers.i.*` at layer id i + 1
+    groups = layer_decay_groups(vit, torch.nn.Linear(1, 1), 0.05, 0.65)
+    for i, blk in enumerate(vit.blocks):
+        g = next(g for g in groups if any(q is blk.ls1.gamma for q in g["params"]))
+        assert g["weight_decay"] == 0.0 and g["layer_id"] == i + 1
+    # mmseg MAE layer: x = x + drop_path(gamma_1 * attn(ln1(x))); x = x + drop_path(gamma_2 * ffn(ln2(x)))
+    blk = vit.blocks[0]
+    with torch.no_grad():
+        blk.ls1.gamma.fill_(2.0)
+        blk.ls2.gamma.uniform_(0, 1)
+        t = torch.randn(2, 5, 64)
+        h = t + 2.0 * blk.attn(blk.norm1(t))
+        torch.testing.assert_close(blk(t), h + blk.ls2.gamma * blk.mlp(blk.norm2(h)))
+    assert preset_version("segmentation", "upernet-mae") >= 2
