@@ -263,3 +263,104 @@ def test_segmentation_upernet_mae_adds_trainable_layer_scale_from_one():
         h = t + 2.0 * blk.attn(blk.norm1(t))
         torch.testing.assert_close(blk(t), h + blk.ls2.gamma * blk.mlp(blk.norm2(h)))
     assert preset_version("segmentation", "upernet-mae") >= 2
+
+
+def test_detection_moco_is_detectron2s_l1_roialignv2_and_precise_bn():
+    from bench.protocols.detection import DetectionPreset
+    p, _ = resolve_preset("detection", DetectionPreset, "moco")
+    # detectron2 defaults.py: RPN.SMOOTH_L1_BETA = ROI_BOX_HEAD.SMOOTH_L1_BETA = 0.0, POOLER_TYPE ROIAlignV2,
+    # TEST.PRECISE_BN.NUM_ITER 200 (ENABLED in moco's Base-RCNN-C4-BN.yaml)
+    assert (p.rpn_smooth_l1_beta, p.box_smooth_l1_beta, p.roi_aligned, p.precise_bn_iters) == (0.0, 0.0, True, 200)
+    assert preset_version("detection", "moco") >= 2
+
+
+def test_box_losses_with_beta_zero_are_detectron2s_l1():
+    from torchvision.models.detection._utils import BalancedPositiveNegativeSampler
+    from bench.protocols.detection._d2_parts import BetaRPN, fastrcnn_loss
+    g = torch.Generator().manual_seed(0)
+    # box head: 6 sampled RoIs (labels 0 = background), 3 classes + background, class-specific deltas
+    logits, deltas = torch.randn(6, 4, generator=g), torch.randn(6, 16, generator=g) * 0.05   # |x| < 1/9 mostly
+    labels, targets = [torch.tensor([0, 2, 1]), torch.tensor([3, 0, 2])], [torch.randn(3, 4, generator=g) * 0.05
+                                                                           for _ in range(2)]
+    cls_loss, box_loss = fastrcnn_loss(logits, deltas, labels, targets, beta=0.0)
+    lab, tgt = torch.cat(labels), torch.cat(targets)
+    # detectron2 fast_rcnn.py box_reg_loss: fvcore smooth_l1_loss(beta=0) = |x|, summed over foreground RoIs'
+    # deltas of their own class, divided by the number of sampled RoIs
+    want = sum((deltas[i].view(4, 4)[lab[i]] - tgt[i]).abs().sum() for i in range(6) if lab[i] > 0) / 6
+    torch.testing.assert_close(box_loss, want)
+    torch.testing.assert_close(cls_loss, F.cross_entropy(logits, lab))
+    smooth = fastrcnn_loss(logits, deltas, labels, targets)[1]     # torchvision's 1/9
+    assert smooth < box_loss
+    # RPN: 10 anchors, all sampled (fewer than 256), 4 foreground; L1 over foreground deltas / sampled anchors
+    rpn = BetaRPN.__new__(BetaRPN)
+    torch.nn.Module.__init__(rpn)
+    rpn.fg_bg_sampler, rpn.smooth_l1_beta = BalancedPositiveNegativeSampler(256, 0.5), 0.0
+    obj, d = torch.randn(10, 1, generator=g), torch.randn(10, 4, generator=g) * 0.05
+    lbl = [torch.tensor([1., 0., 0., 1., 0., 1., 0., 0., 1., 0.])]
+    tg = [torch.randn(10, 4, generator=g) * 0.05]
+    obj_loss, rpn_box = rpn.compute_loss(obj, d, lbl, tg)
+    fg = lbl[0] > 0
+    torch.testing.assert_close(rpn_box, (d[fg] - tg[0][fg]).abs().sum() / 10)
+    torch.testing.assert_close(obj_loss, F.binary_cross_entropy_with_logits(obj.flatten(), lbl[0]))
+
+
+def test_moco_detector_uses_roialignv2_and_l1_in_its_forward():
+    import dataclasses
+    from bench.protocols.detection import DetectionPreset
+    from bench.protocols.detection._d2_parts import BetaRoIHeads, BetaRPN
+    from bench.protocols.detection.model import build_detector
+    from timm.models.resnet import BasicBlock, ResNet
+    p = dataclasses.replace(resolve_preset("detection", DetectionPreset, "moco")[0], train_min_sizes=(64,),
+                            test_size=64, max_size=96, rois_per_image=16, pooler_resolution=4,
+                            rpn_pre_nms_train=50, rpn_post_nms_train=20)
+    torch.manual_seed(0)
+    net = ResNet(BasicBlock, [1, 1, 1, 1], channels=(8, 16, 32, 64), num_classes=0)
+    model = build_detector(net, p, mean=(0.5,) * 3, std=(0.5,) * 3)
+    assert type(model.rpn) is BetaRPN and type(model.roi_heads) is BetaRoIHeads
+    assert model.rpn.smooth_l1_beta == 0.0 and model.roi_heads.smooth_l1_beta == 0.0
+    # ROIAlignV2 on a horizontal ramp f(x, y) = x: bilinear sampling is exact, so each bin averages to its centre;
+    # aligned=True (detectron2's pixel model) shifts the box by -0.5 px: centre = x0 - 0.5 + (i + 0.5) w / n
+    ramp = torch.arange(32.0).expand(1, 1, 32, 32).contiguous()
+    out = model.roi_heads.box_roi_pool({"0": ramp}, [torch.tensor([[4.0, 4.0, 20.0, 12.0]])], [(32, 32)])
+    want = 4.0 - 0.5 + (torch.arange(4.0) + 0.5) * 16 / 4
+    torch.testing.assert_close(out[0, 0, 0], want)
+    model.train()
+    losses = model([torch.rand(3, 64, 64)], [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 40.0]]),
+                                              "labels": torch.tensor([3])}])
+    assert all(torch.isfinite(v) for v in losses.values())
+    from torchvision.models.detection import roi_heads as tv
+    assert tv.fastrcnn_loss.__module__ == "torchvision.models.detection.roi_heads", "the swap is undone"
+
+
+def test_precise_bn_sets_running_stats_to_the_average_of_batch_statistics(mini_root):
+    import dataclasses
+    from bench.data import open_dataset
+    from bench.protocols.detection import DetectionPreset
+    from bench.protocols.detection.engine import DetectionSamples, update_bn_stats
+    from bench.protocols.detection.model import build_detector
+    from timm.models.resnet import BasicBlock, ResNet
+    p = dataclasses.replace(resolve_preset("detection", DetectionPreset, "moco")[0], train_min_sizes=(64,),
+                            test_size=64, max_size=96, rois_per_image=16, pooler_resolution=4, batch_size=2,
+                            rpn_pre_nms_train=50, rpn_post_nms_train=20, iterations=5, precise_bn_iters=3,
+                            amp=False)
+    torch.manual_seed(0)
+    model = build_detector(ResNet(BasicBlock, [1, 1, 1, 1], channels=(8, 16, 32, 64), num_classes=0), p,
+                           mean=(0.5,) * 3, std=(0.5,) * 3)
+    samples = DetectionSamples([open_dataset("voc", mini_root, "2007-trainval", None, mini=True)])
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    seen = {id(bn): [] for bn in bns}
+    hooks = [bn.register_forward_hook(lambda m, inp, out: seen[id(m)].append(inp[0].detach().double()))
+             for bn in bns]
+    momenta = [bn.momentum for bn in bns]
+    info = update_bn_stats(model, samples, p, device=torch.device("cpu"), seed=0)
+    for h in hooks:
+        h.remove()
+    assert info == {"iterations": 3, "bn_layers": len(bns)} and [bn.momentum for bn in bns] == momenta
+    for bn in bns:
+        # fvcore update_bn_stats: running stats = mean over the batches of each batch's mean and unbiased var
+        calls = seen[id(bn)]
+        assert len(calls) == 3
+        mean = torch.stack([x.mean((0, 2, 3)) for x in calls]).mean(0)
+        var = torch.stack([x.transpose(0, 1).flatten(1).var(1, unbiased=True) for x in calls]).mean(0)
+        torch.testing.assert_close(bn.running_mean.double(), mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(bn.running_var.double(), var, rtol=1e-4, atol=1e-5)
