@@ -132,6 +132,12 @@ def test_a_record_of_an_older_preset_version_is_not_compared_with_the_paper():
     assert _version_reasons({"protocol": "knn", "preset": "dino"}, seen) == (f"ran preset version 1, current is {now}",)
     assert _version_reasons({"protocol": "knn", "preset": "gone", "preset_version": 1}, seen) == \
         ("preset knn/gone no longer exists",)
+    from bench.tables import measurements
+    rec = {"protocol": "knn", "preset": "dino", "metrics": {"top1": 70.0}, "comparable": True,
+           "not_comparable_because": [], "checkpoint": {"name": "m.pth", "arch": "resnet50", "family": "plain"},
+           "dataset": {"name": "imagenet"}, "fingerprint": "0" * 16}
+    old, new = measurements([rec]), measurements([{**rec, "preset_version": now}])
+    assert old[0].reasons == (f"ran preset version 1, current is {now}",) and new[0].reasons == ()
 
 
 @pytest.mark.parametrize("name, percent", [("simclr", 1), ("simclr", 10), ("simclrv2", 10)])
