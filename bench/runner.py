@@ -195,7 +195,8 @@ def run_protocol(protocol: str, ctx: RunContext, *, preset: str | None = None,
         raise BenchError(f"protocol {protocol!r} trains on images and needs a backbone (--model/--ckpt), "
                          f"not --features")
     # The version is in the key so a record of an older preset version is never reused for the current one.
-    run_key = {"protocol": protocol, "preset": preset_name, "preset_version": version, "overrides": overrides, "source": _source_id(ctx),
+    run_key = {"protocol": protocol, "preset": preset_name, "preset_version": version, "overrides": overrides,
+               "source": _source_id(ctx),
                "dataset": ctx.dataset, "data_root": str(ctx.data_root.path) if ctx.data_root else None,
                "feature_mode": ctx.feature_mode, "resolution": ctx.resolution, "quick": ctx.quick,
                "seed": ctx.seed, "options": ctx.options, "amp": ctx.amp,
@@ -230,7 +231,8 @@ def run_protocol(protocol: str, ctx: RunContext, *, preset: str | None = None,
     if skipped:
         reasons.append(f"{len(skipped)} unreadable image(s) skipped (--skip-bad-images)")
     record = {
-        "protocol": protocol, "preset": preset_name, "preset_version": version, "paper": getattr(preset_obj, "paper", ""),
+        "protocol": protocol, "preset": preset_name, "preset_version": version,
+        "paper": getattr(preset_obj, "paper", ""),
         "preset_source": getattr(preset_obj, "source", ""), "preset_settings": asdict(preset_obj),
         "overrides": overrides, "fingerprint": fingerprint(settings), "fingerprint_settings": settings,
         "comparable": not reasons, "not_comparable_because": reasons, "checkpoint": _checkpoint_block(ctx),

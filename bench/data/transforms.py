@@ -37,7 +37,7 @@ class TransformSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        if self.centre_fraction is None:   # absent, not null: the cache keys of resize-then-crop specs stay as they were
+        if self.centre_fraction is None:   # absent, not null: resize-then-crop cache keys stay as they were
             del d["centre_fraction"], d["centre_rounding"]
         return d
 
