@@ -4,10 +4,13 @@ A train transform is a dict: {crop, size, scale, ratio, interpolation, flip, mea
 random-resized crop is meant, because they differ in small ways that the papers' code fixes:
   torchvision: torchvision RandomResizedCrop (10 tries, then a centre crop clamped to the ratio range) — MoCo,
                MoCo v3, DINO.
-  tf:          MAE `util/crop.py` RandomResizedCrop: one draw (area uniform in scale, log-uniform aspect), the
-               sides clipped to the image, no retry loop.
-  inception:   TF `sample_distorted_bounding_box` as SimCLR/BYOL use it: up to 100 tries (area uniform in scale,
-               log-uniform aspect, box must fit), else the whole image.
+  tf:          MAE `util/crop.py` RandomResizedCrop and BYOL `dataset.py` `_decode_and_random_crop` (the same
+               draw): one draw (area uniform in scale, log-uniform aspect), the sides clipped to the image, no
+               retry loop.
+  inception:   up to 100 tries (area uniform in scale, log-uniform aspect, box must fit), else the whole image.
+               SimCLR's TF `sample_distorted_bounding_box` also makes up to 100 tries but draws the aspect ratio
+               uniformly and the height uniformly between the smallest and largest allowed, and needs 10% of the
+               image covered (min_object_covered=0.1): the same support, not the same distribution.
 mean/std of None leave pixels in [0, 1] (SimCLR).
 """
 from __future__ import annotations

@@ -2,6 +2,10 @@
 
 Merge order: dataclass defaults < the YAML preset < CLI overrides. An unknown key is an error, and the resolved
 preset (with the names of what was overridden) goes into the record.
+
+Each preset has a `version` (1 when the YAML does not say): it is bumped whenever a field changes what the number
+means, enters the record and its fingerprint, and a table compares a record with the paper only when it ran the
+current version (`preset_version`).
 """
 from __future__ import annotations
 
@@ -19,10 +23,12 @@ import yaml
 from .errors import PresetError
 
 __all__ = ["presets_dir", "check_choices", "check_ranges", "load_protocol_yaml", "resolve_preset", "parse_overrides", "preset_settings",
-           "PRESET_META_FIELDS"]
+           "preset_version", "PRESET_META_FIELDS", "VERSION_KEY"]
 
 # Provenance fields: they describe a preset but cannot move a number, so they stay out of fingerprints.
 PRESET_META_FIELDS = ("paper", "source", "notes")
+# A YAML-only key, kept off the dataclasses so every protocol (present and future) is versioned the same way.
+VERSION_KEY = "version"
 
 
 def check_choices(preset: Any, **allowed: tuple) -> None:
@@ -121,6 +127,24 @@ def _coerce(cls: type, name: str, value: Any, hint: Any, where: str) -> Any:
     return value
 
 
+def _version_of(protocol: str, name: str, body: dict[str, Any]) -> int:
+    v = body.get(VERSION_KEY, 1)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise PresetError(f"{presets_dir() / (protocol + '.yaml')}:{name}: version must be an integer >= 1, "
+                          f"not {v!r}")
+    return v
+
+
+def preset_version(protocol: str, name: str | None = None) -> int:
+    """The current version of a preset (the YAML's `default` when `name` is None); 1 when the YAML has none."""
+    data = load_protocol_yaml(protocol)
+    name = name or data.get("default")
+    if name not in data["presets"]:
+        raise PresetError(f"unknown preset {name!r} for protocol {protocol!r}; choose one of: "
+                          f"{', '.join(sorted(data['presets']))}")
+    return _version_of(protocol, name, data["presets"][name] or {})
+
+
 def resolve_preset(protocol: str, cls: type, name: str | None, overrides: dict[str, Any] | None = None):
     """(preset instance, preset name) for `protocol`; the YAML's `default` when `name` is None."""
     data = load_protocol_yaml(protocol)
@@ -131,8 +155,13 @@ def resolve_preset(protocol: str, cls: type, name: str | None, overrides: dict[s
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
-    for where, layer in ((f"protocols/{protocol}.yaml:{name}", data["presets"][name] or {}),
-                         ("--set", overrides or {})):
+    body = dict(data["presets"][name] or {})
+    _version_of(protocol, name, body)
+    body.pop(VERSION_KEY, None)
+    if VERSION_KEY in (overrides or {}):
+        raise PresetError(f"--set {VERSION_KEY}=...: a preset's version is not a setting; edit "
+                          f"protocols/{protocol}.yaml (and bump its version) to change a preset")
+    for where, layer in ((f"protocols/{protocol}.yaml:{name}", body), ("--set", overrides or {})):
         unknown = sorted(set(layer) - fields)
         if unknown:
             raise PresetError(f"{where}: unknown key(s) {unknown} for {protocol}; known: {sorted(fields)}")

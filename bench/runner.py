@@ -25,7 +25,7 @@ from .backbones.features import FEATURE_MODES
 from .cache import FeatureSet, extract_features, load_feature_split
 from .data import DATASETS, DataRoot, TransformSpec, build_eval_transform, open_dataset
 from .errors import BenchError
-from .presets import preset_settings, resolve_preset
+from .presets import preset_settings, preset_version, resolve_preset
 from .protocols import ProtocolResult, get_protocol
 from .records import environment, fingerprint, read_record, record_path, write_record
 
@@ -74,11 +74,17 @@ class RunContext:
 
     def transform_spec(self, preset_transform: dict[str, Any]) -> TransformSpec:
         """Preset resize/crop/interpolation + the backbone's normalisation, at the run's resolution."""
-        unknown = set(preset_transform) - {"resize", "crop", "interpolation", "mean", "std"}
+        unknown = set(preset_transform) - {"resize", "crop", "interpolation", "mean", "std", "centre_fraction",
+                                           "centre_rounding"}
         if unknown:
             raise BenchError(f"unknown transform key(s) {sorted(unknown)}")
         pre = self.require_backbone("image transforms").preprocessing
-        spec = TransformSpec(**{"mean": pre.mean, "std": pre.std, **preset_transform})
+        # a centre-fraction crop replaces resize-then-crop, so the dataclass's default resize must not apply
+        base = {"resize": None} if preset_transform.get("centre_fraction") is not None else {}
+        try:
+            spec = TransformSpec(**{"mean": pre.mean, "std": pre.std, **base, **preset_transform})
+        except ValueError as e:
+            raise BenchError(f"transform {preset_transform}: {e}") from e
         resolution = self.resolution or (MINI_RESOLUTION if self.mini else None)
         return spec.at_resolution(resolution) if resolution else spec
 
@@ -184,10 +190,13 @@ def run_protocol(protocol: str, ctx: RunContext, *, preset: str | None = None,
     spec = get_protocol(protocol)
     overrides = overrides or {}
     preset_obj, preset_name = resolve_preset(protocol, spec.preset_cls, preset, overrides)
+    version = preset_version(protocol, preset_name)
     if ctx.backbone is None and not spec.accepts_features:
         raise BenchError(f"protocol {protocol!r} trains on images and needs a backbone (--model/--ckpt), "
                          f"not --features")
-    run_key = {"protocol": protocol, "preset": preset_name, "overrides": overrides, "source": _source_id(ctx),
+    # The version is in the key so a record of an older preset version is never reused for the current one.
+    run_key = {"protocol": protocol, "preset": preset_name, "preset_version": version, "overrides": overrides,
+               "source": _source_id(ctx),
                "dataset": ctx.dataset, "data_root": str(ctx.data_root.path) if ctx.data_root else None,
                "feature_mode": ctx.feature_mode, "resolution": ctx.resolution, "quick": ctx.quick,
                "seed": ctx.seed, "options": ctx.options, "amp": ctx.amp,
@@ -215,13 +224,15 @@ def run_protocol(protocol: str, ctx: RunContext, *, preset: str | None = None,
             ctx.skip_log.unlink(missing_ok=True)
     wall = time.perf_counter() - start
     _check_metrics(protocol, result.metrics)
-    settings = {"protocol": protocol, "preset": preset_name, "preset_settings": preset_settings(preset_obj),
+    settings = {"protocol": protocol, "preset": preset_name, "preset_version": version,
+                "preset_settings": preset_settings(preset_obj),
                 "inputs": ctx.inputs, "options": ctx.options, "quick": ctx.quick, "mini": ctx.mini}
     reasons = _not_comparable(ctx, overrides)
     if skipped:
         reasons.append(f"{len(skipped)} unreadable image(s) skipped (--skip-bad-images)")
     record = {
-        "protocol": protocol, "preset": preset_name, "paper": getattr(preset_obj, "paper", ""),
+        "protocol": protocol, "preset": preset_name, "preset_version": version,
+        "paper": getattr(preset_obj, "paper", ""),
         "preset_source": getattr(preset_obj, "source", ""), "preset_settings": asdict(preset_obj),
         "overrides": overrides, "fingerprint": fingerprint(settings), "fingerprint_settings": settings,
         "comparable": not reasons, "not_comparable_because": reasons, "checkpoint": _checkpoint_block(ctx),

@@ -5,8 +5,8 @@ Decisions:
 - A measured row meets documented rows of the same table by (method, arch): the method comes from
   checkpoints.yaml (`method`, else `family`) or the record's checkpoint family, both normalised by
   `bench.reference.canonical_method`; the arch by `canonical_arch`. A delta is printed only when the record is
-  comparable (full data, no --quick, preset not overridden) AND ran the documented preset; otherwise the Δ cell
-  says why not.
+  comparable (full data, no --quick, preset not overridden) AND ran the documented preset at its current version
+  (protocols/*.yaml `version`; a record without one ran version 1); otherwise the Δ cell says why not.
 - Everything is sorted and formatted deterministically and no time or path enters a table, so regenerating from
   the same records gives byte-identical files.
 - Protocol-specific record shapes are read by small adapters: `semisup` puts the label fraction into the column
@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ._io import atomic_write_text
-from .errors import BenchError
+from .errors import BenchError, PresetError
+from .presets import preset_version
 from .records import read_records
 from .reference import (Documented, _md, arch_matches, canonical_method, documented_entries, reference_dataset)
 from .sweep import catalog_entry_for
@@ -124,15 +125,31 @@ def _pieces(record: dict[str, Any]) -> Iterable[tuple[str, dict[str, float], tup
         yield dataset, metrics, ()
 
 
+def _version_reasons(record: dict[str, Any], current: dict[tuple[str, str], int | None]) -> tuple[str, ...]:
+    """Why a record's preset version keeps it from the paper: it ran an older version (the preset has since been
+    corrected) or a preset that no longer exists."""
+    protocol, preset = str(record.get("protocol", "")), str(record.get("preset", ""))
+    if (protocol, preset) not in current:
+        try:
+            current[protocol, preset] = preset_version(protocol, preset)
+        except PresetError:
+            current[protocol, preset] = None
+    now, ran = current[protocol, preset], record.get("preset_version", 1)
+    if now is None:
+        return (f"preset {protocol}/{preset} no longer exists",)
+    return (f"ran preset version {ran}, current is {now}",) if ran != now else ()
+
+
 def measurements(records: list[dict[str, Any]]) -> list[Measured]:
     """Measured rows from records; records of the same checkpoint/preset/status share a row when their columns
     do not overlap (semisup 1% and 10% side by side), otherwise each gets its own row."""
     rows: list[Measured] = []
+    versions: dict[tuple[str, str], int | None] = {}
     for rec in sorted(records, key=lambda r: (r.get("protocol", ""), r.get("preset", ""), r.get("fingerprint", ""),
                                               str(r.get("checkpoint", {}).get("sha256")))):
         method, arch, ckpt = _identity(rec)
         for dataset, values, extra in _pieces(rec):
-            reasons = tuple(rec.get("not_comparable_because") or ()) + extra
+            reasons = tuple(rec.get("not_comparable_because") or ()) + extra + _version_reasons(rec, versions)
             new = Measured(rec["protocol"], dataset, method, arch, ckpt, str(rec.get("preset", "")), reasons)
             row = next((r for r in rows if r.key == new.key and not set(r.values) & set(values)), None)
             if row is None:

@@ -11,9 +11,20 @@ from bench.tables import label_fraction, write_tables
 from conftest import run_cli
 
 
+def _version(protocol, preset):
+    """The preset's current version (records of older versions are never compared with the paper)."""
+    from bench.errors import PresetError
+    from bench.presets import preset_version
+    try:
+        return preset_version(protocol, preset)
+    except PresetError:
+        return 1
+
+
 def _record(protocol, preset, metrics, *, arch="resnet50", family="plain", name="model.pth", dataset="imagenet",
             reasons=(), headline=("top1",), preset_settings=None, fp="0"):
-    return {"protocol": protocol, "preset": preset, "metrics": metrics, "headline": list(headline),
+    return {"protocol": protocol, "preset": preset, "preset_version": _version(protocol, preset),
+            "metrics": metrics, "headline": list(headline),
             "comparable": not reasons, "not_comparable_because": list(reasons),
             "checkpoint": {"name": name, "arch": arch, "family": family, "sha256": f"sha-{name}"},
             "dataset": {"name": dataset, "mini": "miniature data" in reasons},

@@ -58,6 +58,13 @@ def _cls(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return _tokens(model, x)[:, 0]
 
 
+@register_feature_mode("output")
+def _output(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What the backbone returns with its classifier removed: the CLS token after the final norm for a ViT, the
+    global average pool for a CNN (DINO eval_knn.py `model(samples)`, DINOv2 log_regression.py's normed CLS)."""
+    return _cls(model, x) if is_vit(model) else _pool(model, x)
+
+
 @register_feature_mode("avgpool")
 def _avgpool(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Mean of the normed patch tokens (prefix and register tokens excluded)."""

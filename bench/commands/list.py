@@ -20,12 +20,13 @@ def run(args) -> int:
         for name in list_protocols():
             print(f"{name:14s} {get_protocol(name).description}")
     elif args.what == "presets":
-        from ..presets import load_protocol_yaml, presets_dir
+        from ..presets import load_protocol_yaml, preset_version, presets_dir
         for name in sorted(p.stem for p in presets_dir().glob("*.yaml")):
             data = load_protocol_yaml(name)
             for preset, body in sorted(data["presets"].items()):
                 mark = "*" if preset == data.get("default") else " "
-                print(f"{name:14s}{mark}{preset:12s} {(body or {}).get('source', '')}")
+                source = " ".join(str((body or {}).get("source", "")).split())
+                print(f"{name:14s}{mark}{preset:16s} v{preset_version(name, preset):<3d} {source}")
     elif args.what == "checkpoints":
         from ..backbones.zoo import load_registry
         for name, entry in load_registry().items():

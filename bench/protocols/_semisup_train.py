@@ -183,8 +183,9 @@ def logreg_on_subset(ctx, preset, subset_idx: np.ndarray) -> tuple[dict, dict]:
     from ..presets import resolve_preset
     from .logreg import LogregPreset, c_grid, fit_logreg, holdout_split, predict_scores, select_C, topk_percent
     lp, _ = resolve_preset("logreg", LogregPreset, preset.logreg_preset)
-    train = ctx.features("train", lp.transform, feature_mode=preset.feature_mode)
-    val = ctx.features("val", lp.transform, feature_mode=preset.feature_mode)
+    mode = preset.feature_mode or lp.feature_mode   # the logreg preset's paper feature unless this preset fixes one
+    train = ctx.features("train", lp.transform, feature_mode=mode)
+    val = ctx.features("val", lp.transform, feature_mode=mode)
     x, y = train.features[subset_idx], train.labels[subset_idx]
     tr, ho = holdout_split(len(x), lp.holdout_fraction, lp.holdout_seed)
     grid = c_grid(lp.c_lo_exp, lp.c_hi_exp, lp.c_num if not ctx.quick else 12)

@@ -28,6 +28,10 @@ class SegPreset:
     out_indices: tuple[int, ...] = (3, 5, 7, 11)    # ViT blocks (negative = from the end); CNNs use their stages
     out_norm: bool = False                      # pass block outputs through the final norm (iBOT, DINOv2)
     in_index: tuple[int, ...] = (3,)            # linear head: which of the 4 maps are concatenated
+    linear_bn: bool = True                      # linear head: BN before the 1×1 conv (DINOv2 BNHead); False:
+                                                # mmseg FCNHead(num_convs=0), the 1×1 conv alone (iBOT)
+    layer_scale_init: float | None = None       # ViT blocks without LayerScale get a trainable one at this value
+                                                # (mmseg MAE backbone init_values=1.0); None: none added
     freeze_backbone: bool = False
     channels: int = 768
     pool_scales: tuple[int, ...] = (1, 2, 3, 6)
@@ -106,13 +110,19 @@ def build_seg_model(backbone, p: SegPreset, crop: int, channels: int):
             set_vit_input_size(model, (crop, crop))
         if not p.freeze_backbone and p.drop_path > 0:
             set_drop_path(model, p.drop_path)
+        if p.layer_scale_init is not None:
+            from ..segmentation.model import add_layer_scale
+            add_layer_scale(model, p.layer_scale_init)
+    elif p.layer_scale_init is not None:
+        raise BenchError(f"preset sets layer_scale_init={p.layer_scale_init} (a ViT recipe) but the backbone is "
+                         f"{type(model).__name__}; use a ViT or --set layer_scale_init=null")
     with torch.no_grad():
         was = model.training
         chans = [m.shape[1] for m in maps.eval()(torch.zeros(1, 3, crop, crop))]
         model.train(was)
     neck = ViTPyramid(chans[0]) if maps.vit and p.head == "upernet" else None
     if p.head == "linear":
-        return SegModel(maps, BNHead(chans, p.in_index, p.num_classes), neck)
+        return SegModel(maps, BNHead(chans, p.in_index, p.num_classes, bn=p.linear_bn), neck)
     aux = FCNHead(chans[2], p.aux_channels, p.num_classes) if p.aux_weight > 0 else None
     return SegModel(maps, UPerHead(chans, channels, p.num_classes, p.pool_scales, p.dropout), neck, aux)
 

@@ -15,7 +15,7 @@ from ..backbones.features import is_vit
 from ..errors import BenchError
 
 __all__ = ["BackboneMaps", "ViTPyramid", "UPerHead", "FCNHead", "BNHead", "SegModel", "slide_inference",
-           "set_drop_path"]
+           "set_drop_path", "add_layer_scale"]
 
 
 def conv_bn_relu(cin: int, cout: int, k: int) -> nn.Sequential:
@@ -114,13 +114,14 @@ class FCNHead(nn.Module):
 
 
 class BNHead(nn.Module):
-    """DINOv2 BNHead (and iBOT's linear head): selected maps resized to the first and concatenated → BN → 1×1."""
+    """DINOv2 BNHead: selected maps resized to the first and concatenated → BN → 1×1. With bn=False it is mmseg's
+    FCNHead(num_convs=0, concat_input=False, input_transform='resize_concat'), iBOT's linear head: the 1×1 alone."""
 
-    def __init__(self, in_channels: list[int], in_index: tuple[int, ...], num_classes: int):
+    def __init__(self, in_channels: list[int], in_index: tuple[int, ...], num_classes: int, bn: bool = True):
         super().__init__()
         self.in_index = tuple(in_index)
         width = sum(in_channels[i] for i in self.in_index)
-        self.bn = nn.BatchNorm2d(width)
+        self.bn = nn.BatchNorm2d(width) if bn else nn.Identity()
         self.conv_seg = nn.Conv2d(width, num_classes, 1)
 
     def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
@@ -161,6 +162,20 @@ def slide_inference(model: nn.Module, img: torch.Tensor, crop: int, stride: int,
             preds[:, :, y1:y2, x1:x2] += logits
             count[:, :, y1:y2, x1:x2] += 1
     return preds / count
+
+
+def add_layer_scale(model: nn.Module, init_values: float) -> None:
+    """A trainable per-channel scale (timm LayerScale) on both residual branches of every timm ViT block that has
+    none, starting at `init_values` (mmseg's MAE backbone: gamma_1/gamma_2 = init_values · 1). Blocks whose
+    checkpoint brought a LayerScale keep it."""
+    from timm.layers import LayerScale
+    for blk in model.blocks:
+        if not (hasattr(blk, "ls1") and hasattr(blk, "ls2")):
+            raise BenchError(f"layer_scale_init needs timm ViT blocks with ls1/ls2, not {type(blk).__name__}")
+        dim = blk.norm1.weight.shape[0]
+        for name in ("ls1", "ls2"):
+            if isinstance(getattr(blk, name), nn.Identity):
+                setattr(blk, name, LayerScale(dim, init_values=init_values).to(blk.norm1.weight.device))
 
 
 def set_drop_path(model: nn.Module, rate: float) -> None:

@@ -8,8 +8,9 @@ nothing: the schedule is fixed and the last iterate is evaluated once. MoCo repo
 (`--trials 5`); the record holds the mean in `metrics`, each trial and the std in `details` and `*_std`.
 
 The default backend is torchvision's detection package (bench/protocols/detection/model.py); `--backend
-detectron2` is only a dispatch point (see `_detectron2`). Not reproduced: detectron2's PRECISE_BN (BN statistics
-recomputed on 200 training batches before testing) and ROIAlignV2's half-pixel alignment.
+detectron2` is only a dispatch point (see `_detectron2`). detectron2's behaviour that MoCo's config relies on is
+restated on torchvision's pieces: L1 box losses (`*_smooth_l1_beta: 0`), ROIAlignV2 (`roi_aligned`) and PRECISE_BN
+(`precise_bn_iters`: BN statistics re-estimated on that many training batches before testing).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from ...distributed import dist_info
 from ...errors import BenchError
 from ...presets import check_choices
 from .. import ProtocolResult, register_protocol
-from .engine import DetectionSamples, train_detector
+from .engine import DetectionSamples, train_detector, update_bn_stats
 from ...metrics.detection import RECALL_GRIDS
 from .evaluate import evaluate_voc
 from .model import build_detector, set_test_size
@@ -61,6 +62,10 @@ class DetectionPreset:
     res5_extra_norm: bool = True                         # MoCo's Res5ROIHeadsExtraNorm
     anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
     pooler_resolution: int = 14                          # c4 only (fpn/vit: torchvision's 7 × 7)
+    roi_aligned: bool = False                            # c4: ROIAlignV2 (aligned=True); False: torchvision's
+    rpn_smooth_l1_beta: float = 1 / 9                    # RPN box loss; torchvision 1/9, detectron2 0 (= L1)
+    box_smooth_l1_beta: float = 1 / 9                    # box head loss; same
+    precise_bn_iters: int = 0                            # detectron2 PRECISE_BN NUM_ITER; 0 = off
     fpn_channels: int = 256                              # fpn / vit pyramid width
     train_min_sizes: tuple[int, ...] = tuple(range(480, 801, 32))
     test_size: int = 800
@@ -156,6 +161,9 @@ def _trial(ctx, preset: DetectionPreset, seed: int, device: torch.device, train_
                                                             else None)
     train = train_detector(wrapped, train_set, preset, device=device, seed=seed, run_dir=_run_dir(ctx, preset, seed),
                            workers=ctx.workers, desc=f"detection seed {seed}")
+    if preset.precise_bn_iters > 0:
+        train["precise_bn"] = update_bn_stats(wrapped, train_set, preset, device=device, seed=seed,
+                                              workers=ctx.workers)
     set_test_size(model, preset.test_size, preset.max_size)
     metrics, details = evaluate_voc(model, test_set, VOC_CLASSES, device=device, batch_size=preset.eval_batch_size,
                                     workers=ctx.workers, amp=preset.amp, recall_grid=preset.recall_grid)
@@ -172,6 +180,7 @@ def run_detection(ctx, preset: DetectionPreset) -> ProtocolResult:
     if ctx.quick:
         n = preset.quick_iterations
         preset = dataclasses.replace(preset, **{**QUICK_SETTINGS, "iterations": n, "steps": (max(1, n * 4 // 5),),
+                                                "precise_bn_iters": min(preset.precise_bn_iters, 2),
                                                 "checkpoint_every": max(1, n // 2)})
     device = _init_distributed(ctx.device)
     train_set = DetectionSamples([ctx.open_images(s, None) for s in preset.train_splits])

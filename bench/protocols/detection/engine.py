@@ -28,7 +28,8 @@ from ..._io import atomic_write_bytes
 from ...distributed import dist_info
 from ...train import check_finite, scaled_step
 
-__all__ = ["TrainStream", "DetectionSamples", "train_detector", "lr_factor", "collate_lists", "to_tensor_target"]
+__all__ = ["TrainStream", "DetectionSamples", "train_detector", "lr_factor", "collate_lists", "to_tensor_target",
+           "update_bn_stats"]
 
 _logger = logging.getLogger(__name__)
 
@@ -192,3 +193,37 @@ def train_detector(model: nn.Module, samples: DetectionSamples, preset: Any, *, 
     return {"start_iteration": start, "iterations": preset.iterations, "amp": amp, "world_size": world,
             "final_loss": losses[-1] if losses else None,
             "mean_loss_last_10pct": float(np.mean(losses[-max(len(losses) // 10, 1):])) if losses else None}
+
+
+@torch.no_grad()
+def update_bn_stats(model: nn.Module, samples: DetectionSamples, preset: Any, *, device: torch.device, seed: int,
+                    workers: int = 0) -> dict[str, Any]:
+    """detectron2 PRECISE_BN (fvcore `update_bn_stats`): each BatchNorm's running mean and variance become the
+    plain average, over `preset.precise_bn_iters` training batches run in train mode, of its batch means and
+    (unbiased) batch variances; nothing else changes. The batches continue the training stream (iterations
+    `iterations`…), so they are the images training would have seen next, with the same augmentation."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns:
+        return {"iterations": 0, "bn_layers": 0}
+    rank, world = dist_info()
+    n = preset.precise_bn_iters
+    stream = TrainStream(len(samples), max(preset.batch_size // world, 1), preset.iterations + n, preset.iterations,
+                         seed, rank, world)
+    loader = DataLoader(samples, batch_sampler=stream, num_workers=workers, collate_fn=collate_lists,
+                        generator=torch.Generator().manual_seed(seed))
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:   # momentum None: torch keeps the cumulative average of the batch statistics
+        bn.reset_running_stats()
+        bn.momentum = None
+    was = model.training
+    model.train()
+    amp = preset.amp and device.type == "cuda"
+    for images, targets in loader:
+        images = [x.to(device, non_blocking=True) for x in images]
+        targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            model(images, targets)
+    for bn, m in zip(bns, momenta):
+        bn.momentum = m
+    model.train(was)
+    return {"iterations": n, "bn_layers": len(bns)}

@@ -14,7 +14,9 @@
 Norm (`norm`): "syncbn" = BatchNorm trained in the backbone and res5 head, SyncBatchNorm when DDP is running (MoCo
 used detectron2's naiveSyncBN); "frozen" = FrozenBatchNorm2d (torchvision/detectron2 FPN default). `freeze_at`:
 0 trains everything (MoCo `FREEZE_AT: 0`), 2 freezes the stem and layer1 (detectron2 default).
-Deviation: torchvision's RoIAlign uses `aligned=False`; detectron2's C4 uses ROIAlignV2 (`aligned=True`).
+detectron2 semantics where MoCo's config needs them (`_d2_parts.py`): `roi_aligned` pools the C4 head with
+ROIAlignV2 (aligned=True; torchvision's MultiScaleRoIAlign is aligned=False), and `rpn_smooth_l1_beta` /
+`box_smooth_l1_beta` set the box-regression losses' beta (torchvision 1/9; detectron2 0 = L1).
 """
 from __future__ import annotations
 
@@ -65,8 +67,12 @@ def _c4_parts(model: nn.Module, preset: Any) -> dict[str, Any]:
     box_head = nn.Sequential(model.layer4, *([nn.BatchNorm2d(c5)] if preset.res5_extra_norm else []),
                              nn.AdaptiveAvgPool2d(1), nn.Flatten())
     anchors = AnchorGenerator(sizes=(tuple(preset.anchor_sizes),), aspect_ratios=((0.5, 1.0, 2.0),))
-    return {"backbone": trunk, "rpn_anchor_generator": anchors,
-            "box_roi_pool": MultiScaleRoIAlign(["0"], output_size=preset.pooler_resolution, sampling_ratio=0),
+    if preset.roi_aligned:
+        from ._d2_parts import RoIAlignV2
+        pool = RoIAlignV2("0", output_size=preset.pooler_resolution, sampling_ratio=0)
+    else:
+        pool = MultiScaleRoIAlign(["0"], output_size=preset.pooler_resolution, sampling_ratio=0)
+    return {"backbone": trunk, "rpn_anchor_generator": anchors, "box_roi_pool": pool,
             "box_head": box_head, "box_predictor": FastRCNNPredictor(c5, preset.num_classes + 1)}
 
 
@@ -137,6 +143,9 @@ def build_detector(backbone_model: nn.Module, preset: Any, *, mean, std, distrib
         raise BenchError(f"unknown detection head {preset.head!r}; choose one of {', '.join(_PARTS)}")
     backbone_model = _apply_norm(backbone_model, preset.norm, distributed)
     _freeze(backbone_model, preset.freeze_at)
+    if preset.roi_aligned and preset.head != "c4":
+        raise BenchError(f"roi_aligned (ROIAlignV2) is implemented for the c4 head only, not {preset.head!r}; "
+                         f"--set roi_aligned=false")
     parts = _PARTS[preset.head](backbone_model, preset)
     model = FasterRCNN(
         **parts, min_size=tuple(preset.train_min_sizes), max_size=preset.max_size, image_mean=list(mean),
@@ -145,6 +154,8 @@ def build_detector(backbone_model: nn.Module, preset: Any, *, mean, std, distrib
         rpn_post_nms_top_n_test=preset.rpn_post_nms_test, box_batch_size_per_image=preset.rois_per_image,
         box_score_thresh=preset.score_thresh, box_nms_thresh=preset.nms_thresh,
         box_detections_per_img=preset.detections_per_image)
+    from ._d2_parts import set_box_loss
+    set_box_loss(model, preset.rpn_smooth_l1_beta, preset.box_smooth_l1_beta)
     if preset.head == "c4" and preset.norm == "syncbn" and distributed:   # the extra res5 norm too
         model.roi_heads.box_head = nn.SyncBatchNorm.convert_sync_batchnorm(model.roi_heads.box_head)
     return model
