@@ -12,6 +12,7 @@ API (keep it small):
         schedules pass epoch + it/iters_per_epoch, per-epoch schedules pass the integer epoch).
     set_lr(optimizer, lr)                               # every param group, keeping each group's "lr_scale"
     check_finite(loss, where) -> None                   # NonFiniteError on NaN/inf
+    evaluate_top1_top5(model, loader, device, autocast) -> (top1, top5)   # percent, summed over DDP ranks
     RunDir(path): .load() -> dict | None, .save(state: dict) (atomic, one file per run), .done_marker
     dist_info() -> (rank, world_size, local_rank); is_main() ; maybe_ddp(module, device) -> module
     seed_everything(seed)
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 
 from ._io import atomic_write_bytes
-from .distributed import is_main
+from .distributed import dist_info, is_main
 from .errors import BenchError, NonFiniteError
 
 _logger = logging.getLogger(__name__)
@@ -134,6 +135,22 @@ def check_finite(loss: torch.Tensor, where: str,
                  ) -> None:
     if not torch.isfinite(loss).all():
         raise NonFiniteError(f"{where}: loss is {float(loss.detach().float().mean())}; {fix}")
+
+
+def evaluate_top1_top5(model: torch.nn.Module, loader, device: torch.device, autocast) -> tuple[float, float]:
+    """Top-1 / top-5 accuracy (percent) of `model` on `loader`, counted on every rank and summed, so each image
+    counts once whatever the world size; `autocast` is the precision context the caller trains under."""
+    model.eval()
+    counts = torch.zeros(3, dtype=torch.float64, device=device)
+    with torch.no_grad(), autocast:
+        for images, target in loader:
+            target = target.to(device)
+            logits = model(images.to(device, non_blocking=True)).float()
+            hit = logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(target.view(-1, 1))
+            counts += torch.stack([hit[:, 0].sum(), hit.any(1).sum(), torch.tensor(len(target))]).to(counts)
+    if dist_info()[1] > 1:
+        torch.distributed.all_reduce(counts)
+    return float(100 * counts[0] / counts[2]), float(100 * counts[1] / counts[2])
 
 
 def scaled_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:

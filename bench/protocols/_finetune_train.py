@@ -29,7 +29,7 @@ from ..data import build_eval_transform, cache_dir
 from ..distributed import dist_info, maybe_ddp
 from ..errors import BenchError, CheckpointError
 from ..presets import preset_settings
-from ..train import RunDir, check_finite, rng_state, set_rng_state
+from ..train import RunDir, check_finite, evaluate_top1_top5, rng_state, set_rng_state
 from .finetune import FinetunePreset, scaled_finetune_lr
 
 __all__ = ["finetune", "build_finetune_model", "param_groups", "make_mixup", "make_criterion", "make_scheduler",
@@ -225,17 +225,7 @@ def _autocast(device: torch.device, preset: FinetunePreset):
 
 
 def evaluate(model: nn.Module, loader, device: torch.device, preset: FinetunePreset) -> tuple[float, float]:
-    model.eval()
-    counts = torch.zeros(3, dtype=torch.float64, device=device)
-    with torch.no_grad(), _autocast(device, preset):
-        for images, target in loader:
-            target = target.to(device)
-            logits = model(images.to(device, non_blocking=True)).float()
-            hit = logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(target.view(-1, 1))
-            counts += torch.stack([hit[:, 0].sum(), hit.any(1).sum(), torch.tensor(len(target))]).to(counts)
-    if dist_info()[1] > 1:
-        torch.distributed.all_reduce(counts)
-    return float(100 * counts[0] / counts[2]), float(100 * counts[1] / counts[2])
+    return evaluate_top1_top5(model, loader, device, _autocast(device, preset))
 
 
 def _run_key(ctx, preset, batch: int, epochs: int, micro: int, lrs: tuple[float, ...]) -> str:

@@ -24,7 +24,7 @@ from ..backbones.features import compute_features
 from ..data import cache_dir
 from ..presets import preset_settings
 from ..distributed import dist_info, maybe_ddp
-from ..train import (RunDir, build_optimizer, check_finite, lr_at,
+from ..train import (RunDir, build_optimizer, check_finite, evaluate_top1_top5, lr_at,
                      rng_state, scaled_lr, set_lr)
 from ._linear_train import _transforms, make_head
 
@@ -44,17 +44,8 @@ class _Classifier(nn.Module):
 
 
 def _evaluate(model: nn.Module, loader, device: torch.device) -> tuple[float, float]:
-    model.eval()
-    counts = torch.zeros(3, dtype=torch.float64, device=device)
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        for images, target in loader:
-            target = target.to(device)
-            logits = model(images.to(device, non_blocking=True)).float()
-            hit = logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(target.view(-1, 1))
-            counts += torch.stack([hit[:, 0].sum(), hit.any(1).sum(), torch.tensor(len(target))]).to(counts)
-    if dist_info()[1] > 1:
-        torch.distributed.all_reduce(counts)
-    return float(100 * counts[0] / counts[2]), float(100 * counts[1] / counts[2])
+    return evaluate_top1_top5(model, loader, device, torch.autocast(device.type, dtype=torch.bfloat16,
+                                                                     enabled=device.type == "cuda"))
 
 
 def _train_epoch(model, opt, loader, device, epoch: int, steps: int, lr_of: Callable[[float], float]) -> float:
