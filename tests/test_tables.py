@@ -74,7 +74,7 @@ def results(tmp_path_factory, catalog):
         _record("semisup", "byol", {"top1": 70.0}, family="byol", name="byol.pth", fp="6",
                 preset_settings={"label_fraction": 0.1}),
         _record("semisup", "byol", {"top1": 1.0}, family="byol", name="nofrac.pth", fp="7"),
-        _record("transfer", "simclr", {"food101": 70.0, "aircraft": 50.0, "mean": 60.0}, arch="resnet50",
+        _record("transfer", "linear", {"food101": 70.0, "aircraft": 50.0, "mean": 60.0}, arch="resnet50",
                 family="simclr", name="simclr.pth", fp="8"),
     ])
     write_tables(res)
