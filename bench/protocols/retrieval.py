@@ -252,10 +252,11 @@ def run_retrieval(ctx, preset: RetrievalPreset) -> ProtocolResult:
         qv, dbv = _apply_whitening(pca, q), _apply_whitening(pca, db)
         dv = _apply_whitening(pca, {"features": distractors}) if distractors is not None else None
         width = (white["regions"] if "regions" in white else white["features"]).shape[1]
+        rank_deficient = bool(pca.n_samples_ <= width)
         details["whitening"] = {"learned_on": white_on or "whiten.npz", "dim": int(pca.n_components_),
                                 "n_train_vectors": int(pca.n_samples_), "kind": preset.whiten,
-                                "rank_deficient": bool(pca.n_samples_ <= width)}
-        if pca.n_samples_ <= width:
+                                "rank_deficient": rank_deficient}
+        if rank_deficient:
             # fewer vectors than dimensions: the smallest retained directions are sampling noise that whitening
             # scales up to unit variance, which can bury the signal (the miniatures' 114-image databases do this)
             _logger.warning("whitening learned on %d vectors of %d dimensions is rank-deficient; its mAP can "
