@@ -85,3 +85,47 @@ def test_same_padding_amounts_match_tf():
         for k, s in ((1, 1), (1, 2), (3, 1), (3, 2), (7, 2)):
             left, right, _, _ = calc_padding_same(n, n, (s, s), k, k)
             assert same_pad_amounts(n, k, s) == (left, right)
+
+
+def _as_byol_convert_writes(sd):
+    """ajtejankar/byol-convert convert.py, re-stated: each Haiku conv kernel `w` (HWIO numpy) becomes
+    `torch.from_numpy(w).permute(3, 2, 0, 1)` -- a view that torch.save stores with its strides --, BN scale/offset
+    are squeezed, and the dict holds every `online_params` entry before every `online_state` (mean_ema/var_ema)."""
+    params, state = {}, {}
+    for k, v in sd.items():
+        if k.endswith(("running_mean", "running_var")):
+            state[k] = v.clone()
+        elif v.dim() == 4:
+            params[k] = torch.from_numpy(v.permute(2, 3, 1, 0).contiguous().numpy()).permute(3, 2, 0, 1)
+        else:
+            params[k] = v.clone()
+    return {**params, **state}
+
+
+def test_byol_convert_file_by_path_is_recognised(byol_file, tmp_path):
+    """No registry entry: the file alone must say it came from Haiku, or it loads with torch's padding and gives
+    other features at 100% coverage."""
+    _, sd = byol_file
+    path = tmp_path / "pretrain_res50x1.pth.tar"
+    torch.save(_as_byol_convert_writes(sd), path)
+    bb = load_backbone(path, "from-keys")
+    assert bb.report.family == "byol" and bb.report.coverage == 1.0 and bb.weights_id.endswith(":tf-same")
+    for size in (64, 57):
+        x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(size))
+        with torch.no_grad():
+            torch.testing.assert_close(bb.features(x), byol_convert_forward(sd, x), rtol=1e-5, atol=1e-5)
+
+
+def test_other_resnet_files_are_not_taken_for_byol(byol_file, tmp_path):
+    _, sd = byol_file
+    written = _as_byol_convert_writes(sd)
+    # tonylins/simclr-converter: HWIO views too, but a module's state dict (module order, num_batches_tracked)
+    simclr = {k: written[k] for k in sd}
+    simclr.update({k.replace("running_mean", "num_batches_tracked"): torch.tensor(0) for k in sd
+                   if k.endswith("running_mean")})
+    torch.save({"state_dict": simclr}, tmp_path / "simclr.pth")
+    # a converted file re-saved contiguously, in byol-convert's order: nothing left to tell it apart
+    torch.save({k: v.contiguous() for k, v in written.items()}, tmp_path / "contiguous.pth")
+    for name in ("simclr.pth", "contiguous.pth"):
+        bb = load_backbone(tmp_path / name, "from-keys")
+        assert bb.report.family == "torchvision-resnet" and not bb.weights_id.endswith(":tf-same"), name

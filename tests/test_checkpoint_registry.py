@@ -11,6 +11,7 @@ import torchvision
 
 from bench import load_backbone
 from bench.backbones import zoo
+from bench.backbones._deepcluster import DEEPCLUSTER_ARCHS
 from bench.backbones.families import FAMILIES
 from bench.backbones.features import FEATURE_MODES
 from bench.backbones.layouts import list_layouts
@@ -27,11 +28,12 @@ def test_every_entry_names_known_things():
               "dino_vitb8", "dino_resnet50", "dinov2_vits14", "mocov2_800ep", "mocov3_r50_1000ep",
               "mocov3_vit_small", "mocov3_vit_base", "simclrv1_r50_1x", "simclrv2_r50_1x_sk0", "byol_r50",
               "swav_800ep", "barlowtwins_r50", "vicreg_r50", "simsiam_100ep", "beit_base_pt22k", "ibot_vits16",
-              "data2vec_vit_base", "deepclusterv2_800ep"]
+              "data2vec_vit_base", "deepclusterv2_800ep", "deepcluster_alexnet", "deepcluster_vgg16"]
     assert set(wanted) <= set(entries)
     for e in entries.values():
         assert e.family in FAMILIES and e.layout in layouts and e.feature_mode in FEATURE_MODES, e.name
-        assert timm.is_model(e.arch) or e.arch in torchvision.models.list_models(), e.name
+        assert (timm.is_model(e.arch) or e.arch in torchvision.models.list_models()
+                or e.arch in DEEPCLUSTER_ARCHS), e.name
         assert e.url or e.how_to_get, e.name
         if e.url and e.url.startswith(zoo.MINI_SCHEME):   # bench's own miniature checkpoints: no paper numbers
             assert not e.numbers, e.name

@@ -101,3 +101,22 @@ def test_retrieval_map_is_sobel_then_trunk_without_its_last_pool(dc_file):
     with torch.no_grad():
         expected = nn.Sequential(*list(ref.features.module.children())[:-1])(ref.sobel(x))
         torch.testing.assert_close(spatial_map(bb.model, x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_registry_names_load_the_published_files(dc_file, tmp_path, monkeypatch):
+    """`--ckpt deepcluster_alexnet` / `deepcluster_vgg16`: the checkpoints.yaml entries (download_model.sh's URLs)
+    read main.py's file from the cache, no network once it is there."""
+    import shutil
+    from bench.backbones import zoo
+    arch, sizes, ref, path = dc_file
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
+    entry = zoo.get_entry(f"deepcluster_{arch}")
+    assert entry.url == f"https://dl.fbaipublicfiles.com/deepcluster/{arch}/checkpoint.pth.tar"
+    dest = zoo.checkpoint_file(entry)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, dest)
+    bb = load_backbone(entry.name)
+    assert (bb.report.registry_name, bb.report.arch, bb.report.coverage) == (entry.name, f"deepcluster_{arch}", 1.0)
+    x = torch.randn(1, 3, sizes[0], sizes[0], generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(bb.features(x), ref.conv_map(x).mean((2, 3)), rtol=1e-5, atol=1e-5)

@@ -233,3 +233,28 @@ def test_segmentation_crop_size_uses_the_family_rule(files):
                               cls=ref.cls_token)
     assert tuple(bb.model.patch_embed.grid_size) == (6, 6)
     _assert_features(bb, expected, x)
+
+
+@pytest.mark.parametrize("arch,offset,antialias", [("vit_small_patch14_dinov2", 0.1, False),
+                                                    ("vit_small_patch14_reg4_dinov2", 0.0, True)])
+def test_dinov2_real_grid_at_224_and_518(tmp_path, arch, offset, antialias):
+    """The published files' own grid (37×37, trained at 518 px) evaluated at 224 px (16×16) and at 518 px: the
+    case where timm's rule was off by up to 0.25. One narrow block (head width 64, as bench infers) keeps it cheap."""
+    m = _perturbed(timm.create_model(arch, num_classes=0, depth=1, embed_dim=128, num_heads=2, img_size=518,
+                                     dynamic_img_size=True))
+    sd = dict(m.state_dict())
+    cls, pos, regs = sd["cls_token"], sd["pos_embed"], None
+    if "reg_token" in sd:
+        pos0 = torch.randn(1, 1, 128)
+        regs = sd.pop("reg_token")
+        sd["register_tokens"], sd["pos_embed"], sd["cls_token"] = regs, torch.cat([pos0, pos], 1), cls - pos0
+        cls, pos = sd["cls_token"], sd["pos_embed"]
+    assert pos.shape[1] - 1 == 37 * 37
+    torch.save({**sd, "mask_token": torch.zeros(1, 128)}, tmp_path / "dinov2.pth")
+    bb = load_backbone(tmp_path / "dinov2.pth", "from-keys")
+    for size in (224, 518):
+        x = img(size, size, seed=size)
+        with torch.no_grad():
+            expected = run_blocks(m, x, lambda t, w_, h_: dinov2_interpolate_pos_encoding(
+                pos, t, w_, h_, 14, offset, antialias), registers=regs, cls=cls)
+        _assert_features(bb, expected, x)

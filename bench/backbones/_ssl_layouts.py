@@ -34,6 +34,24 @@ def _extras(sd: Mapping[str, torch.Tensor], keep_mask_token: bool) -> tuple[dict
     return split_groups(sd, groups)
 
 
+_BN_STATS = ("running_mean", "running_var")
+
+
+def haiku_converted(sd: Mapping[str, torch.Tensor]) -> bool:
+    """A ResNet converted from Haiku by ajtejankar/byol-convert, recognised by how the file was written, since its
+    keys are torchvision's: every conv kernel is still a permuted view of Haiku's HWIO array (torch.save keeps the
+    strides), and all BN running statistics follow all parameters (convert.py writes `online_params`, then
+    `online_state`), with no num_batches_tracked. tonylins' SimCLR converter also leaves HWIO views, but it saves a
+    torch module's state dict: module order, num_batches_tracked, and SimCLR's TF ResNet pads like torch."""
+    convs = [t for t in sd.values() if t.dim() == 4]
+    if not convs or any(k.endswith("num_batches_tracked") for k in sd):
+        return False
+    if not all(not t.is_contiguous() and t.permute(2, 3, 1, 0).is_contiguous() for t in convs):
+        return False
+    order = [k.endswith(_BN_STATS) for k in sd]
+    return any(order) and order.index(True) == len(order) - sum(order)
+
+
 def _flat_family(kind: str | None, sd: Mapping[str, torch.Tensor], dropped: dict) -> str:
     """What the keys alone reveal; a registry entry can name the method more precisely."""
     if kind == "dinov2":
@@ -52,6 +70,8 @@ def _flat_family(kind: str | None, sd: Mapping[str, torch.Tensor], dropped: dict
         return "timm-vit"
     if any(g.startswith("SwAV") for g in dropped):
         return "swav" if "prototypes.weight" in dropped.get("SwAV/DC-v2 prototypes", []) else "deepcluster-v2/sela-v2"
+    if kind == "resnet" and haiku_converted(sd):
+        return "byol"   # the only Haiku ResNet among the published SSL checkpoints; it pads 'SAME'
     return "torchvision-resnet"
 
 
