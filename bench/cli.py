@@ -3,22 +3,26 @@
 """
 from __future__ import annotations
 
-import argparse
-import importlib
-import logging
-import pkgutil
 import sys
+
+# argparse, logging and the verbs are imported inside main()'s try: a Ctrl-C while they load is then the one-line
+# "interrupted", not a traceback. Only Python's own start-up (site) is outside bench's reach.
 
 __all__ = ["main", "build_parser"]
 
 
 def _verb_modules():
+    import importlib
+    import pkgutil
+
     from . import commands
     return [importlib.import_module(f"{commands.__name__}.{m.name}")
             for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")]
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    import argparse
+
     from . import __version__
     parser = argparse.ArgumentParser(prog="bench", description="Evaluate self-supervised visual representations "
                                                                 "with the papers' protocols.")
@@ -68,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    import logging
+
     parser, verbs = build_parser()
     args, extra = parser.parse_known_args(argv)
     args.argv = argv

@@ -99,3 +99,13 @@ def test_list_checkpoints_names_every_registry_entry():
     rows = [line.split()[:2] for line in out.getvalue().splitlines()]
     registry = load_registry()
     assert registry and rows == [[name, e.arch] for name, e in registry.items()]
+
+
+def test_importing_the_entry_point_loads_almost_nothing():
+    """The console script runs `from bench.cli import main` before main's try can catch a Ctrl-C: that import must
+    not load argparse, logging or torch, so the uncatchable window is Python's start-up alone."""
+    r = _run("import sys; before = set(sys.modules); import bench.cli; "
+             "print(sorted(m for m in set(sys.modules) - before if m.split('.')[0] in "
+             "('argparse', 'logging', 'torch', 'pkgutil', 'yaml', 'numpy')))")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

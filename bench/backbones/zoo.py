@@ -128,7 +128,9 @@ def _download(url: str, dest: Path, entry: CheckpointEntry) -> None:
     an interrupted or damaged download never sits under the final name."""
     from tqdm.auto import tqdm
     dest.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(dest.parent, f".{dest.name}.*.part")   # left by a killed download
+    # left by a killed download: ours, an earlier bench's `<stem>-partial<suffix>`, torch.hub's `<name>.<hex>.partial`
+    for pattern in (f".{dest.name}.*.part", f"{dest.stem}-partial{dest.suffix}", f"{dest.name}.*.partial"):
+        remove_stale_temps(dest.parent, pattern)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
         with urllib.request.urlopen(url, timeout=30) as resp, os.fdopen(fd, "wb") as out:
