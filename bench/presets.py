@@ -76,10 +76,11 @@ def check_ranges(preset: Any) -> None:
 
 
 def presets_dir() -> Path:
-    """$BENCH_PROTOCOLS, else the `protocols/` folder next to the `bench` package (the repository root)."""
+    """$BENCH_PROTOCOLS, else the package's `_data/protocols` (in the repository a link to the top-level
+    `protocols/`, the editable source; a wheel holds a copy)."""
     if env := os.environ.get("BENCH_PROTOCOLS"):
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "protocols"
+    return Path(__file__).resolve().parent / "_data" / "protocols"
 
 
 def load_protocol_yaml(protocol: str) -> dict[str, Any]:

@@ -159,7 +159,8 @@ def _checkpoint_block(ctx: RunContext) -> dict[str, Any]:
     if ctx.backbone is None:
         return {"name": f"features:{ctx.features_dir}", "path": None, "sha256": None, "arch": None, "family": None}
     rep = ctx.backbone.report
-    return {"name": "random" if rep.family == "random" else Path(rep.source).name,
+    name = "random" if rep.family == "random" else rep.source if rep.layout == "hf-hub" else Path(rep.source).name
+    return {"name": name,
             "path": None if rep.family == "random" else rep.source, "sha256": rep.sha256, "arch": rep.arch,
             "family": rep.family, "layout": rep.layout, "ckpt_key": rep.ckpt_key,
             "coverage_pct": round(100 * rep.coverage, 3), "library": rep.library,

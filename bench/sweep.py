@@ -24,10 +24,9 @@ __all__ = ["catalog_path", "checkpoint_catalog", "catalog_entry_for", "plan_chec
 
 
 def catalog_path() -> Path:
-    """$BENCH_CHECKPOINTS_YAML, else `checkpoints.yaml` next to the bench package (the repository root)."""
-    if env := os.environ.get("BENCH_CHECKPOINTS_YAML"):
-        return Path(env)
-    return Path(__file__).resolve().parent.parent / "checkpoints.yaml"
+    """The registry `--ckpt NAME` reads (bench.backbones.zoo.registry_path): one file for both."""
+    from .backbones.zoo import registry_path
+    return registry_path()
 
 
 @functools.lru_cache(maxsize=None)

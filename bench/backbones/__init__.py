@@ -16,7 +16,7 @@ import torch.nn as nn
 from .._io import sha256_file, sha256_json
 from ..errors import CheckpointError
 from ._assemble import fit_resolution, load_strict, plan_model
-from ._build import create_model
+from ._build import create_model, split_arch
 from ._export import read_bench_metadata
 from ._padding import use_tf_same_padding
 from ._safe_load import pickle_globals, read_checkpoint
@@ -148,6 +148,67 @@ def _random_backbone(arch: str | None, seed: int) -> Backbone:
     return Backbone(model.eval(), report, pre, weights_id=f"random:{_state_digest(model)}")
 
 
+def names_pretrained_weights(arch: str | None) -> bool:
+    """`hf-hub:org/name` or a timm name with a pretrained tag (`vit_small_patch14_dinov2.lvd142m`): the user asked
+    for published weights, never for a random model of that shape."""
+    if not arch:
+        return False
+    if arch.startswith("hf-hub:"):
+        return True
+    library, name = split_arch(arch)
+    if library == "torchvision":
+        return False
+    from timm.models import split_model_name_tag
+    return bool(split_model_name_tag(name)[1])
+
+
+def _hub_file(hub_id: str) -> Path | None:
+    """The cached weights file timm read for `hub_id` (safetensors first, as timm prefers it)."""
+    from huggingface_hub import try_to_load_from_cache
+    repo, _, revision = hub_id.partition("@")
+    for fname in ("model.safetensors", "open_clip_model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+        hit = try_to_load_from_cache(repo, fname, revision=revision or None)
+        if isinstance(hit, str):
+            return Path(hit)
+    return None
+
+
+def _pretrained_backbone(arch: str) -> Backbone:
+    """timm's published weights through the Hugging Face hub cache (offline once cached, as HF_HUB_OFFLINE says);
+    the report names the hub repository, its snapshot and the file's sha256."""
+    import timm
+    from huggingface_hub import constants
+    name = arch if arch.startswith("hf-hub:") else split_arch(arch)[1]
+    if not name.startswith("hf-hub:") and timm.models.get_pretrained_cfg(name) is None:
+        base = name.split(".")[0]
+        raise CheckpointError(f"--model {arch}: timm has no such pretrained tag; the tags of {base} are "
+                              f"{timm.list_pretrained(base + '.*')[:8]}")
+    try:
+        try:
+            model = timm.create_model(name, pretrained=True, num_classes=0, dynamic_img_size=True)
+        except TypeError:
+            model = timm.create_model(name, pretrained=True, num_classes=0)
+    except CheckpointError:
+        raise
+    except Exception as e:   # huggingface_hub / urllib raise many types for "not cached and offline"
+        raise CheckpointError(f"--model {arch}: its pretrained weights are not in the Hugging Face cache "
+                              f"({constants.HF_HUB_CACHE}) and could not be fetched ({type(e).__name__}); run once "
+                              f"with network access, copy a hub cache there, or give the file with --ckpt") from None
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    hub_id = cfg.get("hf_hub_id") or (name.removeprefix("hf-hub:") if name.startswith("hf-hub:") else None)
+    file = _hub_file(hub_id) if hub_id else None
+    if file is None:
+        raise CheckpointError(f"--model {arch}: timm loaded weights from {cfg.get('url') or 'a source'} that bench "
+                              f"cannot pin to a file; download that file and give it with --ckpt")
+    revision = file.parent.name   # hub cache: models--org--name/snapshots/<commit>/<file>
+    report = LoadReport(source=f"hf-hub:{hub_id}@{revision}", arch=arch, library="timm", family="timm-pretrained",
+                        layout="hf-hub", sha256=sha256_file(file), feature_mode=default_feature_mode(model),
+                        notes=[f"timm pretrained weights {hub_id} (snapshot {revision}, {file.name})"])
+    pre = _model_preprocessing(model, {})
+    report.preprocessing = asdict(pre)
+    return Backbone(model.eval(), report, pre, weights_id=f"hf-hub:{hub_id}:{report.sha256}")
+
+
 def _pos_embed_rule(model: nn.Module, family: str, kind: str | None) -> str | None:
     """Install the family's position-grid rule on a timm ViT with an absolute embedding; its name, or None."""
     if not (isinstance(getattr(model, "pos_embed", None), torch.Tensor) and hasattr(model, "_pos_embed")):
@@ -172,7 +233,8 @@ def load_backbone(source: str | os.PathLike | None = None, arch: str | None = No
     """Build a backbone with its weights and a report of how it was loaded.
 
     Args:
-        source: a checkpoint path, a name from checkpoints.yaml, or None for random weights ("random" rows).
+        source: a checkpoint path, a name from checkpoints.yaml, or None: random weights ("random" rows), or
+            timm's published weights when `arch` carries a pretrained tag or is an `hf-hub:` id.
         arch: timm/torchvision architecture name ("resnet50", "vit_small_patch16_224", "tv:resnet50");
             inferred from the keys and shapes when None.
         ckpt_key: which sub-model to read when a file holds several (DINO/iBOT "teacher" (default) / "student",
@@ -182,7 +244,7 @@ def load_backbone(source: str | os.PathLike | None = None, arch: str | None = No
         seed: seeds random initialisation, so a "random" backbone is reproducible.
     """
     if source is None:
-        return _random_backbone(arch, seed)
+        return _pretrained_backbone(arch) if names_pretrained_weights(arch) else _random_backbone(arch, seed)
     path, entry = _resolve_source(str(source))
     stubbed: list[str] = []
     obj = read_checkpoint(path, trust=trust_checkpoint, stubbed=stubbed)

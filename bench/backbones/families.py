@@ -96,6 +96,7 @@ for _f in [
     Family("lightning", "solo-learn main_linear.py strips backbone."),
     Family("mmselfsup", "open-mmlab mmselfsup/mmpretrain backbone."),
     Family("ddp-wrapped", "flat state dict saved from DistributedDataParallel (module. prefix)"),
+    Family("timm-pretrained", "timm's published weights (--model arch.tag / hf-hub:): the model's own pretrained_cfg"),
     Family("bench-convert", "a file written by `bench convert` (its metadata carries the original report)"),
 ]:
     _add(_f)

@@ -62,7 +62,11 @@ def cache_filename(name: str, url: str | None, file: str | None = None) -> str:
 
 
 def registry_path() -> Path:
-    return Path(__file__).resolve().parent.parent.parent / "checkpoints.yaml"
+    """$BENCH_CHECKPOINTS_YAML, else the package's `_data/checkpoints.yaml` (in the repository a link to the
+    top-level `checkpoints.yaml`; a wheel holds a copy)."""
+    if env := os.environ.get("BENCH_CHECKPOINTS_YAML"):
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "_data" / "checkpoints.yaml"
 
 
 def load_registry(path: str | os.PathLike | None = None) -> dict[str, CheckpointEntry]:

@@ -14,7 +14,9 @@ __all__ = ["add_backbone_args", "add_data_args", "load_backbone_from_args", "mak
 def add_backbone_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("backbone")
     g.add_argument("--model", help="timm/torchvision architecture, random weights unless --ckpt is given "
-                                   "(default without --ckpt: random resnet18)")
+                                   "(default without --ckpt: random resnet18); a timm pretrained tag "
+                                   "(vit_small_patch14_dinov2.lvd142m) or hf-hub:org/name loads those weights "
+                                   "from the Hugging Face cache")
     g.add_argument("--ckpt", help="checkpoint file (.pth/.pt/.safetensors) or a name from checkpoints.yaml "
                                   "(fetched into the cache); layout and arch are read from the keys")
     g.add_argument("--arch", help="architecture of --ckpt (same names as --model; default: inferred; `from-keys`: "
