@@ -75,6 +75,9 @@ def _main(argv: list[str]) -> int:
     import logging
 
     parser, verbs = build_parser()
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    if verb in verbs and hasattr(verbs[verb], "print_help") and {"-h", "--help"} & set(argv):
+        return verbs[verb].print_help(argv)   # a verb whose flags depend on another flag (run --protocol P)
     args, extra = parser.parse_known_args(argv)
     args.argv = argv
     mod = verbs[args.verb]

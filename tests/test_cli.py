@@ -111,3 +111,22 @@ def test_second_run_reuses_the_record_and_force_reruns(mini_root, tmp_path, caps
 def test_python_dash_m_bench_works():
     res = subprocess.run([sys.executable, "-m", "bench", "list", "protocols"], capture_output=True, text=True)
     assert res.returncode == 0 and "knn" in res.stdout
+
+
+def test_run_help_shows_the_protocols_own_flags_and_presets(capsys):
+    from bench.cli import main
+    for argv in (["run", "--protocol", "linear", "--help"], ["run", "-h", "--protocol=linear"]):
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+        assert "--ckpt" in out and "linear options:" in out and "--micro-batch" in out
+        assert "*fast" in out and "mocov2" in out and "Improved Baselines" in out
+    assert main(["run", "--help"]) == 0
+    assert "--protocol P --help" in capsys.readouterr().out
+
+
+def test_list_presets_names_the_paper():
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "bench", "list", "presets"], capture_output=True, text=True)
+    line = next(ln for ln in r.stdout.splitlines() if ln.split()[:2] == ["linear", "mocov2"])
+    assert "Improved Baselines with Momentum Contrastive Learning" in line and "main_lincls.py" in line

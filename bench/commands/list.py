@@ -13,6 +13,19 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return lst
 
 
+def preset_lines(protocol: str) -> list[str]:
+    """One line per preset of `protocol`: name (* = default), version, the paper's code it follows."""
+    from ..presets import load_protocol_yaml, preset_version
+    data = load_protocol_yaml(protocol)
+    out = []
+    for preset, body in sorted(data["presets"].items()):
+        mark = "*" if preset == data.get("default") else " "
+        paper, source = (" ".join(str((body or {}).get(k, "")).split()) for k in ("paper", "source"))
+        cite = f"{paper} [{source}]" if paper and source else paper or source
+        out.append(f"{protocol:14s}{mark}{preset:16s} v{preset_version(protocol, preset):<3d} {cite}")
+    return out
+
+
 def run(args) -> int:
     # Each branch imports only what it lists: presets and layouts need no torch, so they answer at once.
     if args.what == "protocols":
@@ -20,13 +33,9 @@ def run(args) -> int:
         for name in list_protocols():
             print(f"{name:14s} {get_protocol(name).description}")
     elif args.what == "presets":
-        from ..presets import load_protocol_yaml, preset_version, presets_dir
+        from ..presets import presets_dir
         for name in sorted(p.stem for p in presets_dir().glob("*.yaml")):
-            data = load_protocol_yaml(name)
-            for preset, body in sorted(data["presets"].items()):
-                mark = "*" if preset == data.get("default") else " "
-                source = " ".join(str((body or {}).get("source", "")).split())
-                print(f"{name:14s}{mark}{preset:16s} v{preset_version(name, preset):<3d} {source}")
+            print("\n".join(preset_lines(name)))
     elif args.what == "checkpoints":
         from ..backbones.zoo import load_registry
         for name, entry in load_registry().items():

@@ -11,8 +11,13 @@ from ._common import add_backbone_args, add_data_args, check_run_args, load_back
 HELP = "run a protocol and write a record"
 
 
+_PARSER: argparse.ArgumentParser | None = None
+
+
 def add_parser(sub) -> argparse.ArgumentParser:
-    run = sub.add_parser("run", help=HELP)
+    global _PARSER
+    run = _PARSER = sub.add_parser("run", help=HELP, epilog="bench run --protocol P --help adds P's own flags and "
+                                                               "presets")
     run.add_argument("--protocol", required=True, help="knn, ... (`bench list protocols`)")
     run.add_argument("--preset", help="preset from protocols/<protocol>.yaml (default: the file's default)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a preset field (repeatable)")
@@ -27,6 +32,29 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 ACCEPTS_EXTRA = True  # protocol-specific flags are parsed by the protocol's own add_arguments
+
+
+def print_help(argv: list[str]) -> int:
+    """`bench run [--protocol P] --help`: the common flags, then P's own flags (parsed in a second pass, so
+    argparse alone would never show them) and P's presets."""
+    protocol = next((a.split("=", 1)[1] for a in argv if a.startswith("--protocol=")), None)
+    if protocol is None and "--protocol" in argv[:-1]:
+        protocol = argv[argv.index("--protocol") + 1]
+    _PARSER.print_help()
+    if protocol is None:
+        return 0
+    from ..protocols import get_protocol
+    from .list import preset_lines
+    spec = get_protocol(protocol)
+    print(f"\nprotocol {spec.name}: {spec.description}")
+    if spec.add_arguments:
+        p = argparse.ArgumentParser(prog=f"bench run --protocol {spec.name}", add_help=False)
+        spec.add_arguments(p)
+        print(f"\n{spec.name} options:")
+        print(p.format_help().split("\n\n", 1)[-1].split("\n", 1)[-1].rstrip())
+    print(f"\n{spec.name} presets (* = default; --preset NAME, fields in protocols/{spec.name}.yaml):")
+    print("\n".join("  " + line[14:] for line in preset_lines(spec.name)))
+    return 0
 
 
 def run(args, extra: list[str]) -> int:
