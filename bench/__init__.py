@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 # The public names resolve on first use (PEP 562) so that `bench --help` and `bench list` do not import torch.
 _LAZY = {"Backbone": "backbones", "load_backbone": "backbones", "FeatureSet": "cache",
          "extract_features": "cache", "read_records": "records", "write_record": "records",
-         "RunContext": "runner", "run_protocol": "runner"}
+         "RunContext": "runner", "run_protocol": "runner", "evaluate": "api"}
 
 __all__ = ["__version__", *_LAZY]
 
