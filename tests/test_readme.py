@@ -1,0 +1,40 @@
+"""The README's "try it" block runs as written, top to bottom, on the miniatures; every page it links exists."""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def _try_it_block() -> list[str]:
+    after = README.split("Try it as it is", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", after, re.S)[1]
+    return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.split("#", 1)[0].strip()]
+
+
+def test_try_it_block_runs_as_written(tmp_path):
+    commands = _try_it_block()
+    assert commands[0].startswith("bench run") and any(c.startswith("bench table") for c in commands)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}   # BENCH_CACHE: the session's (conftest), miniatures included
+    for cmd in commands:
+        argv = shlex.split(cmd)
+        assert argv[0] == "bench", cmd
+        r = subprocess.run([sys.executable, "-m", "bench", *argv[1:]], capture_output=True, text=True, env=env,
+                           cwd=tmp_path)
+        assert r.returncode == 0, f"{cmd}\n{r.stderr[-2000:]}"
+    table = (tmp_path / "results" / "knn__imagenet.md").read_text()
+    assert "mini_mocov2_resnet18" in table and "random" in table
+
+
+def test_linked_pages_exist():
+    for link in re.findall(r"\]\(((?:docs|results)/[^)#]+)\)", README):
+        assert (ROOT / link).exists(), link
+    for page in (ROOT / "docs").glob("*.md"):
+        for link in re.findall(r"\]\(((?:\.\./)?[\w./-]+\.(?:md|py|yaml))\)", page.read_text()):
+            assert (page.parent / link).resolve().exists(), f"{page.name}: {link}"
