@@ -161,6 +161,8 @@ def documented_entries() -> tuple[Documented, ...]:
             metric = row["metric"] + (f"@{target['setting']}" if target.get("setting") else "")
             if target.get("column") == "setting":     # conv3 → top1_conv3, the layers protocol's metric
                 metric += f"_{row['split_or_setting']}"
+                # a method printed twice (Jenni's "Ours" and "Ours†") stays two rows: its footnote marker
+                setting = row["markers"].removeprefix("method:")
             ablation = _ablation_fields(table, row, mapping["ablations"].get(table))
             out.append(Documented(table, papers.get(table, ""), target["protocol"],
                                   preset_for(presets[row["protocol"]], row["arch"], row["dataset"],
