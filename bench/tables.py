@@ -400,4 +400,34 @@ def _index(tables: list[Table], written: list[Path], results: Path) -> str:
                      f"[{t.stem}.md]({t.stem}.md) |")
     figures = sorted(p.name for p in written if p.suffix == ".png")
     lines += ["", "Plots: " + (", ".join(f"[{f}]({f})" for f in figures) if figures else "none (no measured rows)")]
+    lines += ["", "## Reference tables", "",
+              "Every table of `bench/reference/data/` and where its documented rows are: the leaderboard file(s), "
+              "the bench protocol(s) and the preset(s) that reproduce the paper's evaluation. Columns the "
+              "leaderboards leave out say why (`bench/reference/mapping.yaml`).", "",
+              "| reference table | paper | leaderboards | protocols | presets | not on a leaderboard |",
+              "|---|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in reference_index_rows(tables)]
     return "\n".join(lines) + "\n"
+
+
+def reference_index_rows(tables: list[Table]) -> list[list[str]]:
+    """One row per reference table (index.csv order): [table, paper, leaderboard files, protocols, presets, what is
+    left off and why]. A table whose rows reach no leaderboard names its exclusion reason."""
+    from .reference import reference_index, reference_mapping, reference_table
+    mapping = reference_mapping()
+    out = []
+    for entry in reference_index():
+        name = entry["file"].removesuffix(".csv")
+        where = [t for t in tables if any(d.table == name for d in t.documented)]
+        files = ", ".join(f"[{t.stem}.md]({t.stem}.md)" for t in where)
+        protocols = ", ".join(dict.fromkeys(t.protocol for t in where))
+        presets = ", ".join(dict.fromkeys(f"{d.protocol}/{d.preset}" for t in where for d in t.documented
+                                          if d.table == name))
+        mapped = (mapping["tables"].get(name) or {})
+        left = sorted({r["protocol"] for r in reference_table(name)} - set(mapped))
+        why = [f"{p}: {mapping['unmapped'].get(p) or 'not mapped for this table'}" for p in left]
+        if name in mapping["excluded"]:
+            why = [f"excluded: {mapping['excluded'][name]}"]
+        out.append([f"`{name}`", entry["source_paper"], files or "none", protocols or "—", presets or "—",
+                    "; ".join(why)])
+    return out
