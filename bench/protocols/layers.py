@@ -197,19 +197,22 @@ def layer_features(ctx, split: str, preset: LayersPreset) -> dict[str, Any]:
 
 def train_layer_heads(xs: list, y, *, num_classes: int, epochs: int, batch_size: int, lr: float, momentum: float,
                       nesterov: bool, weight_decay: float, milestones=(), init_std: float = 0.01, seed: int = 0,
-                      device="cpu") -> list[tuple[torch.Tensor, torch.Tensor]]:
+                      device="cpu", init: list | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """One linear head per feature matrix in `xs`, trained together: every step reads the same rows of every
     layer, the loss is the sum of the heads' mean cross-entropies (so each head gets exactly its own gradient),
-    one torch.optim.SGD steps them all; lr × 0.1 at each milestone epoch. Returns [(W (D, C), b (C))]."""
+    one torch.optim.SGD steps them all; lr × 0.1 at each milestone epoch. Heads start from N(0, init_std²)
+    weights and zero biases (VISSL's eval_mlp) unless `init` gives [(W, b)]. Returns [(W (D, C), b (C))]."""
     from tqdm.auto import tqdm
     device = torch.device(device)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)     # batch order only: the same whatever the number of heads
+    init_gen = torch.Generator().manual_seed(seed)
     xs = [torch.as_tensor(x, dtype=torch.float32).to(device) for x in xs]
     y = torch.as_tensor(y, dtype=torch.long).to(device)
-    heads = []
-    for x in xs:
-        W = (torch.randn(x.shape[1], num_classes, generator=gen) * init_std).to(device).requires_grad_(True)
-        heads.append((W, torch.zeros(num_classes, device=device, requires_grad=True)))
+    if init is None:
+        init = [(torch.randn(x.shape[1], num_classes, generator=init_gen) * init_std, torch.zeros(num_classes))
+                for x in xs]
+    heads = [(W.clone().to(device).requires_grad_(True), b.clone().to(device).requires_grad_(True))
+             for W, b in init]
     opt = torch.optim.SGD([p for h in heads for p in h], lr=lr, momentum=momentum, nesterov=nesterov,
                           weight_decay=weight_decay)
     n = len(y)
