@@ -149,6 +149,7 @@ def documented_entries() -> tuple[Documented, ...]:
         presets = mapping["tables"].get(table)
         if not presets:
             continue
+        extra = _distinguishing(reference_table(table))
         for i, row in enumerate(reference_table(table)):
             target = mapping["protocols"].get(row["protocol"])
             if row["protocol"] not in presets or not target or not row["value"]:
@@ -163,6 +164,8 @@ def documented_entries() -> tuple[Documented, ...]:
                 metric += f"_{row['split_or_setting']}"
                 # a method printed twice (Jenni's "Ours" and "Ours†") stays two rows: its footnote marker
                 setting = row["markers"].removeprefix("method:")
+            if extra[i]:    # printed twice with the same key (SimCLR at batch 256 and 8192): say what differs
+                setting = "; ".join(p for p in (setting, extra[i]) if p)
             ablation = _ablation_fields(table, row, mapping["ablations"].get(table))
             out.append(Documented(table, papers.get(table, ""), target["protocol"],
                                   preset_for(presets[row["protocol"]], row["arch"], row["dataset"],
@@ -170,6 +173,28 @@ def documented_entries() -> tuple[Documented, ...]:
                                   row["dataset"], metric, row["method"], row["arch"], setting, row["value"], i,
                                   **ablation))
     return tuple(out)
+
+
+_SAME_ROW = ("method", "arch", "protocol", "dataset", "metric", "split_or_setting")
+_TELLS_APART = (("epochs", "{} epochs"), ("batch_size", "batch {}"), ("pretrain_data", "pre-trained on {}"),
+                ("resolution", "{} px"))
+
+
+def _distinguishing(rows: tuple[dict[str, str], ...]) -> list[str]:
+    """Per row: for rows that share method, arch, protocol, dataset, metric and setting with another row of the
+    table, the printed columns that tell them apart ('200 epochs; batch 8192'); '' for every other row, so a
+    leaderboard never folds two printed rows into one."""
+    groups: dict[tuple, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(tuple(row[k] for k in _SAME_ROW), []).append(i)
+    out = [""] * len(rows)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        differ = [(col, fmt) for col, fmt in _TELLS_APART if len({rows[i][col] for i in members}) > 1]
+        for i in members:
+            out[i] = "; ".join(fmt.format(rows[i][col]) for col, fmt in differ if rows[i][col])
+    return out
 
 
 def pretrain_value(value: Any) -> Any:
