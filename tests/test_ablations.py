@@ -22,7 +22,9 @@ def _settings(table):
 
 def test_every_ablation_row_parses_to_its_printed_setting():
     momentum = {s: p for _, s, p in _settings("moco_momentum_ablation")}
-    assert momentum["momentum m=0.99"] == {"momentum": 0.99} and momentum["momentum m=0.9999"] == {"momentum": 0.9999}
+    v1 = {"queue": 4096.0, "mlp": False, "aug_plus": False, "cos": False}    # the table's fixed MoCo v1 recipe
+    assert momentum["momentum m=0.99"] == {"momentum": 0.99, **v1}
+    assert momentum["momentum m=0.9999"] == {"momentum": 0.9999, **v1}
     v2 = {(m, s): p for m, s, p in _settings("mocov2_ablation")}
     assert v2[("MoCo v2 ablation case (e)", "MLP=yes; aug+=yes; cos=yes")] == {"mlp": True, "aug_plus": True,
                                                                                "cos": True, "epochs": 800.0}
@@ -30,8 +32,9 @@ def test_every_ablation_row_parses_to_its_printed_setting():
                                                          "epochs": 200.0}
     assert v2[("supervised", "")] is None                 # the baseline row is no ablation setting
     tau = {s: p for _, s, p in _settings("mocov2_temperature_mlp")}
-    assert tau["tau=0.2; w/ MLP"] == {"temperature": 0.2, "mlp": True}
-    assert tau["tau=0.07; w/o MLP"] == {"temperature": 0.07, "mlp": False}
+    fixed = {"aug_plus": False, "cos": False, "epochs": 200.0}
+    assert tau["tau=0.2; w/ MLP"] == {"temperature": 0.2, "mlp": True, **fixed}
+    assert tau["tau=0.07; w/o MLP"] == {"temperature": 0.07, "mlp": False, **fixed}
     assert {s: p for _, s, p in _settings("simsiam_stopgrad")} == {"w/ stop-grad": {"stop_grad": True},
                                                                   "w/o stop-grad": {"stop_grad": False}}
     mech = {m: p for m, _, p in _settings("moco_contrastive_mechanisms_voc")}
@@ -77,13 +80,19 @@ def ablation_tables(tmp_path_factory):
     res = tmp_path_factory.mktemp("ablations")
     catalog = res / "checkpoints.yaml"      # a checkpoint whose setting is in checkpoints.yaml, not the record
     catalog.write_text("checkpoints:\n  moco_m0999:\n    file: m0999.pth\n    family: moco-v1/v2\n"
-                       "    arch: resnet50\n    pretrain: {momentum: 0.999}\n")
-    records = [_record("m099.pth", {"top1": 57.0}, {"momentum": 0.99}, fp="1"),
-               _record("m05.pth", {"top1": 50.0}, {"momentum": 0.5}, fp="2"),
+                       "    arch: resnet50\n    pretrain: {momentum: 0.999, queue: 4096, mlp: no, aug_plus: no, "
+                       "cos: no}\n")
+    v1 = {"queue": 4096, "mlp": "no", "aug_plus": "no", "cos": "no"}
+    records = [_record("m099.pth", {"top1": 57.0}, {"momentum": 0.99, **v1}, fp="1"),
+               _record("m05.pth", {"top1": 50.0}, {"momentum": 0.5, **v1}, fp="2"),
                _record("m0999.pth", {"top1": 60.0}, fp="3"),
                _record("v2e.pth", {"top1": 70.0}, {"mlp": "yes", "aug_plus": True, "cos": "yes", "epochs": 800},
                        fp="4"),
-               _record("tau.pth", {"top1": 66.0}, {"temperature": 0.2, "mlp": True, "epochs": 200}, fp="5")]
+               _record("tau.pth", {"top1": 66.0}, {"temperature": 0.2, "mlp": True, "epochs": 200,
+                                                   "aug_plus": False, "cos": False}, fp="5"),
+               # MoCo v1's released setting (queue 65536) is not the momentum table's K = 4096 rows
+               _record("k65536.pth", {"top1": 60.0}, {"momentum": 0.999, "queue": 65536, **{
+                   k: v for k, v in v1.items() if k != "queue"}}, fp="6")]
     for i, rec in enumerate(records):
         write_record(rec, res / "runs" / f"r{i}.json")
     with pytest.MonkeyPatch.context() as mp:
@@ -103,7 +112,7 @@ def test_matching_ablation_record_gets_its_delta_and_no_other(ablation_tables):
         in row["delta"]
     assert row["delta"].count("vs moco_momentum_ablation") == 1     # not the 0.9, 0.999 or 0.9999 rows
     assert "mocov2_ablation" not in row["delta"] and "mocov2_temperature_mlp" not in row["delta"]
-    assert row["setting"] == "momentum=0.99"
+    assert row["setting"] == "aug_plus=no; cos=no; mlp=no; momentum=0.99; queue=4096"
     # the setting from checkpoints.yaml counts like one in the record
     row = ablation_tables["moco_m0999"]
     assert f"top1 {60.0 - _doc('moco_momentum_ablation', 'momentum m=0.999'):+.2f} vs moco_momentum_ablation" \
@@ -119,7 +128,9 @@ def test_matching_ablation_record_gets_its_delta_and_no_other(ablation_tables):
 def test_non_matching_ablation_record_gets_no_delta(ablation_tables):
     row = ablation_tables["m05.pth"]
     assert " vs " not in row["delta"]        # no delta against any documented row
-    assert row["delta"].startswith("no documented row for moco-v1/v2 resnet50 pre-trained with momentum=0.5")
+    assert row["delta"].startswith("no documented row for moco-v1/v2 resnet50 pre-trained with aug_plus=no; cos=no; "
+                                   "mlp=no; momentum=0.5")
+    assert "moco_momentum_ablation" not in ablation_tables["k65536.pth"]["delta"]
 
 
 def test_ablation_rows_are_on_the_leaderboards_with_their_presets():
