@@ -148,3 +148,14 @@ def test_miniature_run_writes_a_row_in_the_layers_table(mini_root, tmp_path):
     row = next(line for line in table.splitlines() if line.startswith("| measured"))
     assert f"{rec['metrics']['top1_conv5']:.2f}" in row and "not compared: miniature data; --quick" in row
     assert "alexnet_conv_layers_feng2019" in table and "instdisc_imagenet_conv_layers_knn" in table
+
+
+def test_layer_files_of_other_images_are_refused(layer_feature_dir, tmp_path, capsys):
+    import shutil
+    bad = tmp_path / "feats"
+    shutil.copytree(layer_feature_dir, bad)
+    fs = np.load(bad / "conv2" / "val.npz")
+    save_feature_split(bad / "conv2", "val", FeatureSet(fs["features"], fs["labels"][::-1].copy()))
+    assert run_cli("run", "--protocol", "layers", "--preset", "zhang2017", "--features", bad,
+                   "--set", "layers=[conv1,conv2]", "--out", tmp_path / "res") == 2
+    assert "layers ['conv2'] have other labels" in capsys.readouterr().err

@@ -149,9 +149,12 @@ def layer_features(ctx, split: str, preset: LayersPreset) -> dict[str, Any]:
     from ..data import build_eval_transform
     key = f"{ctx.dataset}/{split}"
     if ctx.features_dir is not None:
-        out = {n: load_feature_split(Path(ctx.features_dir) / n, split) for n in preset.layers}
+        from .._io import sha256_file
+        files = {n: Path(ctx.features_dir) / n / f"{split}.npz" for n in preset.layers}
+        out = {n: load_feature_split(f.parent, split) for n, f in files.items()}
         ctx.inputs[key] = {"source": "features", "path": str(ctx.features_dir), "count": len(out[preset.layers[0]]),
-                           "dims": {n: int(fs.features.shape[1]) for n, fs in out.items()}}
+                           "dims": {n: int(fs.features.shape[1]) for n, fs in out.items()},
+                           "sha256": {n: sha256_file(f) for n, f in files.items()}}
         return out
     backbone = ctx.require_backbone("per-layer features")
     kind, modules = layer_modules(backbone.model, preset.layers)
@@ -249,6 +252,11 @@ def run_layers(ctx, preset: LayersPreset) -> ProtocolResult:
     train = layer_features(ctx, preset.train_split, preset)
     val = layer_features(ctx, preset.eval_split, preset)
     first = preset.layers[0]
+    for split, sets in ((preset.train_split, train), (preset.eval_split, val)):
+        bad = [n for n in preset.layers if not np.array_equal(sets[n].labels, sets[first].labels)]
+        if bad:
+            raise BenchError(f"{split}: layers {bad} have other labels (or rows) than {first}; every layer's "
+                             f"features must be of the same images in the same order")
     if train[first].labels.ndim != 1:
         raise BenchError("the layers protocol is single-label classification; this dataset is multi-label")
     k = ctx.num_classes(train[first].labels, val[first].labels)
