@@ -30,7 +30,7 @@ from .reference import (Documented, _md, arch_matches, canonical_method, documen
 from .sweep import catalog_entry_for
 
 __all__ = ["Measured", "Table", "DeltaPart", "measurements", "build_tables", "delta_parts", "write_tables",
-           "check_tables", "label_fraction"]
+           "check_tables", "label_fraction", "pretrain_text", "reference_index_rows"]
 
 FIXED_COLUMNS = ("source", "method", "arch", "checkpoint", "preset", "setting")
 TAIL_COLUMNS = ("delta", "record")

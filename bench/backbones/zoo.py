@@ -24,7 +24,8 @@ import yaml
 from .._io import default_file_mode, remove_stale_temps, sha256_file
 from ..errors import CheckpointError
 
-__all__ = ["CheckpointEntry", "PRETRAIN_KEYS", "check_pretrain", "registry_path", "load_registry", "get_entry", "checkpoint_file", "fetch_checkpoint"]
+__all__ = ["CheckpointEntry", "PRETRAIN_KEYS", "check_pretrain", "registry_path", "load_registry", "get_entry",
+           "checkpoint_file", "fetch_checkpoint"]
 
 _logger = logging.getLogger(__name__)
 MINI_SCHEME = "mini:"     # url of a reference miniature checkpoint: trained locally by bench/data/mini_checkpoints.py

@@ -97,7 +97,8 @@ def layer_modules(model: nn.Module, names: tuple[str, ...]) -> tuple[str, dict[s
                          f"(conv1, res2..res5) backbones; use the linear protocol for the final feature")
     unknown = [n for n in names if table.get(n) is None]
     if unknown:
-        raise BenchError(f"layers {unknown} do not exist in a {kind}; choose from {sorted(k for k in table if table[k])}")
+        have = sorted(k for k in table if table[k])
+        raise BenchError(f"layers {unknown} do not exist in a {kind}; choose from {have}")
     return kind, {n: table[n] for n in names}
 
 

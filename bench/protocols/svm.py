@@ -2,10 +2,11 @@
 
 scikit-learn's `LinearSVC` (liblinear: one-vs-rest, L2-regularised squared hinge; liblinear regularises the
 intercept as the weight of a constant feature, LinearSVC's own behaviour) on cached features, L2-normalised
-first when the preset says so (InstDisc's features are L2-normalised). C is chosen on a seeded hold-out of the TRAIN split (`holdout_fraction`, `holdout_seed`: the
-same split as logreg's `holdout_split`), the winner is refit on all of train and scored once on the eval split;
-ties go to the smaller C. The paper prints no C and releases no SVM code (zhirongw/lemniscate.pytorch has only
-k-NN), so the grid is bench's, recorded with the hold-out accuracy of every C.
+first when the preset says so (InstDisc's features are L2-normalised). C is chosen on a seeded hold-out of the
+TRAIN split (`holdout_fraction`, `holdout_seed`: the same split as logreg's `holdout_split`), the winner is
+refit on all of train and scored once on the eval split; ties go to the smaller C. The paper prints no C and
+releases no SVM code (zhirongw/lemniscate.pytorch has only k-NN), so the grid is bench's, recorded with the
+hold-out accuracy of every C.
 """
 from __future__ import annotations
 

@@ -19,7 +19,8 @@ import yaml
 from ..errors import BenchError
 
 __all__ = ["DATA_DIR", "Documented", "reference_index", "reference_table", "reference_mapping", "documented_entries",
-           "pretrain_value", "parse_ablation_setting", "pretrain_matches", "render_reference_table", "canonical_method", "canonical_arch", "reference_dataset", "load"]
+           "pretrain_value", "parse_ablation_setting", "pretrain_matches", "render_reference_table",
+           "canonical_method", "canonical_arch", "reference_dataset", "load"]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 MAPPING_PATH = Path(__file__).resolve().parent / "mapping.yaml"
