@@ -32,20 +32,21 @@ def load(results: str | Path = "results"):
     name, `setting` 'miniature' for a record on the miniatures. Unreadable records are skipped with a warning."""
     from .records import record_files
     from .reference import canonical_arch, canonical_method
-    from .tables import _identity, _pieces
+    from .tables import _identity, _pieces, pretrain_text
     results = Path(results)
     if not (results / "runs").is_dir():
         raise BenchError(f"{results}: no runs/ folder of records; pass the results folder (`bench run --out`)")
     rows = []
     for path, rec in record_files(results, skip_bad=True):
-        method, arch, name = _identity(rec)
+        method, arch, name, pretrain = _identity(rec)
         mini = bool((rec.get("dataset") or {}).get("mini"))
+        setting = "; ".join(p for p in ("miniature" if mini else "", pretrain_text(pretrain)) if p)
         for dataset, values, extra in _pieces(rec):
             reasons = tuple(rec.get("not_comparable_because") or ()) + extra
             for metric, value in values.items():
                 rows.append({"source": "measured", "protocol": rec["protocol"], "preset": rec["preset"],
                              "dataset": dataset, "metric": metric, "value": value, "method": method, "arch": arch,
-                             "backbone": name, "setting": "miniature" if mini else "",
+                             "backbone": name, "setting": setting,
                              "comparable": bool(rec.get("comparable")) and not reasons,
                              "reasons": "; ".join(reasons), "fingerprint": str(rec.get("fingerprint", "")),
                              "record": path.name, "paper": "", "method_key": canonical_method(method),

@@ -56,6 +56,7 @@ class RunContext:
     skip_bad_images: bool = False            # --skip-bad-images: training loaders drop unreadable images (counted)
     skip_log: Path | None = None             # where SkipBadImages lists them (set by run_protocol)
     class_notes: dict[str, str] = field(default_factory=dict)   # e.g. a val/ holding a subset of train/'s classes
+    ckpt_meta: dict[str, Any] = field(default_factory=dict)     # --ckpt-meta: pre-training setting (overrides yaml)
     inputs: dict[str, Any] = field(default_factory=dict)    # filled while running: what each split was
 
     @property
@@ -167,6 +168,16 @@ def _checkpoint_block(ctx: RunContext) -> dict[str, Any]:
             "registry_name": rep.registry_name}
 
 
+def _pretrain(ctx: RunContext) -> dict[str, Any]:
+    """The checkpoint's pre-training setting: checkpoints.yaml `pretrain:` of its entry, then --ckpt-meta."""
+    from .backbones.zoo import check_pretrain
+    from .sweep import catalog_entry_for
+    hit = catalog_entry_for(_checkpoint_block(ctx)) if ctx.backbone is not None else None
+    base = check_pretrain((hit[1].get("pretrain") if hit else None) or {}, f"checkpoints.yaml: {hit[0]}: pretrain"
+                          if hit else "pretrain")
+    return {**base, **check_pretrain(ctx.ckpt_meta, "--ckpt-meta")}
+
+
 def _not_comparable(ctx: RunContext, overrides: dict[str, Any]) -> list[str]:
     reasons = []
     if ctx.mini:
@@ -202,6 +213,11 @@ def run_protocol(protocol: str, ctx: RunContext, *, preset: str | None = None,
                "feature_mode": ctx.feature_mode, "resolution": ctx.resolution, "quick": ctx.quick,
                "seed": ctx.seed, "options": ctx.options, "amp": ctx.amp,
                **({"skip_bad_images": True} if ctx.skip_bad_images else {})}
+    # the pre-training setting names which ablation the weights are: in the run key (so another --ckpt-meta is
+    # another record) only when given, so the keys of runs without one are unchanged
+    pretrain = _pretrain(ctx)
+    if pretrain:
+        run_key["pretrain"] = pretrain
     path = record_path(Path(out_dir), protocol=protocol, preset=preset_name, backbone_tag=_backbone_tag(ctx),
                        dataset=ctx.dataset + ("-mini" if ctx.mini else ""), fingerprint_=sha256_json(run_key),
                        weights_id=run_key["source"])
@@ -237,6 +253,7 @@ def run_protocol(protocol: str, ctx: RunContext, *, preset: str | None = None,
         "preset_source": getattr(preset_obj, "source", ""), "preset_settings": asdict(preset_obj),
         "overrides": overrides, "fingerprint": fingerprint(settings), "fingerprint_settings": settings,
         "comparable": not reasons, "not_comparable_because": reasons, "checkpoint": _checkpoint_block(ctx),
+        "pretrain": pretrain,
         "backbone_report": ctx.backbone.report.to_dict() if ctx.backbone else None,
         "dataset": {"name": ctx.dataset, "root": str(ctx.data_root.path) if ctx.data_root else None,
                     "mini": ctx.mini, "counts": {k: v["count"] for k, v in ctx.inputs.items()}},

@@ -25,11 +25,12 @@ from ._io import atomic_write_text
 from .errors import BenchError, PresetError
 from .presets import preset_version
 from .records import read_records
-from .reference import (Documented, _md, arch_matches, canonical_method, documented_entries, reference_dataset)
+from .reference import (Documented, _md, arch_matches, canonical_method, documented_entries, pretrain_matches,
+                        pretrain_value, reference_dataset)
 from .sweep import catalog_entry_for
 
 __all__ = ["Measured", "Table", "DeltaPart", "measurements", "build_tables", "delta_parts", "write_tables",
-           "check_tables", "label_fraction"]
+           "check_tables", "label_fraction", "pretrain_text", "reference_index_rows"]
 
 FIXED_COLUMNS = ("source", "method", "arch", "checkpoint", "preset", "setting")
 TAIL_COLUMNS = ("delta", "record")
@@ -48,10 +49,19 @@ class Measured:
     values: dict[str, float] = field(default_factory=dict)
     fingerprints: list[str] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
+    pretrain: dict[str, Any] = field(default_factory=dict)   # the checkpoint's pre-training setting (ablations)
 
     @property
     def key(self) -> tuple:
-        return (self.protocol, self.dataset, self.method, self.arch, self.checkpoint, self.preset, self.reasons)
+        return (self.protocol, self.dataset, self.method, self.arch, self.checkpoint, self.preset, self.reasons,
+                pretrain_text(self.pretrain))
+
+
+def pretrain_text(pretrain: dict[str, Any] | None) -> str:
+    """'momentum=0.99; mlp=yes' in key order: the setting cell of an ablation checkpoint's row."""
+    def show(v):
+        return ("yes" if v else "no") if isinstance(v, bool) else f"{v:g}" if isinstance(v, float) else str(v)
+    return "; ".join(f"{k}={show(v)}" for k, v in sorted((pretrain or {}).items()))
 
 
 @dataclass
@@ -95,14 +105,18 @@ def label_fraction(record: dict[str, Any]) -> str | None:
     return None
 
 
-def _identity(record: dict[str, Any]) -> tuple[str, str, str]:
-    """(method, arch, checkpoint name) of a record, the method from checkpoints.yaml when it knows the file."""
+def _identity(record: dict[str, Any]) -> tuple[str, str, str, dict[str, Any]]:
+    """(method, arch, checkpoint name, pre-training setting) of a record, the method from checkpoints.yaml when it
+    knows the file; the setting is the record's (`pretrain`, written from checkpoints.yaml and --ckpt-meta), else
+    checkpoints.yaml's."""
     ck = record.get("checkpoint") or {}
     hit = catalog_entry_for(ck)
     entry = hit[1] if hit else {}
     method = entry.get("method") or entry.get("family") or ck.get("family") or "unknown"
     name = hit[0] if hit else (ck.get("name") or "unknown")
-    return str(method), str(ck.get("arch") or entry.get("arch") or ""), str(name)
+    pretrain = record.get("pretrain") or entry.get("pretrain")
+    pretrain = {str(k): pretrain_value(v) for k, v in (pretrain or {}).items()} if isinstance(pretrain, dict) else {}
+    return str(method), str(ck.get("arch") or entry.get("arch") or ""), str(name), pretrain
 
 
 def _pieces(record: dict[str, Any]) -> Iterable[tuple[str, dict[str, float], tuple[str, ...]]]:
@@ -147,10 +161,11 @@ def measurements(records: list[dict[str, Any]]) -> list[Measured]:
     versions: dict[tuple[str, str], int | None] = {}
     for rec in sorted(records, key=lambda r: (r.get("protocol", ""), r.get("preset", ""), r.get("fingerprint", ""),
                                               str(r.get("checkpoint", {}).get("sha256")))):
-        method, arch, ckpt = _identity(rec)
+        method, arch, ckpt, pretrain = _identity(rec)
         for dataset, values, extra in _pieces(rec):
             reasons = tuple(rec.get("not_comparable_because") or ()) + extra + _version_reasons(rec, versions)
-            new = Measured(rec["protocol"], dataset, method, arch, ckpt, str(rec.get("preset", "")), reasons)
+            new = Measured(rec["protocol"], dataset, method, arch, ckpt, str(rec.get("preset", "")), reasons,
+                           pretrain=pretrain)
             row = next((r for r in rows if r.key == new.key and not set(r.values) & set(values)), None)
             if row is None:
                 rows.append(row := new)
@@ -168,7 +183,8 @@ def build_tables(records: list[dict[str, Any]]) -> list[Table]:
     for m in measurements(records):
         tables.setdefault((m.protocol, m.dataset), Table(m.protocol, m.dataset, [], [])).measured.append(m)
     for t in tables.values():
-        t.measured.sort(key=lambda m: (m.method, m.arch, m.checkpoint, m.preset, m.reasons, m.fingerprints))
+        t.measured.sort(key=lambda m: (m.method, m.arch, m.checkpoint, m.preset, m.reasons, pretrain_text(m.pretrain),
+                                       m.fingerprints))
     return [tables[k] for k in sorted(tables)]
 
 
@@ -191,12 +207,16 @@ class DeltaPart:
 
 
 def delta_parts(m: Measured, table: Table) -> list[DeltaPart]:
-    """The Δ of a measured row against each matching documented row, or why there is none."""
-    matches = [(cells, d) for _, cells, d in _doc_rows(table)
-               if canonical_method(d.method) and canonical_method(d.method) == canonical_method(m.method)
-               and arch_matches(d.arch, m.arch)]
+    """The Δ of a measured row against each matching documented row, or why there is none. An ablation table's
+    row (d.pretrain set) is met only by a checkpoint of one of its methods, arch, and the same pre-training
+    setting (mapping.yaml `ablations`)."""
+    candidates = [(cells, d) for _, cells, d in _doc_rows(table) if _method_arch_match(d, m)]
+    matches = [(cells, d) for cells, d in candidates if pretrain_matches(d.pretrain, m.pretrain)]
     if m.reasons:    # first: a miniature row says so whether or not the paper has its (method, arch)
         return [DeltaPart("not compared: " + "; ".join(m.reasons))]
+    if not matches and candidates:
+        setting = pretrain_text(m.pretrain) or "no pre-training setting (checkpoints.yaml pretrain: / --ckpt-meta)"
+        return [DeltaPart(f"no documented row for {m.method} {m.arch} pre-trained with {setting}")]
     if not matches:
         return [DeltaPart(f"no documented row for {m.method} {m.arch}".strip())]
     parts = []
@@ -211,6 +231,15 @@ def delta_parts(m: Measured, table: Table) -> list[DeltaPart]:
     return parts
 
 
+def _method_arch_match(d: Documented, m: Measured) -> bool:
+    method = canonical_method(m.method)
+    if d.match_methods:
+        methods_ok = method in {canonical_method(x) for x in d.match_methods}
+    else:
+        methods_ok = bool(canonical_method(d.method)) and canonical_method(d.method) == method
+    return methods_ok and arch_matches(d.arch if d.match_arch is None else d.match_arch, m.arch)
+
+
 def delta_cell(m: Measured, table: Table) -> str:
     """The Δ column of a measured row: deltas vs each matching documented row, or why there are none."""
     return "; ".join(p.text for p in delta_parts(m, table))
@@ -223,7 +252,8 @@ def table_rows(table: Table) -> tuple[list[str], list[list[str]]]:
     rows = [[d.table, d.method, d.arch, "", d.preset, d.setting] + [cells.get(c, "") for c in metrics] + ["", ""]
             for _, cells, d in _doc_rows(table)]
     for m in table.measured:
-        setting = "miniature" if any(r.get("dataset", {}).get("mini") for r in m.records) else ""
+        mini = "miniature" if any(r.get("dataset", {}).get("mini") for r in m.records) else ""
+        setting = "; ".join(p for p in (mini, pretrain_text(m.pretrain)) if p)
         values = [f"{m.values[c]:.2f}" if c in m.values else "" for c in metrics]
         rows.append(["measured", m.method, m.arch, m.checkpoint, m.preset, setting] + values
                     + [delta_cell(m, table), " ".join(m.fingerprints)])
@@ -370,4 +400,34 @@ def _index(tables: list[Table], written: list[Path], results: Path) -> str:
                      f"[{t.stem}.md]({t.stem}.md) |")
     figures = sorted(p.name for p in written if p.suffix == ".png")
     lines += ["", "Plots: " + (", ".join(f"[{f}]({f})" for f in figures) if figures else "none (no measured rows)")]
+    lines += ["", "## Reference tables", "",
+              "Every table of `bench/reference/data/` and where its documented rows are: the leaderboard file(s), "
+              "the bench protocol(s) and the preset(s) that reproduce the paper's evaluation. Columns the "
+              "leaderboards leave out say why (`bench/reference/mapping.yaml`).", "",
+              "| reference table | paper | leaderboards | protocols | presets | not on a leaderboard |",
+              "|---|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in reference_index_rows(tables)]
     return "\n".join(lines) + "\n"
+
+
+def reference_index_rows(tables: list[Table]) -> list[list[str]]:
+    """One row per reference table (index.csv order): [table, paper, leaderboard files, protocols, presets, what is
+    left off and why]. A table whose rows reach no leaderboard names its exclusion reason."""
+    from .reference import reference_index, reference_mapping, reference_table
+    mapping = reference_mapping()
+    out = []
+    for entry in reference_index():
+        name = entry["file"].removesuffix(".csv")
+        where = [t for t in tables if any(d.table == name for d in t.documented)]
+        files = ", ".join(f"[{t.stem}.md]({t.stem}.md)" for t in where)
+        protocols = ", ".join(dict.fromkeys(t.protocol for t in where))
+        presets = ", ".join(dict.fromkeys(f"{d.protocol}/{d.preset}" for t in where for d in t.documented
+                                          if d.table == name))
+        mapped = (mapping["tables"].get(name) or {})
+        left = sorted({r["protocol"] for r in reference_table(name)} - set(mapped))
+        why = [f"{p}: {mapping['unmapped'].get(p) or 'not mapped for this table'}" for p in left]
+        if name in mapping["excluded"]:
+            why = [f"excluded: {mapping['excluded'][name]}"]
+        out.append([f"`{name}`", entry["source_paper"], files or "none", protocols or "—", presets or "—",
+                    "; ".join(why)])
+    return out

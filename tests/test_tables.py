@@ -210,10 +210,10 @@ def test_check_passes_on_regenerated_tables_and_fails_after_editing_a_record(res
     rec["metrics"]["top1"] += 1.0
     path.write_text(json.dumps(rec))
     (copy / "linear__imagenet.md").unlink()
-    (copy / "knn__cifar10.csv").write_text("protocol,dataset\n")            # left over from a deleted record
+    (copy / "knn__stl10.csv").write_text("protocol,dataset\n")            # left over from a deleted record
     assert run_cli("table", "--results", copy, "--check", "--no-plots") == 1
     out = capsys.readouterr().out
     assert f"{copy / 'knn__imagenet.md'}: differs" in out and f"{copy / 'knn__imagenet.csv'}: differs" in out
-    assert f"{copy / 'linear__imagenet.md'}: missing" in out and f"{copy / 'knn__cifar10.csv'}: no record" in out
+    assert f"{copy / 'linear__imagenet.md'}: missing" in out and f"{copy / 'knn__stl10.csv'}: no record" in out
     assert "semisup__imagenet.md" not in out and ".png" not in out           # untouched tables; plots not checked
     assert (copy / "knn__imagenet.md").read_bytes() == before["knn__imagenet.md"]

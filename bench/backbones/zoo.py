@@ -24,12 +24,17 @@ import yaml
 from .._io import default_file_mode, remove_stale_temps, sha256_file
 from ..errors import CheckpointError
 
-__all__ = ["CheckpointEntry", "registry_path", "load_registry", "get_entry", "checkpoint_file", "fetch_checkpoint"]
+__all__ = ["CheckpointEntry", "PRETRAIN_KEYS", "check_pretrain", "registry_path", "load_registry", "get_entry",
+           "checkpoint_file", "fetch_checkpoint"]
 
 _logger = logging.getLogger(__name__)
 MINI_SCHEME = "mini:"     # url of a reference miniature checkpoint: trained locally by bench/data/mini_checkpoints.py
 _FIELDS = {"name", "url", "file", "sha256", "md5_prefix", "family", "layout", "arch", "ckpt_key", "preprocessing",
-           "feature_mode", "numbers", "source", "how_to_get", "notes"}
+           "feature_mode", "numbers", "source", "how_to_get", "notes", "method", "pretrain"}
+# Pre-training settings an ablation table can tell apart (checkpoints.yaml `pretrain:`, `bench run --ckpt-meta`);
+# a closed list, so a typo (momentun) is an error rather than a silently unmatched row.
+PRETRAIN_KEYS = ("momentum", "temperature", "mlp", "aug_plus", "cos", "stop_grad", "epochs", "batch", "objective",
+                 "nce_m", "sampling", "sm_ratio", "mechanism", "queue", "pretrain_data")
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,8 @@ class CheckpointEntry:
     preprocessing: dict[str, Any] = field(default_factory=dict)
     feature_mode: str | None = None    # the feature the paper's linear probe read
     numbers: tuple[dict, ...] = ()     # documented results: protocol, metric, value, table
+    method: str | None = None          # the method name tables match on (default: the family)
+    pretrain: dict[str, Any] = field(default_factory=dict)   # pre-training setting (PRETRAIN_KEYS), for ablations
     how_to_get: str | None = None      # when there is no direct URL (TF/dill originals that need a converter)
     notes: str | None = None
 
@@ -85,11 +92,26 @@ def load_registry(path: str | os.PathLike | None = None) -> dict[str, Checkpoint
         for key in ("sha256", "md5_prefix"):   # unquoted hex like 59fd9945 would be read as a number
             if item.get(key) is not None and not isinstance(item[key], str):
                 raise CheckpointError(f"{path}: {item['name']}: quote {key} ({item[key]!r}) as a string")
-        item = {**item, "numbers": tuple(item.get("numbers") or ())}
+        item = {**item, "numbers": tuple(item.get("numbers") or ()),
+                "pretrain": check_pretrain(item.get("pretrain") or {}, f"{path}: {item['name']}: pretrain")}
         entry = CheckpointEntry(**item)
         _check_filename(path, entry)
         out[item["name"]] = entry
     return out
+
+
+def check_pretrain(meta: Any, where: str) -> dict[str, Any]:
+    """A pre-training setting as given (checkpoints.yaml `pretrain:` or --ckpt-meta): a mapping of known keys to
+    scalars; otherwise a CheckpointError that names `where` and the keys bench knows."""
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{where}: must be a mapping of key: value (e.g. momentum: 0.999), not {meta!r}")
+    unknown = sorted(set(map(str, meta)) - set(PRETRAIN_KEYS))
+    if unknown:
+        raise CheckpointError(f"{where}: unknown pre-training key(s) {unknown}; use {', '.join(PRETRAIN_KEYS)}")
+    bad = [k for k, v in meta.items() if not isinstance(v, (str, int, float, bool))]
+    if bad:
+        raise CheckpointError(f"{where}: {bad} must be a number, yes/no or a word, not a list or mapping")
+    return {str(k): v for k, v in meta.items()}
 
 
 def _check_filename(path: Path, entry: CheckpointEntry) -> None:

@@ -25,6 +25,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     run.add_argument("--out", default="results", help="results folder; the record goes to OUT/runs/")
     run.add_argument("--quick", action="store_true", help="smoke run: fewer epochs; never comparable to papers")
     run.add_argument("--force", action="store_true", help="re-run even if the record exists")
+    run.add_argument("--ckpt-meta", action="append", metavar="KEY=VALUE",
+                     help="pre-training setting of the checkpoint (momentum=0.99, mlp=yes, temperature=0.2, "
+                          "stop_grad=no, epochs=200, ...; repeatable; overrides checkpoints.yaml pretrain:). "
+                          "Ablation tables compare a row only with the paper's row of the same setting")
     add_backbone_args(run)
     add_data_args(run, default_dataset=None)
     add_launcher_args(run)
@@ -80,12 +84,29 @@ def run(args, extra: list[str]) -> int:
         raise BenchError(f"{args.features}: --features folder not found")
     backbone = None if args.features else load_backbone_from_args(args)
     ctx = make_context(args, args.dataset or spec.default_dataset, backbone, args.features, options)
+    ctx.ckpt_meta = parse_ckpt_meta(args.ckpt_meta)
     record, path, reused = run_protocol(args.protocol, ctx, preset=args.preset, overrides=parse_overrides(args.set),
                                         out_dir=args.out, force=args.force)
     from .. import distributed as dd
     if dd.is_main():
         _print_record(record, path, reused)
     return 0
+
+
+def parse_ckpt_meta(items: list[str] | None) -> dict:
+    """--ckpt-meta KEY=VALUE pairs → {key: value}, values read as YAML scalars (0.99, yes, 200, nce)."""
+    import yaml
+    from ..backbones.zoo import check_pretrain
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise BenchError(f"--ckpt-meta {item!r}: expected KEY=VALUE, e.g. --ckpt-meta momentum=0.99")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return check_pretrain(out, "--ckpt-meta")
 
 
 def _print_record(rec: dict, path: Path, reused: bool) -> None:

@@ -12,13 +12,15 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from ..errors import BenchError
 
 __all__ = ["DATA_DIR", "Documented", "reference_index", "reference_table", "reference_mapping", "documented_entries",
-           "render_reference_table", "canonical_method", "canonical_arch", "reference_dataset", "load"]
+           "pretrain_value", "parse_ablation_setting", "pretrain_matches", "render_reference_table",
+           "canonical_method", "canonical_arch", "reference_dataset", "load"]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 MAPPING_PATH = Path(__file__).resolve().parent / "mapping.yaml"
@@ -38,6 +40,12 @@ class Documented:
     setting: str        # split_or_setting as printed
     value: str          # as printed
     row: int            # row number in the CSV (for stable ordering)
+    # ablation tables (mapping.yaml `ablations`): the pre-training setting this row documents, as sorted
+    # (key, value) pairs (None: not an ablation row), the arch a measured row must have (None: `arch`), and the
+    # canonical methods whose checkpoints meet the row (empty: the printed method's)
+    pretrain: tuple[tuple[str, Any], ...] | None = None
+    match_arch: str | None = None
+    match_methods: tuple[str, ...] = ()
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -64,7 +72,7 @@ def reference_mapping() -> dict:
         data = yaml.safe_load(MAPPING_PATH.read_text())
     except (OSError, yaml.YAMLError) as e:
         raise BenchError(f"{MAPPING_PATH}: unreadable reference mapping ({e})") from e
-    for key in ("protocols", "tables", "unmapped", "excluded", "datasets", "methods"):
+    for key in ("protocols", "tables", "unmapped", "excluded", "datasets", "methods", "ablations"):
         data.setdefault(key, {})
     return data
 
@@ -142,20 +150,120 @@ def documented_entries() -> tuple[Documented, ...]:
         presets = mapping["tables"].get(table)
         if not presets:
             continue
+        extra = _distinguishing(reference_table(table))
         for i, row in enumerate(reference_table(table)):
             target = mapping["protocols"].get(row["protocol"])
             if row["protocol"] not in presets or not target or not row["value"]:
                 continue
-            # A setting the mapping lifts into the column (label fraction) no longer tells rows apart.
-            setting = "" if target.get("setting") else row["split_or_setting"]
+            # A setting the mapping lifts into the column (label fraction, conv layer) no longer tells rows apart.
+            lifted = target.get("setting") or target.get("column") == "setting"
+            setting = "" if lifted else row["split_or_setting"]
             if target["protocol"] == "finetune":
                 setting = _finetune_setting(row, setting)
             metric = row["metric"] + (f"@{target['setting']}" if target.get("setting") else "")
+            if target.get("column") == "setting":     # conv3 → top1_conv3, the layers protocol's metric
+                metric += f"_{row['split_or_setting']}"
+                # a method printed twice (Jenni's "Ours" and "Ours†") stays two rows: its footnote marker
+                setting = row["markers"].removeprefix("method:")
+            if extra[i]:    # printed twice with the same key (SimCLR at batch 256 and 8192): say what differs
+                setting = "; ".join(p for p in (setting, extra[i]) if p)
+            ablation = _ablation_fields(table, row, mapping["ablations"].get(table))
             out.append(Documented(table, papers.get(table, ""), target["protocol"],
                                   preset_for(presets[row["protocol"]], row["arch"], row["dataset"],
                                              row["resolution"]),
-                                  row["dataset"], metric, row["method"], row["arch"], setting, row["value"], i))
+                                  row["dataset"], metric, row["method"], row["arch"], setting, row["value"], i,
+                                  **ablation))
     return tuple(out)
+
+
+_SAME_ROW = ("method", "arch", "protocol", "dataset", "metric", "split_or_setting")
+_TELLS_APART = (("epochs", "{} epochs"), ("batch_size", "batch {}"), ("pretrain_data", "pre-trained on {}"),
+                ("resolution", "{} px"))
+
+
+def _distinguishing(rows: tuple[dict[str, str], ...]) -> list[str]:
+    """Per row: for rows that share method, arch, protocol, dataset, metric and setting with another row of the
+    table, the printed columns that tell them apart ('200 epochs; batch 8192'); '' for every other row, so a
+    leaderboard never folds two printed rows into one."""
+    groups: dict[tuple, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(tuple(row[k] for k in _SAME_ROW), []).append(i)
+    out = [""] * len(rows)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        differ = [(col, fmt) for col, fmt in _TELLS_APART if len({rows[i][col] for i in members}) > 1]
+        for i in members:
+            out[i] = "; ".join(fmt.format(rows[i][col]) for col, fmt in differ if rows[i][col])
+    return out
+
+
+def pretrain_value(value: Any) -> Any:
+    """One spelling per pre-training setting value: yes/true/w/ → True, no/false/w/o → False, numbers as floats,
+    other text lower-case alphanumerics ('Non-Param Softmax' → 'nonparamsoftmax')."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip().lower()
+    if text in ("yes", "true", "y", "on", "✓", "w/"):
+        return True
+    if text in ("no", "false", "n", "off", "×", "w/o"):
+        return False
+    try:
+        return float(text)
+    except ValueError:
+        return re.sub(r"[^a-z0-9]+", "", text)
+
+
+def parse_ablation_setting(row: dict[str, str], rules: list[dict]) -> dict[str, Any] | None:
+    """The pre-training setting of a reference row under a table's `ablations` rules: every rule whose `match`
+    regex is found in the row's `from` column (default split_or_setting) adds its named groups and its fixed
+    `set` values; `columns` adds reference columns (epochs) when printed. None when nothing matches."""
+    out: dict[str, Any] = {}
+    for rule in rules:
+        m = re.search(rule["match"], row.get(rule.get("from", "split_or_setting"), ""))
+        if m:
+            out.update({k: pretrain_value(v) for k, v in m.groupdict().items() if v is not None})
+            out.update({k: pretrain_value(v) for k, v in (rule.get("set") or {}).items()})
+    if not out:     # a baseline row of the table (supervised): not an ablation setting
+        return None
+    for column in {c for rule in rules for c in rule.get("columns", ())}:
+        if row.get(column):
+            out[{"batch_size": "batch"}.get(column, column)] = pretrain_value(row[column])
+    return out or None
+
+
+def _ablation_fields(table: str, row: dict[str, str], spec: dict | None) -> dict[str, Any]:
+    """Documented's ablation fields for one row of an ablation table (mapping.yaml `ablations`), else {}."""
+    if not spec:
+        return {}
+    setting = parse_ablation_setting(row, spec.get("rules", []))
+    # the arch a measured row needs: the paper's own (MoCo's ablations are R50 though the slide prints none);
+    # a printed arch the map leaves out (R50-dilated-C5: no bench preset) is never compared
+    arch = (spec.get("arch") or {}).get(row["arch"], "")
+    if setting is None:
+        return {"match_arch": arch}
+    return {"pretrain": tuple(sorted(setting.items())), "match_arch": arch,
+            "match_methods": tuple(spec.get("methods") or ())}
+
+
+def pretrain_matches(documented: tuple[tuple[str, Any], ...] | None, measured: dict[str, Any] | None) -> bool:
+    """A measured checkpoint meets an ablation row when it has every key of the row's setting with the same value
+    (numbers within 1e-9). A row that is not an ablation setting (None) meets any checkpoint."""
+    if documented is None:
+        return True
+    if not measured:
+        return False
+    have = {k: pretrain_value(v) for k, v in measured.items()}
+    for key, want in documented:
+        got = have.get(key)
+        if isinstance(want, float) and isinstance(got, float):
+            if abs(want - got) > 1e-9:
+                return False
+        elif got != want or type(got) is not type(want):
+            return False
+    return True
 
 
 def _finetune_setting(row: dict[str, str], setting: str) -> str:
