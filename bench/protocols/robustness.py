@@ -140,8 +140,8 @@ def run_robustness(ctx, preset: RobustnessPreset) -> ProtocolResult:
             metrics.update(_imagenet_c(ctx, clf, preset, folder, stored_tf, clean_err, details))
         else:
             metrics.update(_imagenet_p(ctx, clf, preset, folder, stored_tf, details))
-    headline = tuple(k for k in ("imagenet_a:top1", "imagenet_c:mCE", "imagenet_p:mFR", "imagenet_r:top1")
-                     if k in metrics)
+    order = ("imagenet_a:top1", "imagenet_c:mCE", "imagenet_p:mFR", "imagenet_p:mFP", "imagenet_r:top1")
+    headline = tuple(k for k in order if k in metrics)
     return ProtocolResult(metrics, details, headline=headline)
 
 
