@@ -149,6 +149,11 @@ def test_linear_head_saved_with_its_record_is_evaluated_again(mini_root, tmp_pat
     expected = float((out.argmax(1) == y).float().mean() * 100)
     assert rec["metrics"]["imagenet_a:top1"] == pytest.approx(expected)
     assert rec["details"]["classifier"]["kind"] == "linear"
+    # all of val (no --quick cap) through the saved head and the linear run's eval transform: its final top-1 again
+    full = _ctx(mini_root, tmp_path / "c", bb, options=ctx.options)
+    full.quick = False
+    clean, _, _ = run_protocol("robustness", full, overrides={"datasets": []}, out_dir=tmp_path / "o")
+    assert clean["metrics"]["imagenet:top1"] == pytest.approx(lin["metrics"]["top1"])
     # a classifier trained on another backbone is refused
     other = _tiny_backbone()
     other.weights_id = "test:another"
