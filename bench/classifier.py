@@ -96,8 +96,8 @@ def _find_block(spec: str, results: Path) -> dict:
     rec = read_record(records[0])
     block = (rec.get("details") or {}).get("classifier")
     if not block:
-        raise BenchError(f"{records[0]}: this {rec.get('protocol')} record saved no classifier (only linear "
-                         f"--set mode=augmented and finetune records do; re-run it with this bench)")
+        raise BenchError(f"{records[0]}: this {rec.get('protocol')} record saved no classifier (linear records of the "
+                         f"augmented presets and finetune records do; re-run it with this bench)")
     return block
 
 
@@ -127,7 +127,7 @@ def load_classifier(spec: str, backbone, *, results: Path, device: torch.device,
     if not path.is_file():
         raise BenchError(f"{path}: the classifier file the record names is gone (the cache was cleared); re-run "
                          f"its {block['kind']} protocol")
-    if sha256_file(path) != block.get("sha256", sha256_file(path)):
+    if block.get("sha256") and sha256_file(path) != block["sha256"]:
         raise BenchError(f"{path}: sha256 differs from the record's; the file was replaced, re-run its protocol")
     if block.get("weights_id") != backbone.weights_id:
         raise BenchError(f"--classifier {spec}: trained on backbone {block.get('weights_id')}, not on "
@@ -159,7 +159,9 @@ def _own_head(backbone, device, data_root: Path | None, seed: int) -> Classifier
     rep = backbone.report
     if rep.family == "random":   # a random-init model's own (random) head: the floor robustness is ranked above
         classes = _mini_classes(data_root) or imagenet_wnids()
-        dim = backbone.features(torch.zeros(1, 3, 64, 64), "pool").shape[1]
+        with torch.no_grad():
+            probe = torch.zeros(1, 3, 64, 64, device=next(backbone.model.parameters()).device)
+            dim = backbone.features(probe, "pool").shape[1]
         torch.manual_seed(seed)
         fc = nn.Linear(dim, len(classes))
         source = "random init"

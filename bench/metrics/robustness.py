@@ -12,8 +12,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["CORRUPTIONS", "EXTRA_CORRUPTIONS", "ALEXNET_ERR", "ALEXNET_CLEAN_ERR", "NOISE_PERTURBATIONS",
-           "P_PERTURBATIONS", "corruption_errors", "flip_probability", "top5_distance", "mean_flip_rate"]
+__all__ = ["CORRUPTIONS", "EXTRA_CORRUPTIONS", "ALEXNET_ERR", "ALEXNET_CLEAN_ERR", "P_PERTURBATIONS",
+           "corruption_errors", "flip_probability", "top5_distance", "mean_flip_rate"]
 
 # The 15 corruptions that define mCE (augmix imagenet.py:140-145; the 4 extra ones of ImageNet-C/test.py:274-275
 # are held out for validation and never enter mCE)
@@ -29,11 +29,10 @@ ALEXNET_ERR = dict(zip(CORRUPTIONS, (0.886428, 0.894468, 0.922640, 0.819880, 0.8
 # AlexNet's clean ImageNet val error for relative mCE: Hendrycks & Dietterich 2019, Table 1 / Figure 3
 # ("AlexNet ... Error 43.5"), printed to one decimal; no code of theirs holds it
 ALEXNET_CLEAN_ERR = 0.435
-# ImageNet-P/test.py:31-34 lists the perturbations; those with 'noise' in the name compare every frame with the
-# first (test.py:234, 257), the others each frame with the previous one
+# ImageNet-P/test.py:31-34 lists the perturbations (the paper's 10, then its validation ones); those with 'noise' in
+# the name compare every frame with the first (test.py:234, 257), the others each frame with the previous one
 P_PERTURBATIONS = ("gaussian_noise", "shot_noise", "motion_blur", "zoom_blur", "snow", "brightness", "translate",
                    "rotate", "tilt", "scale")
-NOISE_PERTURBATIONS = ("gaussian_noise", "shot_noise", "speckle_noise")
 
 
 def corruption_errors(errors: Mapping[str, Sequence[float]], clean_error: float | None = None,

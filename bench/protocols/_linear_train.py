@@ -190,11 +190,11 @@ def _save_head(ctx, run_dir, head, mode: str, train_ds, eval_spec: dict, num_cla
     """The final head as a weights-only file beside the run (bench.classifier), for the robustness protocol."""
     from ..classifier import dataset_classes, save_classifier
     from ..distributed import is_main
-    classes = dataset_classes(train_ds) or [str(i) for i in range(num_classes)]
-    meta = {"weights_id": ctx.backbone.weights_id, "feature_mode": mode, "classes": classes[:num_classes],
-            "eval_transform": eval_spec, "protocol": "linear"}
-    if len(classes) != num_classes:
+    classes = dataset_classes(train_ds) or []
+    if len(classes) != num_classes:   # not a class-folder dataset: no wnids to match the robustness sets by
         return None
+    meta = {"weights_id": ctx.backbone.weights_id, "feature_mode": mode, "classes": classes,
+            "eval_transform": eval_spec, "protocol": "linear"}
     if not is_main():
         return {**meta, "kind": "linear"}
     return save_classifier(run_dir.path, "linear", head.state_dict(), meta)

@@ -184,21 +184,20 @@ def _imagenet_c(ctx, clf, preset, folder: Path, tf, clean_err, details) -> dict[
 def _imagenet_p(ctx, clf, preset, folder: Path, tf, details) -> dict[str, float]:
     from ..data import robustness as rd
     from ..data.datasets import check_folder
-    from ..metrics.robustness import NOISE_PERTURBATIONS, flip_probability, mean_flip_rate, top5_distance
+    from ..metrics.robustness import flip_probability, mean_flip_rate, top5_distance
     check_folder(folder, "ImageNet-P")
     fps, t5 = {}, {}
     for p in sorted(d.name for d in folder.iterdir() if d.is_dir()):
         ds = _count(ctx, f"imagenet_p/{p}", _subset(rd.open_videos(folder / p, clf.classes, tf), ctx, preset))
         preds, ranks = [], []
-        with torch.no_grad():
-            for i in range(len(ds)):
-                frames, _ = ds[i]
+        with torch.no_grad():   # one sequence per step: its frames are the batch
+            for frames, _ in DataLoader(ds, batch_size=None, num_workers=ctx.workers):
                 logits = clf.forward(frames.to(ctx.device)).float().cpu()
                 preds.append(logits.argmax(1).numpy())
                 # rankdata(-logits, 'ordinal'): 1-based rank of each class, ties by index
                 order = torch.argsort(-logits, dim=1, stable=True)
                 ranks.append((torch.argsort(order, dim=1) + 1).numpy())
-        noise = p in NOISE_PERTURBATIONS
+        noise = "noise" in p   # test.py:234, 257: `'noise' in args.perturbation`
         fps[p], t5[p] = flip_probability(preds, noise), top5_distance(ranks, noise)
     details["imagenet_p_flip_prob"] = {p: 100 * v for p, v in fps.items()}
     details["imagenet_p_top5_distance"] = t5
