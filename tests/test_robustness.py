@@ -180,3 +180,17 @@ def test_command_line_on_the_miniatures_fills_the_tables(mini_root, tmp_path):
         row = next(line for line in text.splitlines() if line.startswith("| measured"))
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert col in header and cells[[c.strip() for c in header.strip("|").split("|")].index(col)] != ""
+
+
+def test_bad_robustness_inputs_name_the_file(tmp_path):
+    from bench.data.robustness import open_videos, open_wnid_folder
+    from bench.errors import DataError
+    (tmp_path / "p" / "n00000001").mkdir(parents=True)
+    (tmp_path / "p" / "n00000001" / "seq.mp4").write_bytes(b"not a video")
+    with pytest.raises(DataError, match="seq.mp4"):
+        open_videos(tmp_path / "p", ["n00000000", "n00000001"], lambda im: im)[0]
+    from PIL import Image
+    (tmp_path / "a" / "n00000001").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "a" / "n00000001" / "x.jpg")
+    with pytest.raises(DataError, match="n00000001: class n00000001 is not one of the classifier's 1 classes"):
+        open_wnid_folder(tmp_path / "a", ["n00000000"], None, "ImageNet-A")

@@ -116,15 +116,17 @@ class _Videos(Dataset):
     def _frames(self, path: Path) -> list[Any]:
         if path.is_dir():
             return [load_rgb(p) for p in _images(path)]
-        try:   # the release's .mp4: torchvision's reader needs PyAV
-            from torchvision.io import read_video
-            video, _, _ = read_video(str(path), pts_unit="sec", output_format="TCHW")
-        except (ImportError, RuntimeError) as e:
-            raise DataError(f"{path}: cannot decode the video ({str(e).splitlines()[0][:120]}); pip install av, "
-                            f"or unpack it to frames: mkdir {path.with_suffix('')} && ffmpeg -i {path} "
+        try:   # the release's .mp4 (ImageNet-P/utils/video_loader.py reads it with cv2, BGR → RGB): PyAV's frames
+            import av
+        except ImportError:
+            raise DataError(f"{path}: decoding ImageNet-P's videos needs PyAV (pip install av), or unpack each to "
+                            f"frames: mkdir {path.with_suffix('')} && ffmpeg -i {path} "
                             f"{path.with_suffix('')}/%03d.png") from None
-        from torchvision.transforms.functional import to_pil_image
-        return [to_pil_image(f) for f in video]
+        try:
+            with av.open(str(path)) as container:
+                return [frame.to_image() for frame in container.decode(video=0)]
+        except (av.error.FFmpegError, OSError) as e:
+            raise DataError(f"{path}: unreadable video ({str(e)[:120]}); re-extract it") from None
 
     def __getitem__(self, i: int):
         path, target = self.samples[i]
