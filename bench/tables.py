@@ -10,7 +10,7 @@ Decisions:
 - Everything is sorted and formatted deterministically and no time or path enters a table, so regenerating from
   the same records gives byte-identical files.
 - Protocol-specific record shapes are read by small adapters: `semisup` puts the label fraction into the column
-  (top1@1%), `transfer` spreads its per-dataset metrics over the per-dataset tables.
+  (top1@1%), `transfer` and `robustness` spread their per-dataset metrics over the per-dataset tables.
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ class Table:
 
 
 def _is_headline(m: Measured, column: str) -> bool:
-    head = {h for r in m.records for h in (r.get("headline") or [])}
+    head = {h.split(":")[-1] for r in m.records for h in (r.get("headline") or [])}   # robustness: <dataset>:<metric>
     return column.split("@")[0] in head or not head
 
 
@@ -135,6 +135,12 @@ def _pieces(record: dict[str, Any]) -> Iterable[tuple[str, dict[str, float], tup
         for key, value in metrics.items():
             if key != "mean":
                 yield reference_dataset(key), {doc_metric.get(reference_dataset(key), "score"): value}, ()
+    elif protocol == "robustness":   # keys <dataset>:<metric>, one table per test set (as transfer)
+        per: dict[str, dict[str, float]] = {}
+        for key, value in metrics.items():
+            name, _, metric = key.rpartition(":")
+            per.setdefault(reference_dataset(name or dataset), {})[metric] = value
+        yield from ((name, values, ()) for name, values in per.items())
     else:
         yield dataset, metrics, ()
 

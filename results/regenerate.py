@@ -29,7 +29,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 # Pairs the pinned command cannot run: its detector (moco preset) is the C4 head, which needs a ResNet's stages.
-UNSUPPORTED = {("detection", "mini_mae_vit_tiny16")}
+# robustness evaluates a checkpoint's own classifier head: only the supervised reference checkpoint has one
+UNSUPPORTED = {("detection", "mini_mae_vit_tiny16"), ("robustness", "mini_mocov2_resnet18"),
+               ("robustness", "mini_mae_vit_tiny16")}
 TRAINED = {"detection", "segmentation", "semisup"}
 
 

@@ -379,6 +379,7 @@ def finetune(ctx, preset: FinetunePreset) -> tuple[dict, dict]:
         history.append(row)
         save(epoch + 1, 0)
 
+    classifier = _save_model(ctx, run_dir, model, train_ds, eval_spec, preset, num_classes, size)
     final, best = history[-1], max(history, key=lambda h: h["top1"])   # first maximum, as `acc1 > max_accuracy`
     metrics = {"top1": final["top1"], "top5": final["top5"], "top1_max": best["top1"], "top5_at_max": best["top5"]}
     if ema is not None:
@@ -391,6 +392,23 @@ def finetune(ctx, preset: FinetunePreset) -> tuple[dict, dict]:
                "world": world, "updates_per_epoch": steps, "epochs": epochs, "warmup_epochs": warmup,
                "lr": lr, "warmup_lr": warmup_lr, "min_lr": min_lr, "num_classes": num_classes,
                "input_size": size, "train_transform": train_spec, "eval_transform": eval_spec,
-               "model": model_info, "run_dir": str(run_dir.path), "resumed_from": resumed_from}
+               "model": model_info, "run_dir": str(run_dir.path), "resumed_from": resumed_from,
+               "classifier": classifier}
     return metrics, details
+
+
+def _save_model(ctx, run_dir, model, train_ds, eval_spec: dict, preset, num_classes: int, size: int) -> dict | None:
+    """The final fine-tuned network as a weights-only file beside the run (bench.classifier), for robustness."""
+    import dataclasses
+
+    from ..classifier import dataset_classes, save_classifier
+    from ..distributed import is_main
+    classes = dataset_classes(train_ds) or []
+    if len(classes) != num_classes:
+        return None
+    meta = {"weights_id": ctx.backbone.weights_id, "classes": classes, "eval_transform": eval_spec,
+            "preset": dataclasses.asdict(preset), "input_size": size, "protocol": "finetune"}
+    if not is_main():
+        return {**meta, "kind": "finetune"}
+    return save_classifier(run_dir.path, "finetune", model.state_dict(), meta)
 

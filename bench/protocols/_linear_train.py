@@ -179,10 +179,25 @@ def run_augmented(ctx, preset) -> ProtocolResult:
                       "rng": rng_state()})
         for hook in AFTER_EPOCH_HOOKS:
             hook(epoch)
+    classifier = _save_head(ctx, run_dir, head, mode, train_ds, eval_spec, num_classes)
     return _result(preset, history, dict(batch=batch, epochs=epochs, lr=lr, per_rank=per_rank, micro=micro,
                                          world=world, dim=dim, mode=mode, run_dir=str(run_dir.path),
                                          resumed_from_epoch=start, train_transform=train_spec,
-                                         eval_transform=eval_spec))
+                                         eval_transform=eval_spec, classifier=classifier))
+
+
+def _save_head(ctx, run_dir, head, mode: str, train_ds, eval_spec: dict, num_classes: int) -> dict | None:
+    """The final head as a weights-only file beside the run (bench.classifier), for the robustness protocol."""
+    from ..classifier import dataset_classes, save_classifier
+    from ..distributed import is_main
+    classes = dataset_classes(train_ds) or []
+    if len(classes) != num_classes:   # not a class-folder dataset: no wnids to match the robustness sets by
+        return None
+    meta = {"weights_id": ctx.backbone.weights_id, "feature_mode": mode, "classes": classes,
+            "eval_transform": eval_spec, "protocol": "linear"}
+    if not is_main():
+        return {**meta, "kind": "linear"}
+    return save_classifier(run_dir.path, "linear", head.state_dict(), meta)
 
 
 def _result(preset, history: list[dict], info: dict) -> ProtocolResult:
