@@ -37,7 +37,7 @@ _logger = logging.getLogger(__name__)
 
 # --quick: a CPU smoke run on the 128-px miniature (never comparable; the runner marks the record).
 QUICK_SETTINGS: dict[str, Any] = {
-    "batch_size": 2, "lr": 0.01, "warmup_iters": 2, "train_min_sizes": (96, 112, 128), "test_size": 128,
+    "batch_size": 2, "lr": 0.005, "warmup_iters": 5, "train_min_sizes": (96, 112, 128), "test_size": 128,
     "max_size": 224, "rois_per_image": 32, "rpn_pre_nms_train": 300, "rpn_post_nms_train": 100,
     "rpn_pre_nms_test": 150, "rpn_post_nms_test": 50}
 
