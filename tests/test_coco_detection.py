@@ -193,3 +193,46 @@ def test_flip_moves_boxes_and_masks_together(coco_val):
         ys, xs = torch.nonzero(m, as_tuple=True)
         assert [xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1] == \
             pytest.approx(box.tolist())
+
+
+# --- pyramid ViTs in the segmentation protocol (UM-MAE presets) ------------------------------------------------
+
+class _Backbone:
+    def __init__(self, model):
+        self.model = model
+
+
+@pytest.mark.parametrize("arch, kwargs", [
+    ("pvt_v2_b0", {"depths": (1, 1, 1, 1)}),
+    ("swin_tiny_patch4_window7_224", {"depths": (1, 1, 1, 1), "embed_dim": 16, "num_heads": (1, 1, 1, 1)}),
+])
+def test_um_mae_preset_builds_upernet_on_pyramid_vits(arch, kwargs):
+    import timm
+    from bench.presets import resolve_preset
+    from bench.protocols.segmentation import SegPreset, build_seg_model
+    preset = resolve_preset("segmentation", SegPreset,
+                            "upernet-um-mae-pvt" if "pvt" in arch else "upernet-um-mae-swin")[0]
+    assert isinstance(preset, SegPreset) and preset.level_proj == 768 and preset.layer_decay == 1.0
+    backbone = _Backbone(timm.create_model(arch, pretrained=False, **kwargs))
+    model = build_seg_model(backbone, preset, 64, 16)
+    widths = [c.out_channels for c in model.neck.proj]
+    stage_widths = [f["num_chs"] for f in backbone.model.feature_info][-4:]
+    assert widths == [768] * 4 and [c.in_channels for c in model.neck.proj] == stage_widths
+    rates = [getattr(b.drop_path1, "drop_prob", 0.0) for b in backbone.model.modules() if hasattr(b, "drop_path1")]
+    assert rates == pytest.approx([0.0, 0.1 / 3, 0.2 / 3, 0.1])      # linear 0 → 0.1 over the 4 blocks
+    model.train()
+    logits, aux = model(torch.zeros(2, 3, 64, 64))
+    assert logits.shape == (2, 150, 16, 16) and aux.shape[1] == 150
+
+
+def test_level_proj_refuses_a_plain_vit_and_leaves_resnets_alone():
+    import timm
+    from bench.errors import BenchError
+    from bench.protocols.segmentation import SegPreset, build_seg_model
+    vit = _Backbone(timm.create_model("vit_tiny_patch16_224", depth=2, img_size=64, pretrained=False))
+    with pytest.raises(BenchError, match="level_proj"):
+        build_seg_model(vit, SegPreset(level_proj=32, out_indices=(0, 1, 0, 1)), 64, 16)
+    resnet = timm.create_model("resnet18", pretrained=False)
+    before = [type(m).__name__ for m in resnet.modules()]
+    build_seg_model(_Backbone(resnet), SegPreset(drop_path=0.1), 64, 16)
+    assert [type(m).__name__ for m in resnet.modules()] == before
