@@ -27,7 +27,10 @@ _SPLITS = ("train2017", "val2017")
 
 
 def _read_annotations(path: Path):
-    from pycocotools.coco import COCO
+    try:
+        from pycocotools.coco import COCO
+    except ImportError:
+        raise DataError("the COCO reader needs pycocotools: pip install 'bench[detection]' (or pycocotools)") from None
     if not path.is_file():
         raise DataError(f"{path}: COCO annotation file not found; extract annotations_trainval2017.zip under the "
                         f"coco folder (or run `bench data mini` for the miniature)")

@@ -4,9 +4,10 @@ Each 128 × 96 or 96 × 128 JPEG shows 1–4 handwritten digits (scikit-learn's)
 the VOC miniature: the digit decides the category (a "1" is a COCO "bottle", id 44; a "4" a "tv", id 72; a "7" a
 "potted plant", id 64: real COCO ids with gaps, so the id ↔ label mapping is exercised) and its colour is random,
 so only shape tells them apart. Instance masks are the digit's stroke pixels, stored as polygons (the outline of
-each connected stroke, as COCO stores iscrowd=0 objects) for odd annotation ids and as compressed RLE for even
-ones; boxes are the masks' tight boxes in COCO's [x, y, w, h]; areas the mask areas. One val image also carries a
-crowd region (iscrowd=1, RLE), which COCOeval ignores when matching. train2017 holds 40 images, val2017 20, with
+each connected stroke, as COCO stores iscrowd=0 objects) for odd annotation ids and as uncompressed RLE (as COCO
+stores crowd regions) for even ones; boxes are the masks' tight boxes in COCO's [x, y, w, h]; areas the mask
+areas. One val image also carries a crowd region (iscrowd=1), which COCOeval ignores when matching. Written
+with numpy alone (pycocotools is only needed to run the protocol). train2017 holds 40 images, val2017 20, with
 COCO's 12-digit file names. Fixed seed: the same files every time, written in about a second.
 """
 from __future__ import annotations
@@ -43,11 +44,12 @@ def _glyph_mask(rng: np.random.Generator, digit: int, bw: int, bh: int) -> np.nd
     return np.asarray(glyph) > 110
 
 
-def _polygons(mask: np.ndarray) -> list[list[float]]:
+def _polygons(mask: np.ndarray) -> tuple[list[list[float]], np.ndarray]:
     """One outline polygon per 4-connected component: down its rows' right ends, back up their left ends (pixel
-    corners), so a row's gaps inside the component are filled; the caller paints the rasterised polygon."""
+    corners), so a row's gaps inside the component are filled; and the pixels those polygons cover (row y from
+    its left to its right end: pycocotools' rasterisation of these outlines, which the tests check)."""
     from scipy import ndimage
-    polys = []
+    polys, filled = [], np.zeros_like(mask)
     labels, n = ndimage.label(mask)
     for k in range(1, n + 1):
         ys, xs = np.nonzero(labels == k)
@@ -57,13 +59,28 @@ def _polygons(mask: np.ndarray) -> list[list[float]]:
         down = [c for y, r in zip(rows, right) for c in (r, int(y), r, int(y) + 1)]
         up = [c for y, lft in zip(rows[::-1], left[::-1]) for c in (lft, int(y) + 1, lft, int(y))]
         polys.append([float(c) for c in down + up])
-    return polys
+        for y, lft, r in zip(rows, left, right):
+            filled[y, lft:r] = True
+    return polys, filled
+
+
+def _rle(mask: np.ndarray) -> dict:
+    """Uncompressed RLE as COCO's json stores it: column-major run lengths, starting with a run of zeros."""
+    flat = mask.ravel(order="F").astype(np.int8)
+    edges = np.flatnonzero(np.diff(flat)) + 1
+    runs = np.diff(np.concatenate([[0], edges, [flat.size]]))
+    counts = ([0] if flat[0] else []) + [int(r) for r in runs]
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
+
+
+def _box(mask: np.ndarray) -> list[float]:
+    ys, xs = np.nonzero(mask)
+    return [float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min())]
 
 
 def _scene(rng: np.random.Generator, img_id: int, split: str, folder: Path, next_ann: list[int],
            crowd: bool) -> tuple[dict, list[dict]]:
     from PIL import Image
-    from pycocotools import mask as mask_utils
     w, h = (128, 96) if rng.random() < 0.5 else (96, 128)
     img = _background(rng, h, w)
     taken = np.zeros((h, w), bool)
@@ -84,16 +101,12 @@ def _scene(rng: np.random.Generator, img_id: int, split: str, folder: Path, next
         aid = next_ann[0]
         next_ann[0] += 1
         if aid % 2:
-            segmentation = _polygons(full)
-            rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, h, w))
-            full = mask_utils.decode(rle).astype(bool)     # the pixels painted are the annotation's
+            segmentation, full = _polygons(full)           # the pixels painted are the annotation's
         else:
-            rle = mask_utils.encode(np.asfortranarray(full.astype(np.uint8)))
-            segmentation = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+            segmentation = _rle(full)
         img[full] = rng.integers(0, 256, 3)
-        bbox = [float(v) for v in mask_utils.toBbox(rle)]
         anns.append({"id": aid, "image_id": img_id, "category_id": cat, "segmentation": segmentation,
-                     "area": float(mask_utils.area(rle)), "bbox": bbox, "iscrowd": 0})
+                     "area": float(full.sum()), "bbox": _box(full), "iscrowd": 0})
     if crowd:   # a crowd region of small bottles in a free corner: COCOeval ignores detections matching it
         region = np.zeros((h, w), bool)
         region[h - 20:h - 2, 2:40] = True
@@ -102,12 +115,10 @@ def _scene(rng: np.random.Generator, img_id: int, split: str, folder: Path, next
                 region_digit = np.zeros((h, w), bool)
                 region_digit[h - 18:h - 4, x:x + 6] = _glyph_mask(rng, 1, 6, 14)
                 img[region_digit] = rng.integers(0, 256, 3)
-            rle = mask_utils.encode(np.asfortranarray(region.astype(np.uint8)))
             aid = next_ann[0]
             next_ann[0] += 1
-            anns.append({"id": aid, "image_id": img_id, "category_id": 44, "iscrowd": 1,
-                         "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
-                         "area": float(mask_utils.area(rle)), "bbox": [float(v) for v in mask_utils.toBbox(rle)]})
+            anns.append({"id": aid, "image_id": img_id, "category_id": 44, "iscrowd": 1, "segmentation": _rle(region),
+                         "area": float(region.sum()), "bbox": _box(region)})
     name = f"{img_id:012d}.jpg"
     Image.fromarray(img).save(folder / split / name, format="JPEG", quality=95)
     return {"id": img_id, "file_name": name, "height": h, "width": w}, anns
