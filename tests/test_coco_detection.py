@@ -236,3 +236,15 @@ def test_level_proj_refuses_a_plain_vit_and_leaves_resnets_alone():
     before = [type(m).__name__ for m in resnet.modules()]
     build_seg_model(_Backbone(resnet), SegPreset(drop_path=0.1), 64, 16)
     assert [type(m).__name__ for m in resnet.modules()] == before
+
+
+def test_bad_annotation_file_is_one_line_naming_it(tmp_path):
+    from bench.errors import DataError
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "val2017").mkdir()
+    bad = tmp_path / "annotations" / "instances_val2017.json"
+    bad.write_text('{"images": []}')
+    with pytest.raises(DataError, match="instances_val2017.json: not a COCO instances json"):
+        COCOInstances(tmp_path, "val2017")
+    with pytest.raises(DataError, match="instances_train2017.json: COCO annotation file not found"):
+        COCOInstances(tmp_path, "train2017")
