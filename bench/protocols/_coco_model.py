@@ -64,16 +64,21 @@ def build_mask_rcnn(backbone_model: nn.Module, preset: Any, *, mean, std, num_cl
     """A torchvision MaskRCNN with `num_classes` foreground classes around (a copy the caller owns of) the
     backbone; norm and freezing as the detection protocol's `norm` / `freeze_at`."""
     from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
     backbone_model = _apply_norm(backbone_model, preset.norm, distributed)
     _freeze(backbone_model, preset.freeze_at)
     if is_resnet(backbone_model):
         body = _fpn_parts(backbone_model, preset)["backbone"]
     else:
         body = PyramidFPN(backbone_model, preset.fpn_channels)
-    return MaskRCNN(
-        body, num_classes=num_classes + 1, min_size=tuple(preset.train_min_sizes), max_size=preset.max_size,
+    width = preset.mask_head_channels
+    model = MaskRCNN(
+        body, num_classes=num_classes + 1, mask_head=MaskRCNNHeads(body.out_channels, (width,) * 4, 1), min_size=tuple(preset.train_min_sizes), max_size=preset.max_size,
         image_mean=list(mean), image_std=list(std), rpn_pre_nms_top_n_train=preset.rpn_pre_nms_train,
         rpn_post_nms_top_n_train=preset.rpn_post_nms_train, rpn_pre_nms_top_n_test=preset.rpn_pre_nms_test,
         rpn_post_nms_top_n_test=preset.rpn_post_nms_test, box_batch_size_per_image=preset.rois_per_image,
         box_score_thresh=preset.score_thresh, box_nms_thresh=preset.nms_thresh,
         box_detections_per_img=preset.detections_per_image)
+    if width != 256:   # torchvision builds the predictor for 256 channels when only the head is given
+        model.roi_heads.mask_predictor = MaskRCNNPredictor(width, width, num_classes + 1)
+    return model
