@@ -29,10 +29,11 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 # Pairs the pinned command cannot run: its detector (moco preset) is the C4 head, which needs a ResNet's stages.
-# robustness evaluates a checkpoint's own classifier head: only the supervised reference checkpoint has one
+# robustness evaluates a checkpoint's own classifier head: only the supervised reference checkpoint has one.
+# coco_detection's FPN needs a hierarchical backbone (ResNet stages, PVT/Swin), not a plain ViT's one map.
 UNSUPPORTED = {("detection", "mini_mae_vit_tiny16"), ("robustness", "mini_mocov2_resnet18"),
-               ("robustness", "mini_mae_vit_tiny16")}
-TRAINED = {"detection", "segmentation", "semisup"}
+               ("robustness", "mini_mae_vit_tiny16"), ("coco_detection", "mini_mae_vit_tiny16")}
+TRAINED = {"detection", "segmentation", "semisup", "coco_detection"}
 
 
 def pinned_commands(expected: Path) -> list[tuple[str, list[str], str]]:

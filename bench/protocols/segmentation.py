@@ -33,6 +33,9 @@ class SegPreset:
     layer_scale_init: float | None = None       # ViT blocks without LayerScale get a trainable one at this value
                                                 # (mmseg MAE backbone init_values=1.0); None: none added
     freeze_backbone: bool = False
+    level_proj: int = 0                         # hierarchical backbones: a 1×1 conv (with bias, no norm) per
+                                                # stage to this width before the head (UM-MAE's PVT/Swin fpn1..4,
+                                                # fpn_out_dim 768); 0: the stages go to the head as they are
     channels: int = 768
     pool_scales: tuple[int, ...] = (1, 2, 3, 6)
     dropout: float = 0.1
@@ -116,15 +119,34 @@ def build_seg_model(backbone, p: SegPreset, crop: int, channels: int):
     elif p.layer_scale_init is not None:
         raise BenchError(f"preset sets layer_scale_init={p.layer_scale_init} (a ViT recipe) but the backbone is "
                          f"{type(model).__name__}; use a ViT or --set layer_scale_init=null")
+    else:
+        _prepare_pyramid(model, p, crop)
     with torch.no_grad():
         was = model.training
         chans = [m.shape[1] for m in maps.eval()(torch.zeros(1, 3, crop, crop))]
         model.train(was)
     neck = ViTPyramid(chans[0]) if maps.vit and p.head == "upernet" else None
+    if p.level_proj > 0:
+        if maps.vit:
+            raise BenchError(f"level_proj={p.level_proj} projects the stages of a hierarchical backbone (PVT, "
+                             f"Swin); {type(model).__name__} is a plain ViT: --set level_proj=0")
+        from ..segmentation.model import LevelProjection
+        neck, chans = LevelProjection(chans, p.level_proj), [p.level_proj] * len(chans)
     if p.head == "linear":
         return SegModel(maps, BNHead(chans, p.in_index, p.num_classes, bn=p.linear_bn), neck)
     aux = FCNHead(chans[2], p.aux_channels, p.num_classes) if p.aux_weight > 0 else None
     return SegModel(maps, UPerHead(chans, channels, p.num_classes, p.pool_scales, p.dropout), neck, aux)
+
+
+def _prepare_pyramid(model, p: SegPreset, crop: int) -> None:
+    """Pyramid ViTs (timm Swin, PVT v2): Swin's input size set to the crop (its attention windows and masks),
+    stochastic depth rising to `drop_path` over the transformer blocks (UM-MAE drop_path_rate 0.1). ResNet
+    blocks have no drop_path1/drop_path2, so CNNs are left as they are."""
+    from ..segmentation.model import set_block_drop_path
+    if hasattr(model, "set_input_size") and hasattr(model, "layers"):
+        model.set_input_size(img_size=(crop, crop))
+    if not p.freeze_backbone and p.drop_path > 0:
+        set_block_drop_path(model, p.drop_path)
 
 
 def _run_dir(ctx, p: SegPreset, geo: _Geometry) -> Path | None:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from ..backbones.features import is_vit
 from ..errors import BenchError
 
-__all__ = ["BackboneMaps", "ViTPyramid", "UPerHead", "FCNHead", "BNHead", "SegModel", "slide_inference",
+__all__ = ["BackboneMaps", "ViTPyramid", "LevelProjection", "set_block_drop_path", "UPerHead", "FCNHead", "BNHead", "SegModel", "slide_inference",
            "set_drop_path", "add_layer_scale"]
 
 
@@ -70,6 +70,18 @@ class ViTPyramid(nn.Module):
 
     def forward(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
         return [op(m) for op, m in zip((self.fpn1, self.fpn2, self.fpn3, self.fpn4), maps)]
+
+
+class LevelProjection(nn.Module):
+    """UM-MAE's fpn1..fpn4 on PVT/Swin (implus/UM-MAE:SEG/pvt.py, SEG/swin.py): a 1×1 conv with bias per stage
+    to one width (fpn_out_dim), no norm or activation, before the UPerHead."""
+
+    def __init__(self, in_channels: list[int], out_channels: int):
+        super().__init__()
+        self.proj = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_channels)
+
+    def forward(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [proj(m) for proj, m in zip(self.proj, maps)]
 
 
 class UPerHead(nn.Module):
@@ -176,6 +188,17 @@ def add_layer_scale(model: nn.Module, init_values: float) -> None:
         for name in ("ls1", "ls2"):
             if isinstance(getattr(blk, name), nn.Identity):
                 setattr(blk, name, LayerScale(dim, init_values=init_values).to(blk.norm1.weight.device))
+
+
+def set_block_drop_path(model: nn.Module, rate: float) -> None:
+    """Stochastic depth rising linearly from 0 to `rate` over every transformer block of a hierarchical model
+    (timm Swin / PVT v2 blocks carry drop_path1 and drop_path2), in network order, as timm's and UM-MAE's dpr."""
+    from timm.layers import DropPath
+    blocks = [m for m in model.modules() if hasattr(m, "drop_path1") and hasattr(m, "drop_path2")]
+    for i, block in enumerate(blocks):
+        r = rate * i / max(len(blocks) - 1, 1)
+        block.drop_path1 = DropPath(r) if r > 0 else nn.Identity()
+        block.drop_path2 = DropPath(r) if r > 0 else nn.Identity()
 
 
 def set_drop_path(model: nn.Module, rate: float) -> None:
