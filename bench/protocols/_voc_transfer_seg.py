@@ -33,13 +33,13 @@ __all__ = ["VOCSegmentationClass", "FCN32", "run_segmentation"]
 class VOCSegmentationClass(Dataset):
     """(PIL image, (H, W) uint8 class map) for `VOC2012/ImageSets/Segmentation/<split>.txt`."""
 
-    def __init__(self, voc_root: Path, split: str):
+    def __init__(self, voc_root: Path, split: str, short_side: int | None = None):
         lst = voc_root / "ImageSets" / "Segmentation" / f"{split}.txt"
         if not lst.is_file():
             raise DataError(f"{lst}: VOC segmentation list not found; extract VOCtrainval_11-May-2012.tar under the "
                             f"data root's VOCdevkit/")
         self.ids = [s.strip() for s in lst.read_text().split("\n") if s.strip()]
-        self.root = voc_root
+        self.root, self.short_side = voc_root, short_side
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -60,6 +60,11 @@ class VOCSegmentationClass(Dataset):
         if label.shape != (img.height, img.width):
             raise DataError(f"{path}: {label.shape[1]}×{label.shape[0]} labels for a {img.width}×{img.height} "
                             f"image; re-extract the devkit")
+        if self.short_side:          # --resolution: short side → that many px (labels by nearest neighbour)
+            f = self.short_side / min(img.size)
+            size = (max(1, round(img.width * f)), max(1, round(img.height * f)))
+            img = img.resize(size, Image.BILINEAR)
+            label = np.array(Image.fromarray(label).resize(size, Image.NEAREST))
         return img, label
 
 
@@ -135,7 +140,8 @@ def run_segmentation(ctx, p, geo) -> tuple[dict[str, float], dict[str, Any]]:
     from ..metrics.segmentation import segmentation_scores
     backbone = ctx.require_backbone("voc_transfer segmentation")
     voc = ctx.data_root.path / "VOCdevkit" / "VOC2012"
-    train, val = VOCSegmentationClass(voc, p.seg_train_split), VOCSegmentationClass(voc, p.seg_eval_split)
+    # whole images at their own size (FCN), or with --resolution their short side at that size
+    train, val = (VOCSegmentationClass(voc, s, ctx.resolution) for s in (p.seg_train_split, p.seg_eval_split))
     for split, ds in ((p.seg_train_split, train), (p.seg_eval_split, val)):
         ctx.inputs[f"voc2012/{split}"] = {"source": "images", "count": len(ds)}
     torch.manual_seed(ctx.seed)
@@ -148,7 +154,7 @@ def run_segmentation(ctx, p, geo) -> tuple[dict[str, float], dict[str, Any]]:
     scores = segmentation_scores(_confusion(model, val, p.num_seg_classes, mean=pre.mean, std=pre.std,
                                             device=ctx.device))
     iou = scores["per_class_iou"]
-    details = {"train": info, "fc6_kernel": grid, "trunk": trunk.kind, "trunk_stride": trunk.stride, **frozen,
+    details = {"train": info, "short_side": ctx.resolution or "native", "fc6_kernel": grid, "trunk": trunk.kind, "trunk_stride": trunk.stride, **frozen,
                "mAcc": scores["mAcc"], "aAcc": scores["aAcc"], "classes_evaluated": int(np.isfinite(iou).sum()),
                "per_class_iou": [None if not np.isfinite(v) else round(float(v), 4) for v in iou]}
     return {"mIoU": scores["mIoU"]}, details

@@ -146,14 +146,17 @@ def documented_entries() -> tuple[Documented, ...]:
             target = mapping["protocols"].get(row["protocol"])
             if row["protocol"] not in presets or not target or not row["value"]:
                 continue
+            entry, columns = presets[row["protocol"]], {}
+            if isinstance(entry, dict) and "protocol" in entry:   # this table's own protocol for the column
+                target, columns, entry = {"protocol": entry["protocol"]}, entry.get("columns") or {}, entry["preset"]
             # A setting the mapping lifts into the column (label fraction) no longer tells rows apart.
-            setting = "" if target.get("setting") else row["split_or_setting"]
+            setting = "" if target.get("setting") or row["split_or_setting"] in columns else row["split_or_setting"]
             if target["protocol"] == "finetune":
                 setting = _finetune_setting(row, setting)
-            metric = row["metric"] + (f"@{target['setting']}" if target.get("setting") else "")
+            metric = columns.get(row["split_or_setting"]) or (
+                row["metric"] + (f"@{target['setting']}" if target.get("setting") else ""))
             out.append(Documented(table, papers.get(table, ""), target["protocol"],
-                                  preset_for(presets[row["protocol"]], row["arch"], row["dataset"],
-                                             row["resolution"]),
+                                  preset_for(entry, row["arch"], row["dataset"], row["resolution"]),
                                   row["dataset"], metric, row["method"], row["arch"], setting, row["value"], i))
     return tuple(out)
 
