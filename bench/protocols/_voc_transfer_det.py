@@ -46,12 +46,13 @@ def read_proposals(path: Path, image_ids: list[str]) -> list[np.ndarray]:
     """Per image (K, 4) float32 boxes, bench's continuous x1 y1 x2 y2, from a Fast R-CNN selective_search_data
     .mat whose `boxes` (and `images`, when present) follow the image set's order."""
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
     try:
         data = loadmat(str(path))
     except FileNotFoundError:
         raise DataError(f"{path}: proposal file not found; run fast-rcnn's data/scripts/fetch_selective_search_data"
                         f".sh and put selective_search_data/ under VOCdevkit/ (or --set proposals=opencv)") from None
-    except (OSError, ValueError, NotImplementedError, TypeError) as e:
+    except (OSError, ValueError, NotImplementedError, TypeError, MatReadError) as e:
         raise DataError(f"{path}: not a readable MATLAB proposal file ({e}); re-download the selective search "
                         f"data") from None
     if "boxes" not in data:
