@@ -18,7 +18,7 @@ import yaml
 from ..errors import BenchError
 
 __all__ = ["DATA_DIR", "Documented", "reference_index", "reference_table", "reference_mapping", "documented_entries",
-           "render_reference_table", "canonical_method", "canonical_arch", "reference_dataset", "load"]
+           "table_entry", "render_reference_table", "canonical_method", "canonical_arch", "reference_dataset", "load"]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 MAPPING_PATH = Path(__file__).resolve().parent / "mapping.yaml"
@@ -132,6 +132,16 @@ def preset_for(value: str | dict[str, str], arch: str | None, dataset: str | Non
     return value["default"]
 
 
+def table_entry(target: dict, value) -> tuple[dict, str | dict, dict[str, str]]:
+    """(bench target, preset value, columns) of one table's mapping entry. A table may measure a reference protocol
+    with another bench protocol than the global one ({protocol, preset, columns}: DeepCluster's and Jigsaw++'s
+    `voc07_detection` is Fast R-CNN, not the detection protocol); `columns` lifts split_or_setting values into
+    metric columns of one record (Jigsaw++'s SS / MS → mAP / mAP_ms)."""
+    if isinstance(value, dict) and "protocol" in value:
+        return {"protocol": value["protocol"]}, value["preset"], dict(value.get("columns") or {})
+    return target, value, {}
+
+
 @functools.lru_cache(maxsize=None)
 def documented_entries() -> tuple[Documented, ...]:
     """Every numeric documented value of the leaderboard tables, on bench's grid, in index then row order."""
@@ -146,9 +156,7 @@ def documented_entries() -> tuple[Documented, ...]:
             target = mapping["protocols"].get(row["protocol"])
             if row["protocol"] not in presets or not target or not row["value"]:
                 continue
-            entry, columns = presets[row["protocol"]], {}
-            if isinstance(entry, dict) and "protocol" in entry:   # this table's own protocol for the column
-                target, columns, entry = {"protocol": entry["protocol"]}, entry.get("columns") or {}, entry["preset"]
+            target, entry, columns = table_entry(target, presets[row["protocol"]])
             # A setting the mapping lifts into the column (label fraction) no longer tells rows apart.
             setting = "" if target.get("setting") or row["split_or_setting"] in columns else row["split_or_setting"]
             if target["protocol"] == "finetune":
