@@ -6,7 +6,12 @@ digit decides the class (three of the 20 VOC names stand in: a "1" in a tall box
 that know shapes detect them, random ones barely do (the validity tests check the ranking). Boxes are the shapes' tight
 1-based inclusive pixel boxes in real VOC XML; shapes smaller than 14 px are marked `difficult` (as the devkit marks
 hard-to-recognise objects). VOC2007 gets trainval (40) and test (30) lists, VOC2012 trainval (20), as the real
-devkit (2012 has no public test annotations). Fixed seed: the same files every time, written in about a second.
+devkit (2012 has no public test annotations). VOC2012 also gets `SegmentationClass` palette PNGs (class indices,
+255 on the glyphs' soft edges as the devkit's void border) with `ImageSets/Segmentation/{train,val}.txt` (40 / 20:
+the 20 trainval scenes and 40 segmentation-only ones), and `selective_search_data/voc_<year>_<set>.mat` holds
+stand-in proposals in Fast R-CNN's published layout (jittered object boxes plus random boxes; the real files come
+from selective search). These later additions draw from their own generators, so the earlier files are unchanged.
+Fixed seeds: the same files every time, written in a few seconds.
 """
 from __future__ import annotations
 
