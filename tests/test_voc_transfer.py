@@ -221,3 +221,13 @@ def test_missing_segmentation_list_is_one_line_error(tmp_path):
     from bench.protocols._voc_transfer_seg import VOCSegmentationClass
     with pytest.raises(DataError, match="ImageSets/Segmentation/train.txt: VOC segmentation list not found"):
         VOCSegmentationClass(tmp_path / "VOC2012", "train")
+
+
+def test_opencv_proposals_without_opencv_contrib_is_one_line_error(monkeypatch):
+    import sys
+    from PIL import Image
+    from bench.errors import BenchError
+    from bench.protocols._voc_transfer_det import selective_search
+    monkeypatch.setitem(sys.modules, "cv2", None)      # import cv2 → ImportError, as on a machine without it
+    with pytest.raises(BenchError, match="proposals=opencv needs opencv-contrib"):
+        selective_search(Image.new("RGB", (8, 8)))
