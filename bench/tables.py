@@ -10,7 +10,8 @@ Decisions:
 - Everything is sorted and formatted deterministically and no time or path enters a table, so regenerating from
   the same records gives byte-identical files.
 - Protocol-specific record shapes are read by small adapters: `semisup` puts the label fraction into the column
-  (top1@1%), `transfer` and `robustness` spread their per-dataset metrics over the per-dataset tables.
+  (top1@1%), `transfer` and `robustness` spread their per-dataset metrics over the per-dataset tables,
+  `voc_transfer` goes to its task's dataset (VOC2007 or VOC2012).
 """
 from __future__ import annotations
 
@@ -141,6 +142,8 @@ def _pieces(record: dict[str, Any]) -> Iterable[tuple[str, dict[str, float], tup
             name, _, metric = key.rpartition(":")
             per.setdefault(reference_dataset(name or dataset), {})[metric] = value
         yield from ((name, values, ()) for name, values in per.items())
+    elif protocol == "voc_transfer":   # VOC2007 classification/detection, VOC2012 segmentation: the task says
+        yield reference_dataset((record.get("details") or {}).get("eval_dataset", dataset)), metrics, ()
     else:
         yield dataset, metrics, ()
 

@@ -112,11 +112,12 @@ def test_canonical_method_aliases():
 
 def test_every_mapped_preset_exists_in_the_protocol_yaml():
     from bench.presets import load_protocol_yaml
-    from bench.reference import preset_for
+    from bench.reference import preset_for, table_entry
     mapping = reference_mapping()
     for table, per_protocol in mapping["tables"].items():
         for ref_protocol, value in per_protocol.items():
-            protocol = mapping["protocols"][ref_protocol]["protocol"]
+            target, value, _ = table_entry(mapping["protocols"][ref_protocol], value)   # a table's own protocol
+            protocol = target["protocol"]
             names = [value] if isinstance(value, str) else list(value.values())
             known = set(load_protocol_yaml(protocol)["presets"])
             assert set(names) <= known, f"{table}: {protocol} presets {set(names) - known} do not exist"

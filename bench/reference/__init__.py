@@ -19,7 +19,7 @@ import yaml
 from ..errors import BenchError
 
 __all__ = ["DATA_DIR", "Documented", "reference_index", "reference_table", "reference_mapping", "documented_entries",
-           "pretrain_value", "parse_ablation_setting", "pretrain_matches", "render_reference_table",
+           "pretrain_value", "parse_ablation_setting", "pretrain_matches", "table_entry", "render_reference_table",
            "canonical_method", "canonical_arch", "reference_dataset", "load"]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -140,6 +140,16 @@ def preset_for(value: str | dict[str, str], arch: str | None, dataset: str | Non
     return value["default"]
 
 
+def table_entry(target: dict, value) -> tuple[dict, str | dict, dict[str, str]]:
+    """(bench target, preset value, columns) of one table's mapping entry. A table may measure a reference protocol
+    with another bench protocol than the global one ({protocol, preset, columns}: DeepCluster's and Jigsaw++'s
+    `voc07_detection` is Fast R-CNN, not the detection protocol); `columns` lifts split_or_setting values into
+    metric columns of one record (Jigsaw++'s SS / MS → mAP / mAP_ms)."""
+    if isinstance(value, dict) and "protocol" in value:
+        return {"protocol": value["protocol"]}, value["preset"], dict(value.get("columns") or {})
+    return target, value, {}
+
+
 @functools.lru_cache(maxsize=None)
 def documented_entries() -> tuple[Documented, ...]:
     """Every numeric documented value of the leaderboard tables, on bench's grid, in index then row order."""
@@ -155,12 +165,15 @@ def documented_entries() -> tuple[Documented, ...]:
             target = mapping["protocols"].get(row["protocol"])
             if row["protocol"] not in presets or not target or not row["value"]:
                 continue
-            # A setting the mapping lifts into the column (label fraction, conv layer) no longer tells rows apart.
-            lifted = target.get("setting") or target.get("column") == "setting"
+            target, entry, columns = table_entry(target, presets[row["protocol"]])
+            # A setting the mapping lifts into the column (label fraction, conv layer, Jigsaw++'s SS / MS) no longer
+            # tells rows apart.
+            lifted = target.get("setting") or target.get("column") == "setting" or row["split_or_setting"] in columns
             setting = "" if lifted else row["split_or_setting"]
             if target["protocol"] == "finetune":
                 setting = _finetune_setting(row, setting)
-            metric = row["metric"] + (f"@{target['setting']}" if target.get("setting") else "")
+            metric = columns.get(row["split_or_setting"]) or (
+                row["metric"] + (f"@{target['setting']}" if target.get("setting") else ""))
             if target.get("column") == "setting":     # conv3 → top1_conv3, the layers protocol's metric
                 metric += f"_{row['split_or_setting']}"
                 # a method printed twice (Jenni's "Ours" and "Ours†") stays two rows: its footnote marker
@@ -169,8 +182,7 @@ def documented_entries() -> tuple[Documented, ...]:
                 setting = "; ".join(p for p in (setting, extra[i]) if p)
             ablation = _ablation_fields(table, row, mapping["ablations"].get(table))
             out.append(Documented(table, papers.get(table, ""), target["protocol"],
-                                  preset_for(presets[row["protocol"]], row["arch"], row["dataset"],
-                                             row["resolution"]),
+                                  preset_for(entry, row["arch"], row["dataset"], row["resolution"]),
                                   row["dataset"], metric, row["method"], row["arch"], setting, row["value"], i,
                                   **ablation))
     return tuple(out)

@@ -16,7 +16,7 @@ from .._root import MINI_MARKER
 
 __all__ = ["MINI_WRITERS", "register_mini", "write_minis", "ensure_mini", "MINI_VERSION"]
 
-MINI_VERSION = 4
+MINI_VERSION = 5
 MINI_WRITERS: Registry[Callable[[Path], None]] = Registry("miniature dataset")
 register_mini = MINI_WRITERS.register
 
