@@ -190,7 +190,7 @@ def documented_entries() -> tuple[Documented, ...]:
 
 _SAME_ROW = ("method", "arch", "protocol", "dataset", "metric", "split_or_setting")
 _TELLS_APART = (("epochs", "{} epochs"), ("batch_size", "batch {}"), ("pretrain_data", "pre-trained on {}"),
-                ("resolution", "{} px"))
+                ("resolution", "{} px"), ("markers", "{}"))
 
 
 def _distinguishing(rows: tuple[dict[str, str], ...]) -> list[str]:
@@ -206,7 +206,9 @@ def _distinguishing(rows: tuple[dict[str, str], ...]) -> list[str]:
             continue
         differ = [(col, fmt) for col, fmt in _TELLS_APART if len({rows[i][col] for i in members}) > 1]
         for i in members:
-            out[i] = "; ".join(fmt.format(rows[i][col]) for col, fmt in differ if rows[i][col])
+            # a footnote marker on the printed method (Jigsaw++'s "Context [7]" and "Context [7]*") is what is left
+            out[i] = "; ".join(fmt.format(rows[i][col]).replace("method:", "method marked ") for col, fmt in differ
+                               if rows[i][col])
     return out
 
 
