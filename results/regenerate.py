@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parent.parent
 # robustness evaluates a checkpoint's own classifier head: only the supervised reference checkpoint has one.
 # coco_detection's FPN needs a hierarchical backbone (ResNet stages, PVT/Swin), not a plain ViT's one map.
 UNSUPPORTED = {("detection", "mini_mae_vit_tiny16"), ("robustness", "mini_mocov2_resnet18"),
-               ("robustness", "mini_mae_vit_tiny16"), ("coco_detection", "mini_mae_vit_tiny16")}
+               ("robustness", "mini_mae_vit_tiny16"), ("coco_detection", "mini_mae_vit_tiny16"),
+               ("layers", "mini_mae_vit_tiny16")}   # layer probes: AlexNet conv and ResNet stages only
 TRAINED = {"detection", "segmentation", "semisup", "coco_detection"}
 
 
