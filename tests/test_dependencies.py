@@ -9,7 +9,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # import name → distribution name, where they differ
-DIST = {"PIL": "pillow", "sklearn": "scikit-learn", "yaml": "pyyaml", "faiss": "faiss-cpu"}
+DIST = {"PIL": "pillow", "sklearn": "scikit-learn", "yaml": "pyyaml", "faiss": "faiss-cpu",
+        "cv2": "opencv-contrib-python", "av": "av"}
 # imported only to say "install it yourself" (heavy, platform-specific builds): protocols check and name them
 EXTERNAL = {"detectron2", "mmseg"}
 
