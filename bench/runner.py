@@ -7,6 +7,7 @@ fingerprint describe exactly what produced the number.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import random
@@ -37,6 +38,15 @@ _logger = logging.getLogger(__name__)
 MINI_RESOLUTION = 64
 
 
+def _features_meta(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / "meta.json"
+    try:
+        meta = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError) as e:
+        raise BenchError(f"{path}: unreadable meta.json ({e}); fix or delete it") from None
+    return meta if isinstance(meta, dict) else {}
+
+
 @dataclass
 class RunContext:
     dataset: str
@@ -61,7 +71,11 @@ class RunContext:
 
     @property
     def mini(self) -> bool:
-        return bool(self.data_root and self.data_root.mini)
+        """Miniature data, however it arrived: the data root's marker, or a `--features` folder whose meta.json
+        (written by `bench extract`) says its features came from the miniatures."""
+        if self.data_root and self.data_root.mini:
+            return True
+        return bool(self.features_dir and _features_meta(self.features_dir).get("mini") is True)
 
     def require_backbone(self, why: str) -> Backbone:
         if self.backbone is None:

@@ -75,3 +75,25 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch)
     monkeypatch.undo()
     assert json.loads(target.read_text()) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["rec.json"], "no temp file may be left behind"
+
+
+def test_features_from_the_miniatures_are_never_comparable(tmp_path):
+    """meta.json `"mini": true` (what `bench extract` writes on the miniatures) makes a --features run a miniature
+    run, whatever path the numbers came by; a folder without it stays a real-data run."""
+    import json
+
+    import numpy as np
+
+    from bench.cli import main
+    rng = np.random.default_rng(0)
+    for name, mini in (("mini_feats", True), ("real_feats", False)):
+        d = tmp_path / name
+        d.mkdir()
+        for split, n in (("train", 60), ("val", 20)):
+            np.savez(d / f"{split}.npz", features=rng.normal(size=(n, 8)).astype(np.float32),
+                     labels=np.arange(n) % 3)
+        if mini:
+            (d / "meta.json").write_text(json.dumps({"mini": True, "feature_mode": "pool"}))
+        assert main(["run", "--protocol", "knn", "--features", str(d), "--out", str(tmp_path / name / "out")]) == 0
+        (rec,) = [json.loads(p.read_text()) for p in (tmp_path / name / "out" / "runs").glob("*.json")]
+        assert ("miniature data" in rec["not_comparable_because"]) is mini and rec["dataset"]["mini"] is mini

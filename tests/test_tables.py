@@ -217,3 +217,18 @@ def test_check_passes_on_regenerated_tables_and_fails_after_editing_a_record(res
     assert f"{copy / 'linear__imagenet.md'}: missing" in out and f"{copy / 'knn__stl10.csv'}: no record" in out
     assert "semisup__imagenet.md" not in out and ".png" not in out           # untouched tables; plots not checked
     assert (copy / "knn__imagenet.md").read_bytes() == before["knn__imagenet.md"]
+
+
+def test_registry_moco_checkpoints_get_their_delta():
+    """`--ckpt mocov2_800ep` (family moco-v1/v2) meets MoCo v2's printed rows; a detection record of a MoCo R50
+    meets the R50-C4 rows of MoCo's VOC table: a comparable record GETS its Δ, not only a row."""
+    from bench.tables import build_tables, delta_parts
+    ck = {"name": "mocov2_800ep-moco_v2_800ep_pretrain.pth.tar", "registry_name": "mocov2_800ep",
+          "family": "moco-v1/v2", "arch": "resnet50", "sha256": "x"}
+    lin = {**_record("linear", "mocov2", {"top1": 71.0, "top5": 90.0}), "checkpoint": ck}
+    det = {**_record("detection", "moco", {"AP50": 80.0, "AP": 55.0, "AP75": 60.0}, dataset="voc",
+                     headline=("AP50", "AP", "AP75")), "checkpoint": ck}
+    for rec, protocol in ((lin, "linear"), (det, "detection")):
+        (table,) = [t for t in build_tables([rec]) if t.protocol == protocol and t.measured]
+        parts = delta_parts(table.measured[0], table)
+        assert any(p.values for p in parts), [p.text for p in parts]
