@@ -219,10 +219,11 @@ def test_check_passes_on_regenerated_tables_and_fails_after_editing_a_record(res
     assert (copy / "knn__imagenet.md").read_bytes() == before["knn__imagenet.md"]
 
 
-def test_registry_moco_checkpoints_get_their_delta():
+def test_registry_moco_checkpoints_get_their_delta(monkeypatch):
     """`--ckpt mocov2_800ep` (family moco-v1/v2) meets MoCo v2's printed rows; a detection record of a MoCo R50
     meets the R50-C4 rows of MoCo's VOC table: a comparable record GETS its Δ, not only a row."""
     from bench.tables import build_tables, delta_parts
+    monkeypatch.delenv("BENCH_CHECKPOINTS_YAML", raising=False)   # the repository's registry, not the fixture's
     ck = {"name": "mocov2_800ep-moco_v2_800ep_pretrain.pth.tar", "registry_name": "mocov2_800ep",
           "family": "moco-v1/v2", "arch": "resnet50", "sha256": "x"}
     lin = {**_record("linear", "mocov2", {"top1": 71.0, "top5": 90.0}), "checkpoint": ck}
