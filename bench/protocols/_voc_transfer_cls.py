@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import DataError
 from ..metrics.transfer import voc07_mean_ap
 from ..train import check_finite
-from ._voc_transfer_nets import ConvTrunk, MLPHead, freeze_trunk, head_grid
+from ._voc_transfer_nets import (ConvTrunk, MLPHead, clip_and_step, freeze_trunk, head_grid, loss_summary, sgd,
+                                 step_lr)
 
 __all__ = ["VOCMultiLabel", "ClassifierNet", "krahenbuhl_ap", "classification_metrics", "run_classification"]
 
@@ -100,8 +101,7 @@ def _transforms(p, pre, crop: int):
 
 
 def _train(model: ClassifierNet, data: VOCMultiLabel, p, geo, *, device, seed: int) -> dict[str, Any]:
-    params = [q for q in model.parameters() if q.requires_grad]
-    opt = torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
+    opt = sgd(model, p)
     crit = nn.BCEWithLogitsLoss(reduction="none")
     order = np.random.default_rng(seed).permutation(len(data))   # shuffled once, as VOC2007_dataset does
     loader = DataLoader(torch.utils.data.Subset(data, order.tolist()), batch_size=geo.batch_size, shuffle=False)
@@ -110,24 +110,19 @@ def _train(model: ClassifierNet, data: VOCMultiLabel, p, geo, *, device, seed: i
     it, losses = 0, []
     while it < geo.iterations:
         for x, y in loader:
-            if it and it % geo.lr_step == 0:
-                for g in opt.param_groups:
-                    g["lr"] *= p.lr_gamma
+            step_lr(opt, it, geo.lr_step, p.lr_gamma)
             out = model(x.to(device))
             y = y.to(device).float()
             loss = crit(out, y).masked_fill(y == VOC_IGNORE, 0).sum() / y.shape[0]
             check_finite(loss, f"voc_transfer classification iteration {it}", fix="lower the lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if p.clip_grad > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), p.clip_grad)
-            opt.step()
+            clip_and_step(opt, model, p.clip_grad)
             losses.append(loss.item())
             it += 1
             if it == geo.iterations:
                 break
-    return {"iterations": it, "final_loss": losses[-1] if losses else None,
-            "mean_loss_last_10pct": float(np.mean(losses[-max(len(losses) // 10, 1):])) if losses else None}
+    return {"iterations": it, **loss_summary(losses)}
 
 
 @torch.no_grad()

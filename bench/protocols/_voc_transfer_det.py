@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from ..errors import BenchError, DataError
 from ..train import check_finite
-from ._voc_transfer_nets import ConvTrunk, init_fc
+from ._voc_transfer_nets import ConvTrunk, clip_and_step, init_fc, loss_summary, sgd, step_lr
 
 __all__ = ["read_proposals", "selective_search", "FastRCNN", "run_detection"]
 
@@ -165,16 +165,13 @@ def _iou_max(boxes: np.ndarray, gt: np.ndarray) -> np.ndarray:
 def _train(model: FastRCNN, data, proposals: list[np.ndarray], p, geo, scales, *, mean, std, device,
            seed: int) -> dict[str, Any]:
     rh = model.roi_heads
-    opt = torch.optim.SGD([q for q in model.parameters() if q.requires_grad], lr=p.lr, momentum=p.momentum,
-                          weight_decay=p.weight_decay)
+    opt = sgd(model, p)
     rng = np.random.default_rng(seed)
     model.train()
     model.trunk.eval()
     losses, stream = [], iter(())
     for it in range(geo.iterations):
-        if it and it % geo.lr_step == 0:
-            for g in opt.param_groups:
-                g["lr"] *= p.lr_gamma
+        step_lr(opt, it, geo.lr_step, p.lr_gamma)
         images, rois, targets, sizes = [], [], [], []
         for _ in range(p.images_per_batch):
             i = next(stream, None)
@@ -204,12 +201,9 @@ def _train(model: FastRCNN, data, proposals: list[np.ndarray], p, geo, scales, *
         check_finite(loss, f"voc_transfer detection iteration {it}", fix="lower the lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if p.clip_grad > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), p.clip_grad)
-        opt.step()
+        clip_and_step(opt, model, p.clip_grad)
         losses.append(loss.item())
-    return {"iterations": geo.iterations, "final_loss": losses[-1] if losses else None,
-            "mean_loss_last_10pct": float(np.mean(losses[-max(len(losses) // 10, 1):])) if losses else None}
+    return {"iterations": geo.iterations, **loss_summary(losses)}
 
 
 @torch.no_grad()

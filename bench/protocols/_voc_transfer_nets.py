@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -121,3 +122,27 @@ def freeze_trunk(trunk: nn.Module, finetune: str, train_batchnorm: bool) -> dict
     trainable = sum(p.numel() for p in trunk.parameters() if p.requires_grad)
     return {"trunk_trainable_params": trainable,
             "trunk_frozen_params": sum(p.numel() for p in trunk.parameters()) - trainable}
+
+
+# The three tasks' training loops share their solver: Caffe's SGD on the trainable parameters, a step schedule,
+# optional gradient clipping, and the same loss summary in the record.
+def sgd(model: nn.Module, p) -> torch.optim.SGD:
+    return torch.optim.SGD([q for q in model.parameters() if q.requires_grad], lr=p.lr, momentum=p.momentum,
+                           weight_decay=p.weight_decay)
+
+
+def step_lr(opt: torch.optim.Optimizer, it: int, every: int, gamma: float) -> None:
+    if it and it % every == 0:
+        for g in opt.param_groups:
+            g["lr"] *= gamma
+
+
+def clip_and_step(opt: torch.optim.Optimizer, model: nn.Module, clip: float) -> None:
+    if clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), clip)
+    opt.step()
+
+
+def loss_summary(losses: list[float]) -> dict:
+    return {"final_loss": losses[-1] if losses else None,
+            "mean_loss_last_10pct": float(np.mean(losses[-max(len(losses) // 10, 1):])) if losses else None}

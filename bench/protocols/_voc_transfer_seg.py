@@ -25,7 +25,8 @@ from torch.utils.data import Dataset
 
 from ..errors import DataError
 from ..train import check_finite
-from ._voc_transfer_nets import ConvTrunk, freeze_trunk, head_grid, init_fc
+from ._voc_transfer_nets import (ConvTrunk, clip_and_step, freeze_trunk, head_grid, init_fc, loss_summary, sgd,
+                                 step_lr)
 
 __all__ = ["VOCSegmentationClass", "FCN32", "run_segmentation"]
 
@@ -89,16 +90,13 @@ def _tensor(img, mean, std) -> torch.Tensor:
 
 
 def _train(model: FCN32, data: VOCSegmentationClass, p, geo, *, mean, std, device, seed: int) -> dict[str, Any]:
-    opt = torch.optim.SGD([q for q in model.parameters() if q.requires_grad], lr=p.lr, momentum=p.momentum,
-                          weight_decay=p.weight_decay)
+    opt = sgd(model, p)
     rng = np.random.default_rng(seed)
     model.train()
     model.trunk.eval()
     losses, stream = [], iter(())
     for it in range(geo.iterations):
-        if it and it % geo.lr_step == 0:
-            for g in opt.param_groups:
-                g["lr"] *= p.lr_gamma
+        step_lr(opt, it, geo.lr_step, p.lr_gamma)
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for _ in range(geo.batch_size):        # iter_size: one image at a time, gradients summed
@@ -115,13 +113,9 @@ def _train(model: FCN32, data: VOCSegmentationClass, p, geo, *, mean, std, devic
             check_finite(loss, f"voc_transfer segmentation iteration {it}", fix="lower the lr")
             loss.backward()
             total += loss.item()
-        if p.clip_grad > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), p.clip_grad)
-        opt.step()
+        clip_and_step(opt, model, p.clip_grad)
         losses.append(total)
-    return {"iterations": geo.iterations, "images_per_iteration": geo.batch_size,
-            "final_loss": losses[-1] if losses else None,
-            "mean_loss_last_10pct": float(np.mean(losses[-max(len(losses) // 10, 1):])) if losses else None}
+    return {"iterations": geo.iterations, "images_per_iteration": geo.batch_size, **loss_summary(losses)}
 
 
 @torch.no_grad()
