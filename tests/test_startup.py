@@ -17,7 +17,7 @@ def _run(code: str) -> subprocess.CompletedProcess:
 
 def test_help_and_list_presets_do_not_import_torch():
     code = ("import sys, contextlib, io\nfrom bench.cli import main\n"
-            "for argv in (['list', 'presets'], ['-q', 'list', 'presets']):\n"
+            "for argv in (['list', 'presets'], ['-q', 'list', 'presets'], ['list', 'protocols']):\n"
             "    with contextlib.redirect_stdout(io.StringIO()) as out: assert main(argv) == 0\n"
             "    assert out.getvalue().count('\\n') > 5\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
@@ -25,6 +25,15 @@ def test_help_and_list_presets_do_not_import_torch():
     r = _run(code)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_protocol_summaries_read_from_source_match_the_imported_registry():
+    # `bench list protocols` reads the decorators statically; the registry is what `bench run` uses
+    from bench.protocols import get_protocol, list_protocols, protocol_summaries
+    static = protocol_summaries()
+    assert list(static) == list_protocols()
+    assert static == {name: get_protocol(name).description for name in list_protocols()}
+    assert all(static.values())
 
 
 def test_public_api_names_still_resolve_lazily():

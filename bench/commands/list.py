@@ -29,9 +29,9 @@ def preset_lines(protocol: str) -> list[str]:
 def run(args) -> int:
     # Each branch imports only what it lists: presets and layouts need no torch, so they answer at once.
     if args.what == "protocols":
-        from ..protocols import get_protocol, list_protocols
-        for name in list_protocols():
-            print(f"{name:14s} {get_protocol(name).description}")
+        from ..protocols import protocol_summaries
+        for name, description in protocol_summaries().items():
+            print(f"{name:14s} {description}")
     elif args.what == "presets":
         from ..presets import presets_dir
         for name in sorted(p.stem for p in presets_dir().glob("*.yaml")):
