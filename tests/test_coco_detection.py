@@ -278,15 +278,16 @@ def _um_mae_pvt(dims=(32, 64, 160, 256), depths=(2, 2, 2, 2), mlp=(8, 8, 4, 4), 
             i += 1
     if pretrain:
         sd.update({"norm.weight": t(dims[-1]), "norm.bias": t(dims[-1]), "vis_mask_token": t(1, 1, dims[0]),
-                   "mask_token": t(1, 1, 32), "decoder_embed.weight": t(128, dims[-1]), "decoder_pred.weight": t(48, 32)})
+                   "mask_token": t(1, 1, 32), "decoder_embed.weight": t(128, dims[-1]),
+                   "decoder_pred.weight": t(48, 32)})
     else:
         sd.update({"fc_norm.weight": t(dims[-1]), "fc_norm.bias": t(dims[-1]), "head.weight": t(10, dims[-1])})
     return sd
 
 
 def _um_mae_swin(dim=32, depths=(2, 2, 2, 2), heads=(1, 2, 4, 8)):
-    """models_swin.Swin's key layout: a relative-position MLP per attention (posmlp, 2 → 32 → heads 1×1 convs) and a
-    PatchMerge of LayerNorm(C_prev) + 2×2 conv opening every stage after the first."""
+    """models_swin.Swin's key layout: a relative-position MLP per attention (posmlp, 2 → 32 → heads 1×1 convs)
+    and a PatchMerge of LayerNorm(C_prev) + 2×2 conv opening every stage after the first."""
     sd, i = {"patch_embed.proj.weight": torch.zeros(dim, 3, 4, 4), "patch_embed.proj.bias": torch.zeros(dim),
              "patch_embed.norm.weight": torch.ones(dim), "patch_embed.norm.bias": torch.zeros(dim)}, 0
     for s, (d, h) in enumerate(zip(depths, heads)):
@@ -294,8 +295,10 @@ def _um_mae_swin(dim=32, depths=(2, 2, 2, 2), heads=(1, 2, 4, 8)):
         for j in range(d):
             b = f"blocks.{i}."
             if s and not j:
-                sd.update({b + "downsample.norm.weight": torch.ones(c // 2), b + "downsample.norm.bias": torch.zeros(c // 2),
-                           b + "downsample.proj.weight": torch.zeros(c, c // 2, 2, 2), b + "downsample.proj.bias": torch.zeros(c)})
+                sd.update({b + "downsample.norm.weight": torch.ones(c // 2),
+                           b + "downsample.norm.bias": torch.zeros(c // 2),
+                           b + "downsample.proj.weight": torch.zeros(c, c // 2, 2, 2),
+                           b + "downsample.proj.bias": torch.zeros(c)})
             for name, shape in (("norm1", (c,)), ("attn.posmlp.0", (32, 2, 1, 1)), ("attn.posmlp.2", (h, 32, 1, 1)),
                                 ("attn.qkv", (3 * c, c)), ("attn.proj", (c, c)), ("norm2", (c,)),
                                 ("mlp.fc1", (4 * c, c)), ("mlp.fc2", (c, 4 * c))):

@@ -346,10 +346,10 @@ def _um_mae_convert(obj, opts) -> Converted:
     stages = um_mae_stages(single_backbone(obj))
     timm_name, diff = _UM_MAE_DIFF[kind]
     raise CheckpointError(
-        f"UM-MAE's own {kind.upper() if kind == 'pvt' else 'Swin'} (implus/UM-MAE models_{kind}.py; depths "
-        f"{[d for d, _ in stages]}, widths {[w for _, w in stages]}) is not {timm_name}: {diff}; no bench backbone "
-        f"builds it. Evaluate it with UM-MAE's SEG/ and DET/ code; bench's upernet-um-mae-* presets run timm's "
-        f"pvt_v2_b2 / swin_tiny_patch4_window7_224 from a timm checkpoint")
+        f"UM-MAE's own {kind.upper() if kind == 'pvt' else 'Swin'} (implus/UM-MAE models_[mae_]{kind}.py; "
+        f"depths {[d for d, _ in stages]}, widths {[w for _, w in stages]}) is not {timm_name}: {diff}; no bench "
+        f"backbone builds it. Evaluate it with UM-MAE's SEG/ and DET/ code; bench's upernet-um-mae-* presets run "
+        f"timm's pvt_v2_b2 / swin_tiny_patch4_window7_224 from a timm checkpoint")
 
 
 register_layout("um-mae-pyramid", "UM-MAE PVT / Swin (blocks.N + PatchMerge downsample): recognised and refused, "
