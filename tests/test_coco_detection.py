@@ -1,6 +1,7 @@
 """coco_detection: COCO AP by hand and against pycocotools called directly, the COCO reader and miniature, and
 Mask R-CNN over ResNet and pyramid-ViT backbones."""
 import contextlib
+import re
 import io
 import json
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench import load_backbone
 from bench.data.coco import COCOInstances
 from bench.metrics.coco import COCO_STATS, coco_ap, coco_results
 
@@ -248,3 +250,129 @@ def test_bad_annotation_file_is_one_line_naming_it(tmp_path):
         COCOInstances(tmp_path, "val2017")
     with pytest.raises(DataError, match="instances_train2017.json: COCO annotation file not found"):
         COCOInstances(tmp_path, "train2017")
+
+
+# --- UM-MAE's released PVT / Swin checkpoints ------------------------------------------------------------------
+
+def _um_mae_pvt(dims=(32, 64, 160, 256), depths=(2, 2, 2, 2), mlp=(8, 8, 4, 4), img=64, pretrain=False):
+    """A state dict in the key layout of implus/UM-MAE models_pvt.PVT (fine-tuned; models_mae_pvt with `pretrain`):
+    flat `blocks.N`, every stage after the first opened by a 2×2 PatchMerge conv, attention with q / kv and an
+    always-present spatial reduction (1×1 conv `sr` + `norm`), a 4×4 patch embedding and a (1, (img/4)², C0)
+    pos_embed; fc_norm + head, or norm + MAE decoder when pre-trained."""
+    g = torch.Generator().manual_seed(0)
+
+    def t(*shape):
+        return torch.randn(*shape, generator=g)
+
+    sd, i = {"patch_embed.proj.weight": t(dims[0], 3, 4, 4), "patch_embed.proj.bias": t(dims[0]),
+             "pos_embed": t(1, (img // 4) ** 2, dims[0])}, 0
+    for s, (c, d, r) in enumerate(zip(dims, depths, mlp)):
+        for j in range(d):
+            b = f"blocks.{i}."
+            if s and not j:
+                sd.update({b + "downsample.proj.weight": t(c, dims[s - 1], 2, 2), b + "downsample.proj.bias": t(c)})
+            for name, shape in (("norm1", (c,)), ("attn.q", (c, c)), ("attn.kv", (2 * c, c)), ("attn.proj", (c, c)),
+                                ("attn.sr", (c, c, 1, 1)), ("attn.norm", (c,)), ("norm2", (c,)),
+                                ("mlp.fc1", (r * c, c)), ("mlp.fc2", (c, r * c))):
+                sd[b + name + ".weight"], sd[b + name + ".bias"] = t(*shape), t(shape[0])
+            i += 1
+    if pretrain:
+        sd.update({"norm.weight": t(dims[-1]), "norm.bias": t(dims[-1]), "vis_mask_token": t(1, 1, dims[0]),
+                   "mask_token": t(1, 1, 32), "decoder_embed.weight": t(128, dims[-1]),
+                   "decoder_pred.weight": t(48, 32)})
+    else:
+        sd.update({"fc_norm.weight": t(dims[-1]), "fc_norm.bias": t(dims[-1]), "head.weight": t(10, dims[-1])})
+    return sd
+
+
+def _um_mae_swin(dim=32, depths=(2, 2, 2, 2), heads=(1, 2, 4, 8)):
+    """models_swin.Swin's key layout: a relative-position MLP per attention (posmlp, 2 → 32 → heads 1×1 convs)
+    and a PatchMerge of LayerNorm(C_prev) + 2×2 conv opening every stage after the first."""
+    sd, i = {"patch_embed.proj.weight": torch.zeros(dim, 3, 4, 4), "patch_embed.proj.bias": torch.zeros(dim),
+             "patch_embed.norm.weight": torch.ones(dim), "patch_embed.norm.bias": torch.zeros(dim)}, 0
+    for s, (d, h) in enumerate(zip(depths, heads)):
+        c = dim * 2 ** s
+        for j in range(d):
+            b = f"blocks.{i}."
+            if s and not j:
+                sd.update({b + "downsample.norm.weight": torch.ones(c // 2),
+                           b + "downsample.norm.bias": torch.zeros(c // 2),
+                           b + "downsample.proj.weight": torch.zeros(c, c // 2, 2, 2),
+                           b + "downsample.proj.bias": torch.zeros(c)})
+            for name, shape in (("norm1", (c,)), ("attn.posmlp.0", (32, 2, 1, 1)), ("attn.posmlp.2", (h, 32, 1, 1)),
+                                ("attn.qkv", (3 * c, c)), ("attn.proj", (c, c)), ("norm2", (c,)),
+                                ("mlp.fc1", (4 * c, c)), ("mlp.fc2", (c, 4 * c))):
+                sd[b + name + ".weight"], sd[b + name + ".bias"] = torch.zeros(shape), torch.zeros(shape[0])
+            i += 1
+    return {**sd, "fc_norm.weight": torch.ones(8 * dim), "head.weight": torch.zeros(10, 8 * dim)}
+
+
+def _timm_name(key: str, kind: str, stage_of: dict[int, tuple[int, int]]) -> str | None:
+    """Where a UM-MAE backbone tensor would go in timm's pvt_v2 / swin by name (None: no such place)."""
+    if key.startswith("patch_embed."):
+        return key
+    m = re.match(r"blocks\.(\d+)\.(.*)$", key)
+    if not m:
+        return None
+    s, j = stage_of[int(m.group(1))]
+    rest = m.group(2)
+    if rest.startswith("downsample."):
+        if kind == "swin":
+            rest = rest.replace("downsample.proj", "downsample.reduction")
+        return f"{'stages' if kind == 'pvt' else 'layers'}.{s}.{rest}"
+    if rest.startswith("attn.posmlp"):
+        return None
+    return f"{'stages' if kind == 'pvt' else 'layers'}.{s}.blocks.{j}.{rest}"
+
+
+@pytest.mark.parametrize("kind", ["pvt", "pvt-pretrain", "swin"])
+def test_um_mae_checkpoints_are_recognised_and_refused_with_the_reason(kind, tmp_path):
+    """UM-MAE's PVT / Swin files (fine-tuned and MAE pre-trained) are named for what they are, not 'unknown
+    layout', and refused: timm's pvt_v2 / swin hold only part of them by name and shape, and have parts of their own
+    that the file cannot fill, so a partial load would evaluate a network UM-MAE never trained."""
+    import timm
+    from bench.backbones._ssl_layouts import um_mae_kind, um_mae_stages
+    from bench.backbones.layouts import detect_layout
+    from bench.errors import CheckpointError
+    sd = _um_mae_swin() if kind == "swin" else _um_mae_pvt(pretrain=kind == "pvt-pretrain")
+    obj = {"model": sd, "epoch": 99}
+    base = kind.split("-")[0]
+    assert um_mae_kind(obj) == base and detect_layout(obj, "x").name == "um-mae-pyramid"
+    assert um_mae_stages(sd) == ([(2, 32), (2, 64), (2, 160), (2, 256)] if base == "pvt"
+                                 else [(2, 32), (2, 64), (2, 128), (2, 256)])
+    path = tmp_path / "um_mae.pth"
+    torch.save(obj, path)
+    with pytest.raises(CheckpointError, match=rf"{path}: UM-MAE's own .*depths \[2, 2, 2, 2\].*no bench backbone"):
+        load_backbone(str(path))
+
+    timm_model = timm.create_model("pvt_v2_b0") if base == "pvt" else timm.create_model(
+        "swin_tiny_patch4_window7_224", embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
+    ref = timm_model.state_dict()
+    starts = um_mae_stages(sd)
+    stage_of, i = {}, 0
+    for s, (d, _) in enumerate(starts):
+        for j in range(d):
+            stage_of[i], i = (s, j), i + 1
+    backbone = {k: v for k, v in sd.items() if not k.startswith(("fc_norm", "head", "norm.", "decoder", "mask_token",
+                                                                  "vis_mask_token"))}
+    fits = {k for k, v in backbone.items() if (n := _timm_name(k, base, stage_of)) in ref and ref[n].shape == v.shape}
+    no_fit = sorted(set(backbone) - fits)
+    # what cannot load: the convolutions whose kernels differ, and the parts timm's networks do not have
+    if base == "pvt":
+        assert {re.sub(r"blocks\.\d+\.", "", k) for k in no_fit} == {
+            "patch_embed.proj.weight", "pos_embed", "downsample.proj.weight", "attn.sr.weight", "attn.sr.bias",
+            "attn.norm.weight", "attn.norm.bias"}
+        assert all(sd[k].shape[-1] == 1 for k in no_fit if k.endswith("attn.sr.weight"))
+        assert [k for k in no_fit if "attn.norm" in k] == [f"blocks.{b}.attn.norm.{w}" for b in (6, 7)
+                                                           for w in ("bias", "weight")]   # sr_ratio 1: timm has none
+    else:
+        assert {re.sub(r"blocks\.\d+\.", "", k) for k in no_fit} == {
+            "attn.posmlp.0.weight", "attn.posmlp.0.bias", "attn.posmlp.2.weight", "attn.posmlp.2.bias",
+            "downsample.norm.weight", "downsample.norm.bias", "downsample.proj.weight", "downsample.proj.bias"}
+    unfilled = {re.sub(r"(stages|layers)\.\d+\.(blocks\.\d+\.)?", "", k) for k in set(ref) - {
+        _timm_name(k, base, stage_of) for k in fits} if not k.startswith("head")}
+    if base == "pvt":   # PVT v2's depth-wise conv in every MLP and its per-stage norms would stay random
+        assert {"mlp.dwconv.weight", "norm.weight", "downsample.norm.weight"} <= unfilled
+    else:               # Swin's bias tables would stay random
+        assert "attn.relative_position_bias_table" in unfilled
+    assert len(fits) < len(backbone)

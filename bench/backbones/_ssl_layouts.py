@@ -303,3 +303,55 @@ def _deepcluster_convert(obj, opts) -> Converted:
 
 register_layout("deepcluster-v1", "DeepCluster v1 checkpoint: features.module.* (AlexNet/VGG-16) + Sobel, "
                                   "classifier, top_layer")((_deepcluster_matches, _deepcluster_convert))
+
+
+# 13. UM-MAE's own pyramid ViTs (implus/UM-MAE: models_pvt.py / models_swin.py fine-tuned, models_mae_pvt.py /
+#     models_mae_swin.py pre-trained; main_*.py save {'model', 'optimizer', 'epoch', 'scaler', 'args'}). Recognised
+#     only to refuse them with the reason: their blocks exist in no timm model, so loading the tensors whose names
+#     fit timm's pvt_v2 / swin would run a network UM-MAE never trained.
+_UM_MAE_DOWNSAMPLE = re.compile(r"blocks\.(\d+)\.downsample\.proj\.weight$")
+
+
+def um_mae_kind(obj) -> str | None:
+    """"pvt" / "swin" for a UM-MAE PVT / Swin file (flat `blocks.N` with PatchMerge `downsample`), else None."""
+    sd = single_backbone(obj) if isinstance(obj, Mapping) else None
+    if not sd or "blocks.0.norm1.weight" not in sd or not any(_UM_MAE_DOWNSAMPLE.match(k) for k in sd):
+        return None
+    if "blocks.0.attn.posmlp.0.weight" in sd:
+        return "swin"
+    if "blocks.0.attn.sr.weight" in sd and "blocks.0.attn.kv.weight" in sd:
+        return "pvt"
+    return None
+
+
+def um_mae_stages(sd: Mapping[str, torch.Tensor]) -> list[tuple[int, int]]:
+    """(depth, width) per stage: a PatchMerge `downsample` opens every stage after the first."""
+    n = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k)))
+    starts = [0] + sorted(int(m.group(1)) for k in sd if (m := _UM_MAE_DOWNSAMPLE.match(k)))
+    ends = starts[1:] + [n]
+    return [(e - s, int(sd[f"blocks.{s}.norm1.weight"].shape[0])) for s, e in zip(starts, ends)]
+
+
+_UM_MAE_DIFF = {
+    "pvt": ("timm's pvt_v2", "non-overlapping 4×4 / 2×2 patch embeddings (PVT v2: 7×7 / 3×3 overlapping), spatial "
+            "reduction by average pooling + 1×1 conv (v2: a strided r×r conv), a learnt absolute pos_embed, MLPs "
+            "without the depth-wise conv and no per-stage norms"),
+    "swin": ("timm's swin", "a relative-position MLP (attn.posmlp) instead of the bias table and a PatchMerge of "
+             "LayerNorm(C) + 2×2 conv (Swin: LayerNorm(4C) + linear)"),
+}
+
+
+def _um_mae_convert(obj, opts) -> Converted:
+    kind = um_mae_kind(obj)
+    stages = um_mae_stages(single_backbone(obj))
+    timm_name, diff = _UM_MAE_DIFF[kind]
+    raise CheckpointError(
+        f"UM-MAE's own {kind.upper() if kind == 'pvt' else 'Swin'} (implus/UM-MAE models_[mae_]{kind}.py; "
+        f"depths {[d for d, _ in stages]}, widths {[w for _, w in stages]}) is not {timm_name}: {diff}; no bench "
+        f"backbone builds it. Evaluate it with UM-MAE's SEG/ and DET/ code; bench's upernet-um-mae-* presets run "
+        f"timm's pvt_v2_b2 / swin_tiny_patch4_window7_224 from a timm checkpoint")
+
+
+register_layout("um-mae-pyramid", "UM-MAE PVT / Swin (blocks.N + PatchMerge downsample): recognised and refused, "
+                                  "no timm model has their blocks")((lambda obj: um_mae_kind(obj) is not None,
+                                                                     _um_mae_convert))

@@ -14,7 +14,8 @@ centre-cropped (ImageNet-C/test.py:244 CenterCrop(224); ImageNet-P/test.py:202 n
   relative mCE (needs the clean val error) and the unnormalised mean error (bench/metrics/robustness.py).
 - ImageNet-P (difficulty 1): flip probability per perturbation (ImageNet-P/test.py `flip_prob`), the mean over the
   perturbations (`mFP`, unnormalised) and the mean top-5 distance (`mT5D_raw`); mFR = mean FP / FP_AlexNet only
-  when the preset carries AlexNet's flip probabilities (`alexnet_flip_prob`; no code of the authors holds them).
+  when the preset carries AlexNet's flip probabilities (`alexnet_flip_prob`; no code of the authors holds them,
+  hendrycks/robustness#49 points to the authors' results spreadsheet).
 
 Metrics are keyed `<dataset>:<metric>` (bench/tables.py spreads them over one table per dataset).
 """
