@@ -172,6 +172,7 @@ def precondition(x, device: str | torch.device = "cpu", *, chunk: int = 65536) -
     for s in range(0, n, chunk):
         xs = _rows(x, s, s + chunk, device, torch.float64).sub_(mean)
         cov.addmm_(xs.T, xs)
+        del xs   # freed before the next chunk is converted: one chunk at a time
     cov /= max(n, 1)
     lam, U = torch.linalg.eigh((cov + cov.T) / 2)
     return Preconditioner(x, mean, U, lam.clamp_min(0), chunk)
