@@ -213,20 +213,24 @@ def _lbfgs(pc: Preconditioner, n_out: int, loss_chunk: Callable[[torch.Tensor, s
     def closure():
         opt.zero_grad()
         dV = delta[:, None] * V
-        W, bias = (dV if pc.rotated else U @ dV), beta * t
-        # the chunks' gradients are summed into detached copies of (W, t·β), then taken through the
-        # reparametrisation once: the D×D product is paid once per closure, not once per chunk
-        Wd, bd = W.detach().requires_grad_(True), bias.detach().requires_grad_(True)
-        total = 0.0
-        for s in range(0, len(pc), pc.chunk):
-            part = loss_chunk(torch.addmm(bd, pc.block(s), Wd), slice(s, s + pc.chunk)) * scale
-            part.backward()
-            total += part.item()
         reg = 0.5 * r * (dV * dV).sum()
-        total += reg.item()
+        if pc.rotated:   # one chunk of rotated rows: logits = z·diag(δ)·V + t·β, one backward
+            loss = loss_chunk(torch.addmm(beta * t, pc.block(0), dV), slice(0, len(pc))) * scale + reg
+            loss.backward()
+            total = loss.item()
+        else:
+            # the chunks' gradients are summed into detached copies of (W, t·β), then taken through the
+            # reparametrisation once: the D×D product is paid once per closure, not once per chunk
+            W, bias = U @ dV, beta * t
+            Wd, bd = W.detach().requires_grad_(True), bias.detach().requires_grad_(True)
+            total = reg.item()
+            for s in range(0, len(pc), pc.chunk):
+                part = loss_chunk(torch.addmm(bd, pc.block(s), Wd), slice(s, s + pc.chunk)) * scale
+                part.backward()
+                total += part.item()
+            ((W * Wd.grad).sum() + (bias * bd.grad).sum() + reg).backward()
         if not np.isfinite(total):
             raise NonFiniteError(f"logistic regression at C={C:g}: non-finite loss; check the features for NaN/inf")
-        ((W * Wd.grad).sum() + (bias * bd.grad).sum() + reg).backward()
         return torch.tensor(total, dtype=torch.float64)
 
     opt.step(closure)
