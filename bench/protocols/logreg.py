@@ -28,7 +28,7 @@ Public API (also used by bench/protocols/transfer.py):
     holdout_split(n, fraction=0.1, seed=0) -> (train_idx, holdout_idx)
 
     precondition(x, device) -> Preconditioner          # mean + covariance eigenbasis, computed once; fit_* accept it
-    Rows(x, idx) / Rows(a, b) / Rows((x, idx), b)         # x[idx], concatenate([a, b]) as views, never copied
+    Rows((x, idx)) / Rows(a, b) / Rows((x, idx), b)       # x[idx], concatenate([a, b]) as views, never copied
 
 All fitting is in float64 (as DINOv2). Ties in select_C go to the smaller C (stronger regularisation). L-BFGS runs
 in preconditioned coordinates (see `_lbfgs`): the same objective and minimiser, far fewer iterations. Classes
@@ -89,7 +89,7 @@ def _as64(x, device) -> torch.Tensor:
 
 
 class Rows:
-    """Rows of one or more feature matrices read as one (N×D) matrix without copying them: `Rows(x, idx)` is
+    """Rows of one or more feature matrices read as one (N×D) matrix without copying them: `Rows((x, idx))` is
     x[idx], `Rows(a, b)` is concatenate([a, b]), `Rows((x, idx), y)` mixes both. The solver reads it in row
     chunks, so a hold-out subset or a train+val refit of 1.28M fp16 rows never exists as a second matrix."""
 
