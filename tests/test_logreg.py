@@ -120,3 +120,37 @@ def test_classes_without_rows_get_the_limit_and_the_rest_sklearns_fit():
     assert ours.b[2].item() == -np.inf and (ours.W[:, 2] == 0).all()
     pred = predict_scores(ours, x).argmax(1).numpy()
     assert (pred == sk.predict(x)).all() and (pred != 2).all()
+
+
+def test_rows_reads_index_views_and_concatenations_like_numpy():
+    from bench.protocols.logreg import Rows
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(50, 4)).astype(np.float16), rng.normal(size=(30, 4)).astype(np.float16)
+    idx = rng.permutation(50)[:37]
+    want = np.concatenate([a[idx], b])
+    for view in (Rows((a, idx), b), Rows((torch.as_tensor(a), idx), torch.as_tensor(b))):
+        assert view.shape == want.shape
+        for s, e in ((0, 67), (5, 36), (30, 45), (36, 37), (60, 100)):
+            np.testing.assert_array_equal(np.asarray(view[s:e]), want[s:e])
+
+
+def test_streamed_fp16_fit_over_a_row_view_is_sklearns_and_copies_nothing():
+    # 1.28M × 1024 fp16 features must not be copied: the solver keeps x as given, reads it (here through a
+    # hold-out index view) in row chunks converted to float64, and never rotates it. Same minimiser as
+    # scikit-learn on the same values in float64.
+    from bench.protocols.logreg import Rows, precondition
+    x, y = _problem(600, dim=24)
+    x16 = (x + 3.0).astype(np.float16)
+    idx = np.sort(np.random.default_rng(1).permutation(600)[:450])
+    view = Rows((x16, idx))
+    pc = precondition(view, chunk=64)
+    ours = fit_logreg(pc, y[idx], 0.05, num_classes=6)
+    assert pc.x is view and not pc.rotated and pc._z is None and ours.converged
+    sk = LogisticRegression(C=0.05, max_iter=10_000, tol=1e-10).fit(x16[idx].astype(np.float64), y[idx])
+    np.testing.assert_allclose(ours.W.numpy(), sk.coef_.T, atol=1e-4 * max(1.0, np.abs(sk.coef_).max()))
+    b, skb = ours.b.numpy(), sk.intercept_
+    np.testing.assert_allclose(b - b.mean(), skb - skb.mean(), atol=1e-3)
+    one_chunk = fit_logreg(x16[idx], y[idx], 0.05, num_classes=6)   # the single-chunk (rotated once) path
+    np.testing.assert_allclose(ours.W.numpy(), one_chunk.W.numpy(), atol=1e-5 * max(1.0, np.abs(sk.coef_).max()))
+    np.testing.assert_allclose(predict_scores(ours, view, chunk=100).numpy(),
+                               sk.decision_function(x16[idx].astype(np.float64)) - skb + b, atol=1e-3)

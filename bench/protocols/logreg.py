@@ -8,7 +8,9 @@ evaluated on test). Written in torch so it runs on GPU.
 
 C has scikit-learn's meaning: the minimised objective is  C·Σᵢ CE(xᵢW + b, yᵢ) + ½‖W‖²  (the bias is not
 penalised). L-BFGS minimises the same objective divided by C·n (same minimiser, better-scaled gradients).
-The loss is accumulated over row chunks with one backward per chunk, so 1.28M×1000 logits never exist at once.
+The loss is accumulated over row chunks with one backward per chunk, so 1.28M×1000 logits never exist at once,
+and the features are read as given (fp16 stays fp16) chunk by chunk: no float64 copy, no rotated copy, and the
+hold-out / train+val splits are index views (`Rows`), not copies.
 
 Public API (also used by bench/protocols/transfer.py):
 
@@ -25,7 +27,8 @@ Public API (also used by bench/protocols/transfer.py):
     c_grid(lo_exp=-6, hi_exp=5, n=45) -> np.ndarray     # 10 ** linspace(lo_exp, hi_exp, n)
     holdout_split(n, fraction=0.1, seed=0) -> (train_idx, holdout_idx)
 
-    rotate_features(x, device) -> RotatedFeatures      # centred, in the covariance eigenbasis; fit_* accept it
+    precondition(x, device) -> Preconditioner          # mean + covariance eigenbasis, computed once; fit_* accept it
+    Rows((x, idx)) / Rows(a, b) / Rows((x, idx), b)       # x[idx], concatenate([a, b]) as views, never copied
 
 All fitting is in float64 (as DINOv2). Ties in select_C go to the smaller C (stronger regularisation). L-BFGS runs
 in preconditioned coordinates (see `_lbfgs`): the same objective and minimiser, far fewer iterations. Classes
@@ -46,7 +49,7 @@ import torch.nn.functional as F
 from ..errors import BenchError, NonFiniteError
 from . import ProtocolResult, register_protocol
 
-__all__ = ["LogRegWeights", "RotatedFeatures", "rotate_features", "fit_logreg", "fit_logreg_ovr", "predict_scores",
+__all__ = ["LogRegWeights", "Preconditioner", "precondition", "Rows", "fit_logreg", "fit_logreg_ovr", "predict_scores",
            "select_C", "c_grid",
            "holdout_split", "top1_metric", "LogregPreset", "split_exists", "topk_percent"]
 
@@ -85,66 +88,120 @@ def _as64(x, device) -> torch.Tensor:
     return torch.as_tensor(x).to(device=device, dtype=torch.float64)
 
 
-@dataclass
-class RotatedFeatures:
-    """Features centred and expressed in the eigenbasis of their covariance: z = (x − μ)·U, cov = U·diag(λ)·Uᵀ.
+class Rows:
+    """Rows of one or more feature matrices read as one (N×D) matrix without copying them: `Rows((x, idx))` is
+    x[idx], `Rows(a, b)` is concatenate([a, b]), `Rows((x, idx), y)` mixes both. The solver reads it in row
+    chunks, so a hold-out subset or a train+val refit of 1.28M fp16 rows never exists as a second matrix."""
 
-    Computed once per feature matrix (select_C: once for the whole C path) and used in place of x, so the
-    preconditioned fit costs what the plain one does per iteration."""
-    z: torch.Tensor          # (N, D) float64
-    mean: torch.Tensor       # (D,)
-    U: torch.Tensor          # (D, D) orthonormal eigenvectors
-    lam: torch.Tensor        # (D,) eigenvalues ≥ 0
+    def __init__(self, *parts):
+        self.parts = [(p, None) if not isinstance(p, tuple) else (p[0], np.asarray(p[1])) for p in parts]
+        sizes = [len(p) if i is None else len(i) for p, i in self.parts]
+        self.bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        dims = {int(p.shape[1]) for p, _ in self.parts}
+        if len(dims) != 1:
+            raise BenchError(f"feature matrices with different widths {sorted(dims)} cannot be joined")
+        self.shape = (int(self.bounds[-1]), dims.pop())
 
     def __len__(self) -> int:
-        return len(self.z)
+        return self.shape[0]
+
+    def __getitem__(self, sl: slice):
+        s, e, _ = sl.indices(len(self))
+        out = []
+        for (p, idx), lo, hi in zip(self.parts, self.bounds[:-1], self.bounds[1:]):
+            a, b = max(s, lo) - lo, min(e, hi) - lo
+            if a < b:
+                if idx is None:
+                    out.append(torch.as_tensor(p[a:b]))
+                else:
+                    sel = torch.as_tensor(idx[a:b]) if isinstance(p, torch.Tensor) else idx[a:b]
+                    out.append(torch.as_tensor(p[sel]))
+        return torch.cat(out) if len(out) > 1 else out[0] if out else torch.zeros(0, self.shape[1])
 
 
-def rotate_features(x, device: str | torch.device = "cpu", *, chunk: int = 65536) -> RotatedFeatures:
-    """x (N×D, any float dtype) → RotatedFeatures in float64 on `device`; x is read in row chunks."""
-    if isinstance(x, RotatedFeatures):
+def _rows(x, s: int, e: int, device, dtype) -> torch.Tensor:
+    # always a new tensor: the caller centres it in place, and x may already be float64 on the device
+    return torch.as_tensor(x[s:e]).to(device=device, dtype=dtype, copy=True)
+
+
+@dataclass
+class Preconditioner:
+    """The features' mean and covariance eigenbasis (cov = U·diag(λ)·Uᵀ) beside the features themselves, not a
+    transformed copy: the solver reads x in row chunks, converts each to float64 and centres it. Computed once
+    per feature matrix (select_C: once for the whole C path)."""
+    x: object                # (N, D) as given: numpy / torch / memmap / Rows, any float dtype; never copied
+    mean: torch.Tensor       # (D,) float64
+    U: torch.Tensor          # (D, D) orthonormal eigenvectors
+    lam: torch.Tensor        # (D,) eigenvalues ≥ 0
+    chunk: int
+    _z: torch.Tensor | None = None   # N ≤ chunk: (x − μ)·U kept, the memory of the one chunk streaming would use
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def rotated(self) -> bool:
+        """Whether `block` gives rotated rows (x − μ)·U (one chunk: rotating once saves a D×D×K product per
+        closure) or centred rows x − μ (several chunks: rotating every chunk in every closure would cost N×D×D)."""
+        return len(self) <= self.chunk
+
+    def block(self, s: int) -> torch.Tensor:
+        """Rows s … s + chunk in float64 on the solver's device: centred, and rotated if `rotated`."""
+        if self._z is not None:
+            return self._z
+        xs = _rows(self.x, s, s + self.chunk, self.mean.device, torch.float64).sub_(self.mean)
+        if self.rotated:
+            self._z = xs = xs @ self.U
+        return xs
+
+
+def precondition(x, device: str | torch.device = "cpu", *, chunk: int = 65536) -> Preconditioner:
+    """Mean and covariance eigenbasis of x (N×D, any float dtype), accumulated in float64 over row chunks."""
+    if isinstance(x, Preconditioner):
         return x
-    x = torch.as_tensor(x)
+    if not isinstance(x, Rows) and not isinstance(x, np.memmap):
+        x = torch.as_tensor(x)
     device = torch.device(device)
     n, d = x.shape
     mean = torch.zeros(d, dtype=torch.float64, device=device)
-    gram = torch.zeros(d, d, dtype=torch.float64, device=device)
     for s in range(0, n, chunk):
-        xs = _as64(x[s:s + chunk], device)
-        mean += xs.sum(0)
-        gram += xs.T @ xs
+        mean += _rows(x, s, s + chunk, device, torch.float64).sum(0)
     mean /= max(n, 1)
-    cov = gram / max(n, 1) - torch.outer(mean, mean)
-    lam, U = torch.linalg.eigh((cov + cov.T) / 2)
-    z = torch.empty(n, d, dtype=torch.float64, device=device)
+    # centred before the product: Σxxᵀ/n − μμᵀ cancels catastrophically for uncentred features
+    cov = torch.zeros(d, d, dtype=torch.float64, device=device)
     for s in range(0, n, chunk):
-        z[s:s + chunk] = (_as64(x[s:s + chunk], device) - mean) @ U
-    return RotatedFeatures(z, mean, U, lam.clamp_min(0))
+        xs = _rows(x, s, s + chunk, device, torch.float64).sub_(mean)
+        cov.addmm_(xs.T, xs)
+        del xs   # freed before the next chunk is converted: one chunk at a time
+    cov /= max(n, 1)
+    lam, U = torch.linalg.eigh((cov + cov.T) / 2)
+    return Preconditioner(x, mean, U, lam.clamp_min(0), chunk)
 
 
-def _lbfgs(rf: RotatedFeatures, n_out: int, loss_chunk: Callable[[torch.Tensor, slice], torch.Tensor], C: float, *,
-           max_iter: int, tol: float, init: LogRegWeights | None, chunk: int, n_eff: float, curvature: float
+def _lbfgs(pc: Preconditioner, n_out: int, loss_chunk: Callable[[torch.Tensor, slice], torch.Tensor], C: float, *,
+           max_iter: int, tol: float, init: LogRegWeights | None, n_eff: float, curvature: float
            ) -> LogRegWeights:
     """Minimise (Σ_chunks loss_chunk + ½‖W‖²/C) / n_eff with torch L-BFGS (strong Wolfe line search).
 
-    L-BFGS runs in preconditioned coordinates; the objective and its minimiser are unchanged. With the rotated
-    features z = (x − μ)·U (covariance U·diag(λ)·Uᵀ), W = U·diag(δ)·V with δ_j = (a·λ_j + 1/(C·n_eff))^(-1/2) (a: the
-    loss's curvature per logit, ~1/K for softmax, 1/4 for binary) and b = t·β − μW with t = a^(-1/2), so the logits
-    are z·diag(δ)·V + t·β and the penalty ½‖W‖² = ½‖diag(δ)·V‖². The Hessian in (V, β) is then close to the
-    identity at every C: in raw coordinates its condition number reached ~10⁶ on 1,437 × 512 features (weak
-    regularisation: directions of small variance; strong: the unpenalised bias against the penalised W), and
-    L-BFGS crawled for hundreds of iterations per C, often into max_iter.
+    L-BFGS runs in preconditioned coordinates; the objective and its minimiser are unchanged. With the features'
+    mean μ and covariance U·diag(λ)·Uᵀ, W = U·diag(δ)·V with δ_j = (a·λ_j + 1/(C·n_eff))^(-1/2) (a: the loss's
+    curvature per logit, ~1/K for softmax, 1/4 for binary) and b = t·β − μW with t = a^(-1/2), so the logits are
+    (x − μ)·W + t·β and the penalty ½‖W‖² = ½‖diag(δ)·V‖². The Hessian in (V, β) is then close to the identity at
+    every C: in raw coordinates its condition number reached ~10⁶ on 1,437 × 512 features (weak regularisation:
+    directions of small variance; strong: the unpenalised bias against the penalised W), and L-BFGS crawled for
+    hundreds of iterations per C, often into max_iter. The reparametrisation is of W only: each closure forms W
+    (D×K) once and every row chunk's logits are (x_chunk − μ)·W, so x is never rotated or copied (features of a
+    single chunk are rotated once instead, see `Preconditioner.rotated`).
     """
-    z = rf.z
-    d = z.shape[1]
+    U, mu = pc.U, pc.mean
+    d, dev = U.shape[0], U.device
     r = 1.0 / (C * n_eff)                                   # the penalty's curvature
-    U, mu = rf.U, rf.mean
-    delta = (curvature * rf.lam + r).rsqrt()
+    delta = (curvature * pc.lam + r).rsqrt()
     t = curvature ** -0.5
-    V = torch.zeros(d, n_out, dtype=torch.float64, device=z.device)
-    beta = torch.zeros(n_out, dtype=torch.float64, device=z.device)
+    V = torch.zeros(d, n_out, dtype=torch.float64, device=dev)
+    beta = torch.zeros(n_out, dtype=torch.float64, device=dev)
     if init is not None:
-        W0, b0 = init.W.to(z), init.b.to(z)
+        W0, b0 = init.W.to(U), init.b.to(U)
         V.copy_((U.T @ W0) / delta[:, None])
         beta.copy_((b0 + mu @ W0) / t)
     V.requires_grad_(True), beta.requires_grad_(True)
@@ -155,15 +212,23 @@ def _lbfgs(rf: RotatedFeatures, n_out: int, loss_chunk: Callable[[torch.Tensor, 
 
     def closure():
         opt.zero_grad()
-        total = 0.0
-        for s in range(0, z.shape[0], chunk):
-            part = loss_chunk(z[s:s + chunk] @ (delta[:, None] * V) + beta * t, slice(s, s + chunk)) * scale
-            part.backward()
-            total += part.item()
         dV = delta[:, None] * V
         reg = 0.5 * r * (dV * dV).sum()
-        reg.backward()
-        total += reg.item()
+        if pc.rotated:   # one chunk of rotated rows: logits = z·diag(δ)·V + t·β, one backward
+            loss = loss_chunk(torch.addmm(beta * t, pc.block(0), dV), slice(0, len(pc))) * scale + reg
+            loss.backward()
+            total = loss.item()
+        else:
+            # the chunks' gradients are summed into detached copies of (W, t·β), then taken through the
+            # reparametrisation once: the D×D product is paid once per closure, not once per chunk
+            W, bias = U @ dV, beta * t
+            Wd, bd = W.detach().requires_grad_(True), bias.detach().requires_grad_(True)
+            total = reg.item()
+            for s in range(0, len(pc), pc.chunk):
+                part = loss_chunk(torch.addmm(bd, pc.block(s), Wd), slice(s, s + pc.chunk)) * scale
+                part.backward()
+                total += part.item()
+            ((W * Wd.grad).sum() + (bias * bd.grad).sum() + reg).backward()
         if not np.isfinite(total):
             raise NonFiniteError(f"logistic regression at C={C:g}: non-finite loss; check the features for NaN/inf")
         return torch.tensor(total, dtype=torch.float64)
@@ -181,18 +246,19 @@ def fit_logreg(x, y, C: float, *, num_classes: int | None = None, max_iter: int 
                chunk: int = 65536) -> LogRegWeights:
     """Multinomial L2 logistic regression with sklearn's C (see module docstring), float64, L-BFGS.
 
-    x: N×D features, or their `rotate_features` (select_C rotates once for the whole C path)."""
+    x: N×D features (any float dtype, read in row chunks, never copied), `Rows`, or their `precondition`
+    (select_C computes it once for the whole C path)."""
     device = torch.device(device)
-    rf = rotate_features(x, device, chunk=chunk)
+    rf = precondition(x, device, chunk=chunk)
     y = torch.as_tensor(y).to(device=device, dtype=torch.long)
     if y.ndim != 1 or len(y) != len(rf):
-        raise BenchError(f"fit_logreg needs N×D features and N integer labels, got {tuple(rf.z.shape)} and "
+        raise BenchError(f"fit_logreg needs N×D features and N integer labels, got {tuple(rf.x.shape)} and "
                          f"{tuple(y.shape)}; use fit_logreg_ovr for multi-label targets")
     k = num_classes or int(y.max()) + 1
     present = torch.unique(y)
     if len(present) == k:
         return _lbfgs(rf, k, lambda logits, sl: F.cross_entropy(logits, y[sl], reduction="sum"), C,
-                      max_iter=max_iter, tol=tol, init=init, chunk=chunk, n_eff=float(len(rf)),
+                      max_iter=max_iter, tol=tol, init=init, n_eff=float(len(rf)),
                       curvature=1.0 / max(k, 2))
     # A class without training rows has no finite minimiser: its bias goes to −∞ (and its weights to 0), so
     # L-BFGS would run into max_iter chasing it (the miniature's 1,000-way head on a few hundred rows). Fit the
@@ -205,7 +271,7 @@ def fit_logreg(x, y, C: float, *, num_classes: int | None = None, max_iter: int 
         sub_init = LogRegWeights(init.W[:, p_], init.b[p_], init.C)
     ys = remap[y]
     w = _lbfgs(rf, len(present), lambda logits, sl: F.cross_entropy(logits, ys[sl], reduction="sum"), C,
-               max_iter=max_iter, tol=tol, init=sub_init, chunk=chunk, n_eff=float(len(rf)),
+               max_iter=max_iter, tol=tol, init=sub_init, n_eff=float(len(rf)),
                curvature=1.0 / max(len(present), 2))
     W = torch.zeros(w.W.shape[0], k, dtype=w.W.dtype, device=w.W.device)
     b = torch.full((k,), -torch.inf, dtype=w.b.dtype, device=w.b.device)
@@ -220,10 +286,10 @@ def fit_logreg_ovr(x, Y, C: float, *, mask=None, max_iter: int = 1000, tol: floa
 
     Y: (N, K) multi-hot in {0, 1}; mask: (N, K) bool, False entries are left out of class k's loss (e.g. VOC07
     "difficult"). The joint objective is the sum of the K independent objectives, so its minimiser is theirs.
-    x may be `rotate_features(x)`.
+    x may be `precondition(x)`.
     """
     device = torch.device(device)
-    rf = rotate_features(x, device, chunk=chunk)
+    rf = precondition(x, device, chunk=chunk)
     Y = _as64(Y, device)
     if Y.ndim != 2 or len(Y) != len(rf):
         raise BenchError(f"fit_logreg_ovr needs N×K multi-hot targets, got {tuple(Y.shape)} for {len(rf)} rows")
@@ -231,15 +297,18 @@ def fit_logreg_ovr(x, Y, C: float, *, mask=None, max_iter: int = 1000, tol: floa
 
     def loss(logits, sl):
         return (F.binary_cross_entropy_with_logits(logits, Y[sl], reduction="none") * M[sl]).sum()
-    return _lbfgs(rf, Y.shape[1], loss, C, max_iter=max_iter, tol=tol, init=init, chunk=chunk,
+    return _lbfgs(rf, Y.shape[1], loss, C, max_iter=max_iter, tol=tol, init=init,
                   n_eff=float(len(rf)), curvature=0.25)
 
 
 @torch.no_grad()
 def predict_scores(weights: LogRegWeights, x, *, chunk: int = 65536) -> torch.Tensor:
     """Logits (N, K) in float64 on the weights' device: argmax for multinomial, decision_function for OvR."""
-    x = torch.as_tensor(x)
-    out = [(_as64(x[s:s + chunk], weights.W.device) @ weights.W + weights.b) for s in range(0, len(x), chunk)]
+    if not isinstance(x, (Rows, np.ndarray)):
+        x = torch.as_tensor(x)
+    dev = weights.W.device
+    out = [torch.addmm(weights.b, _rows(x, s, s + chunk, dev, torch.float64), weights.W)
+           for s in range(0, len(x), chunk)]
     return torch.cat(out) if out else torch.zeros(0, weights.W.shape[1], dtype=torch.float64)
 
 
@@ -253,11 +322,10 @@ def select_C(x_tr, y_tr, x_val, y_val, C_grid, *, metric_fn: Callable | None = N
     from tqdm.auto import tqdm
     metric_fn = metric_fn or top1_metric
     device = torch.device(fit_kwargs.get("device", "cpu"))
-    if fit_fn in (fit_logreg, fit_logreg_ovr):   # rotated once for the whole path
-        x_tr = rotate_features(x_tr, device, chunk=fit_kwargs.get("chunk", 65536))
+    if fit_fn in (fit_logreg, fit_logreg_ovr):   # mean and eigenbasis once for the whole path
+        x_tr = precondition(x_tr, device, chunk=fit_kwargs.get("chunk", 65536))
     else:
         x_tr = _as64(x_tr, device)
-    x_val = _as64(x_val, device)
     scores: dict[float, float] = {}
     prev = None
     for C in tqdm(sorted(float(c) for c in C_grid), desc="logreg C path", unit="C", leave=False,
@@ -326,7 +394,7 @@ def run_logreg(ctx, preset: LogregPreset) -> ProtocolResult:
     if use_test:
         test = ctx.features(preset.test_split, tf, feature_mode=fm)
         sel = (train.features, train.labels, val.features, val.labels)
-        fit_x = np.concatenate([train.features, val.features])
+        fit_x = Rows(train.features, val.features)   # views: no second copy of the features
         fit_y = np.concatenate([train.labels, val.labels])
         ev_x, ev_y = test.features, test.labels
         k = ctx.num_classes(train.labels, val.labels, test.labels)
@@ -334,7 +402,8 @@ def run_logreg(ctx, preset: LogregPreset) -> ProtocolResult:
               f"scored on {preset.test_split}"
     else:
         tr_idx, ho_idx = holdout_split(len(train), preset.holdout_fraction, preset.holdout_seed)
-        sel = (train.features[tr_idx], train.labels[tr_idx], train.features[ho_idx], train.labels[ho_idx])
+        sel = (Rows((train.features, tr_idx)), train.labels[tr_idx], Rows((train.features, ho_idx)),
+               train.labels[ho_idx])
         fit_x, fit_y, ev_x, ev_y = train.features, train.labels, val.features, val.labels
         k = ctx.num_classes(train.labels, val.labels)
         how = f"C chosen on a seeded {preset.holdout_fraction:.0%} hold-out of {preset.train_split} " \
