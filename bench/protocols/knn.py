@@ -116,8 +116,16 @@ def _merge(best: tuple | None, new: tuple, k: int) -> tuple[torch.Tensor, torch.
     return v[:, :k], i.gather(1, o[:, :k])
 
 
+def _as_float32(rows) -> torch.Tensor:
+    """float32 tensor of an array/tensor slice; a read-only memory map or a float16 array is copied here, one chunk
+    at a time, never as a whole matrix."""
+    if isinstance(rows, np.ndarray) and (rows.dtype != np.float32 or not rows.flags.writeable):
+        rows = np.array(rows, dtype=np.float32)
+    return torch.as_tensor(rows)
+
+
 def _train_block(train, start: int, stop: int, device: torch.device, normalize: bool) -> torch.Tensor:
-    block = torch.as_tensor(train[start:stop]).to(device=device, dtype=torch.float32, non_blocking=True)
+    block = _as_float32(train[start:stop]).to(device=device, dtype=torch.float32, non_blocking=True)
     return F.normalize(block, dim=1) if normalize else block
 
 
@@ -174,7 +182,7 @@ def knn_evaluate(train_features, train_labels, test_features, test_labels, *, ks
                  device: str | torch.device = "cpu") -> dict[int, tuple[float, float]]:
     """{k: (top1 %, top5 %)} for every k, from one top-max(k) search."""
     device = torch.device(device)
-    test = torch.as_tensor(test_features).to(device=device, dtype=torch.float32)
+    test = _as_float32(test_features).to(device=device, dtype=torch.float32)
     if normalize:
         test = F.normalize(test, dim=1)
     ytrain = torch.as_tensor(train_labels, dtype=torch.long).to(device)
@@ -202,8 +210,10 @@ def knn_evaluate(train_features, train_labels, test_features, test_labels, *, ks
 @register_protocol("knn", preset_cls=KnnPreset)
 def run_knn(ctx, preset: KnnPreset) -> ProtocolResult:
     """Weighted k-NN on L2-normalised frozen features (DINO eval_knn.py)."""
-    train = ctx.features(preset.train_split, preset.transform, feature_mode=preset.feature_mode)
-    test = ctx.features(preset.eval_split, preset.transform, feature_mode=preset.feature_mode)
+    # memory-mapped: the training rows are streamed in train_chunk blocks and converted to float32 per block, so a
+    # 1.28M × 1024 fp16 file is never held twice (nor once, beyond the page cache)
+    train = ctx.features(preset.train_split, preset.transform, feature_mode=preset.feature_mode, mmap=True)
+    test = ctx.features(preset.eval_split, preset.transform, feature_mode=preset.feature_mode, mmap=True)
     if train.labels.ndim != 1:
         raise BenchError("k-NN needs single-label targets; this dataset is multi-label")
     # importing faiss only when asked for: auto never runs it
