@@ -82,10 +82,19 @@ def choose_backend(requested: str, device: str | torch.device, faiss_available: 
 
 
 def _order_ties(v: torch.Tensor, i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reorder each row by (value descending, index ascending)."""
-    i, o = i.sort(dim=1)
-    v, o2 = v.gather(1, o).sort(dim=1, descending=True, stable=True)
-    return v, i.gather(1, o2)
+    """Reorder each row of a descending (value, index) list by (value descending, index ascending).
+
+    Only rows holding two equal values can be out of that order, so only those are sorted (two sorts of every
+    row cost ~3% of a 50k × 10k search for nothing when, as usual, no similarity is repeated)."""
+    tied = (v[:, 1:] == v[:, :-1]).any(dim=1)
+    if not tied.any():
+        return v, i
+    rows = tied.nonzero()[:, 0]
+    ri, o = i[rows].sort(dim=1)
+    rv, o2 = v[rows].gather(1, o).sort(dim=1, descending=True, stable=True)
+    v, i = v.clone(), i.clone()
+    v[rows], i[rows] = rv, ri.gather(1, o2)
+    return v, i
 
 
 def _ordered_topk(sims: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
