@@ -94,7 +94,8 @@ def _npz_member_memmap(path: Path, name: str) -> np.ndarray | None:
         local = f.read(30)
         if len(local) != 30 or local[:4] != b"PK\x03\x04":
             raise ValueError(f"member {name}.npy has no local zip header")
-        f.seek(info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little"))
+        name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+        f.seek(info.header_offset + 30 + name_len + extra_len)
         version = np.lib.format.read_magic(f)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran, dtype = read_header(f)

@@ -90,7 +90,8 @@ def main() -> None:
     import numpy as np
     from _util import machine
     print(f"machine: {machine()}")
-    print(f"{a.dim}-d {'float16' if a.fp16 else 'float32'} train features (train.npz, bench memory-maps it), {a.test} test, "
+    print(f"{a.dim}-d {'float16' if a.fp16 else 'float32'} train features (train.npz, bench memory-maps it), "
+          f"{a.test} test, "
           f"k ∈ (10, 20, 100, 200), device {a.device}")
     print(f"{'N train':>9} | {'bench s':>8} {'bare s':>8} {'ratio':>6} | peak MiB anon: {'bench':>6} {'bare':>6} | "
           f"anon+file: {'bench':>6} {'bare':>6} | train file MiB  float32 MiB  sim block MiB")
