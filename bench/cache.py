@@ -44,19 +44,26 @@ class FeatureSet:
 
 
 def save_feature_split(directory: Path, split: str, fs: FeatureSet) -> Path:
-    return atomic_save_npz(Path(directory) / f"{split}.npz", features=fs.features.astype(np.float32),
+    return atomic_save_npz(Path(directory) / f"{split}.npz", features=fs.features.astype(np.float32, copy=False),
                            labels=fs.labels)
 
 
-def load_feature_split(directory: Path, split: str) -> FeatureSet:
-    """Read `<directory>/<split>.npz`; a clear error names the file when it is missing or malformed."""
+def load_feature_split(directory: Path, split: str, *, mmap: bool = False) -> FeatureSet:
+    """Read `<directory>/<split>.npz`; a clear error names the file when it is missing or malformed.
+
+    Features come back as float32 in memory, or with `mmap` as a read-only memory map of the file in its own dtype
+    (e.g. float16) when the member is stored uncompressed (np.savez, bench's own writer), so a caller that reads
+    rows in chunks (k-NN) never holds a second copy of the matrix. Compressed members are read whole."""
     path = Path(directory) / f"{split}.npz"
     if not path.is_file():
         raise DataError(f"{path}: feature file not found; `bench extract --split {split} --out {directory}` "
                         f"writes it, or give {split}.npz with arrays 'features' (N×D) and 'labels' (N)")
     try:
+        feats = _npz_member_memmap(path, "features") if mmap else None
         with np.load(path) as z:
-            feats, labels = z["features"], z["labels"]
+            labels = z["labels"]
+            if feats is None:
+                feats = z["features"]
     except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
         raise DataError(f"{path}: not a feature file with arrays 'features' and 'labels' ({e})") from e
     if feats.ndim != 2 or len(labels) != len(feats):
@@ -65,7 +72,37 @@ def load_feature_split(directory: Path, split: str) -> FeatureSet:
     check_feature_arrays(path, feats, labels)
     meta_path = Path(directory) / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    return FeatureSet(feats.astype(np.float32, copy=False), labels, meta)
+    if not isinstance(feats, np.memmap):
+        feats = feats.astype(np.float32, copy=False)
+    return FeatureSet(feats, labels, meta)
+
+
+def _npz_member_memmap(path: Path, name: str) -> np.ndarray | None:
+    """A read-only np.memmap of member `name` of an .npz when it is stored uncompressed, else None.
+
+    An uncompressed zip member is the .npy file byte for byte at a fixed offset: the local header (30 bytes, then
+    the file name and an extra field whose lengths it gives) precedes it, then the .npy header, then the data."""
+    with zipfile.ZipFile(path) as zf:
+        try:
+            info = zf.getinfo(f"{name}.npy")
+        except KeyError:
+            return None
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        if len(local) != 30 or local[:4] != b"PK\x03\x04":
+            raise ValueError(f"member {name}.npy has no local zip header")
+        name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+    if dtype.hasobject or not shape or 0 in shape:
+        return None
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
 # Far above any labelled set bench evaluates (ImageNet-21k has 21,841 classes); a larger label is a corrupt file,
@@ -78,8 +115,12 @@ def check_feature_arrays(path: Path, feats: np.ndarray, labels: np.ndarray) -> N
     (N class indices in [0, MAX_CLASSES), or N×C multi-label entries in {-1, 0, 1} as VOC's devkit writes them)."""
     if not np.issubdtype(feats.dtype, np.number) or np.issubdtype(feats.dtype, np.complexfloating):
         raise DataError(f"{path}: 'features' must be real numbers, got dtype {feats.dtype}; re-export them")
-    if feats.size and not np.isfinite(feats).all():
-        bad = int((~np.isfinite(feats)).any(axis=1).sum())
+    # in row chunks: a full N×D boolean temporary would be another copy of a 1.28M-row matrix
+    step, bad = max(1, (1 << 24) // max(1, int(np.prod(feats.shape[1:])))), 0
+    for start in range(0, len(feats), step):
+        block = feats[start:start + step]
+        bad += int((~np.isfinite(block)).reshape(len(block), -1).any(axis=1).sum())
+    if bad:
         raise NonFiniteError(f"{path}: {bad} of {len(feats)} feature rows hold NaN or Inf; re-extract them (a "
                              f"diverged or fp16-overflowed backbone) — no number is computed from them")
     if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_):
@@ -114,9 +155,9 @@ def _run_extraction(backbone: Backbone, dataset: Dataset, feature_mode: str, *, 
     """(indices, features, targets) of this process's shard: samples rank, rank + world, ... (no padding)."""
     from tqdm.auto import tqdm
     rank, world = shard
-    model = backbone.model.to(device).eval()
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    # channels_last on every device: same outputs (to 1e-7), and on the CPU resnet50's forward took 1.4× less
+    # CPU time with it (docs/performance.md); a ViT only sees it in its patch-embedding convolution
+    model = backbone.model.to(device).eval().to(memory_format=torch.channels_last)
     own = np.arange(rank, len(dataset), world)
     loader = DataLoader(Subset(IndexedDataset(dataset), own.tolist()), batch_size=batch_size, num_workers=workers,
                         shuffle=False, pin_memory=device.type == "cuda", persistent_workers=False)
@@ -126,9 +167,7 @@ def _run_extraction(backbone: Backbone, dataset: Dataset, feature_mode: str, *, 
     filled = np.zeros(len(own), dtype=bool)
     for images, target, index in tqdm(loader, desc=desc, unit="batch", leave=False,
                                       disable=os.environ.get("BENCH_PROGRESS", "1") == "0" or rank != 0):
-        images = images.to(device, non_blocking=True)
-        if device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             out = backbone.features(images, feature_mode).float()
         if not torch.isfinite(out).all():
@@ -184,8 +223,10 @@ def _gather_shards(entry: Path, split: str, n: int, own: np.ndarray, feats: np.n
 
 def extract_features(backbone: Backbone, dataset: Dataset, *, split: str, dataset_name: str, feature_mode: str,
                      transform: dict[str, Any], data_root: str, cache_dir: Path | None, batch_size: int = 64,
-                     workers: int = 0, device: torch.device | str = "cpu", amp: bool = False) -> FeatureSet:
-    """Features of every sample of `dataset` (already carrying its transform), from the cache when present."""
+                     workers: int = 0, device: torch.device | str = "cpu", amp: bool = False,
+                     mmap: bool = False) -> FeatureSet:
+    """Features of every sample of `dataset` (already carrying its transform), from the cache when present
+    (memory-mapped with `mmap`, see load_feature_split)."""
     device = torch.device(device)
     key_fields = {"feature_mode": feature_mode, "transform": transform, "dataset": dataset_name,
                   "root": str(data_root), "split": split, "n": len(dataset), "amp": amp}
@@ -194,7 +235,7 @@ def extract_features(backbone: Backbone, dataset: Dataset, *, split: str, datase
     entry = None
     if cache_dir is not None:
         entry = Path(cache_dir) / "features" / _cache_key(backbone, key_fields)
-        cached = _read_cache_entry(entry, split, len(dataset))
+        cached = _read_cache_entry(entry, split, len(dataset), mmap=mmap)
         if cached is not None:
             _logger.info("features %s/%s from cache %s", dataset_name, split, entry)
             return FeatureSet(cached.features, cached.labels, {**meta, "cache": str(entry), "cache_hit": True})
@@ -215,11 +256,11 @@ def extract_features(backbone: Backbone, dataset: Dataset, *, split: str, datase
     return fs
 
 
-def _read_cache_entry(entry: Path, split: str, n: int) -> FeatureSet | None:
+def _read_cache_entry(entry: Path, split: str, n: int, *, mmap: bool = False) -> FeatureSet | None:
     if not (entry / f"{split}.npz").is_file() or not (entry / f"{split}.meta.json").is_file():
         return None
     try:
-        fs = load_feature_split(entry, split)
+        fs = load_feature_split(entry, split, mmap=mmap)
     except (DataError, NonFiniteError):
         _logger.warning("ignoring unreadable cache entry %s/%s.npz; re-extracting", entry, split)
         return None

@@ -122,14 +122,16 @@ class RunContext:
         return SkipBadImages(ds, self.skip_log), {"collate_fn": drop_skipped}
 
     def features(self, split: str, transform: dict[str, Any], *, feature_mode: str | None = None,
-                 dataset: str | None = None) -> FeatureSet:
+                 dataset: str | None = None, mmap: bool = False) -> FeatureSet:
+        """Features of `split`, from --features or extraction (cached). `mmap`: the caller reads rows in chunks,
+        so the matrix may stay a read-only memory map of the file in its stored dtype (bench.cache)."""
         dataset = dataset or self.dataset
         key = f"{dataset}/{split}"
         if self.features_dir is not None:
             sub = self.features_dir if dataset == self.dataset else self.features_dir / dataset
-            fs = load_feature_split(sub, split)
+            fs = load_feature_split(sub, split, mmap=mmap)
             self.inputs[key] = {"source": "features", "path": str(sub / f"{split}.npz"),
-                                "sha256": sha256_file(sub / f"{split}.npz"), "count": len(fs),
+                                "sha256": _sha256_once(sub / f"{split}.npz"), "count": len(fs),
                                 "dim": int(fs.features.shape[1]), "feature_mode": fs.meta.get("feature_mode"),
                                 "transform": fs.meta.get("transform")}
             return fs
@@ -140,7 +142,7 @@ class RunContext:
         fs = extract_features(backbone, images, split=split, dataset_name=dataset, feature_mode=mode,
                               transform=spec.to_dict(), data_root=str(self.data_root.path),
                               cache_dir=self.cache_dir, batch_size=self.batch_size, workers=self.workers,
-                              device=self.device, amp=self.amp)
+                              device=self.device, amp=self.amp, mmap=mmap)
         self.inputs[key] = {"source": "extracted", "count": len(fs), "dim": int(fs.features.shape[1]),
                             "feature_mode": mode, "transform": spec.to_dict(), "cache_hit": fs.meta["cache_hit"],
                             "amp": self.amp}
@@ -154,12 +156,25 @@ class RunContext:
         return observed
 
 
+_SHA256: dict[tuple, str] = {}
+
+
+def _sha256_once(path: Path) -> str:
+    """sha256 of a --features file, hashed once per run: the inputs block and the source id both need it, and a
+    1.28M × 1024 fp16 file takes seconds to read."""
+    st = Path(path).stat()
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA256:
+        _SHA256[key] = sha256_file(path)
+    return _SHA256[key]
+
+
 def _source_id(ctx: RunContext) -> str:
     if ctx.backbone is not None:
         return ctx.backbone.weights_id
     h = hashlib.sha256()
     for p in sorted(Path(ctx.features_dir).rglob("*.npz")):
-        h.update(p.name.encode() + sha256_file(p).encode())
+        h.update(p.name.encode() + _sha256_once(p).encode())
     return f"features:{h.hexdigest()}"
 
 

@@ -195,3 +195,58 @@ def test_fp16_training_features_are_read_in_chunks():
     half = xtr.astype(np.float16)
     assert knn_evaluate(half, ytr, xte, yte, ks=(10,), train_chunk=37) == \
         knn_evaluate(half.astype(np.float32), ytr, xte, yte, ks=(10,))
+
+
+class _RecordingRows:
+    """An array stand-in that records how many rows each read takes (k-NN must stream, never read the whole set)."""
+
+    def __init__(self, a):
+        self.a, self.reads = a, []
+
+    def __len__(self):
+        return len(self.a)
+
+    def __getitem__(self, sl):
+        out = self.a[sl]
+        self.reads.append(len(out))
+        return out
+
+
+def test_fp16_feature_file_is_memory_mapped_and_streamed_per_chunk(tmp_path):
+    from bench.cache import load_feature_split
+    rng = np.random.default_rng(3)
+    (xtr, ytr), (xte, yte) = _clustered(500, 24, 6, rng, noise=2.0), _clustered(120, 24, 6, rng, noise=2.0)
+    np.savez(tmp_path / "train.npz", features=xtr.astype(np.float16), labels=ytr)
+    np.savez_compressed(tmp_path / "val.npz", features=xte.astype(np.float16), labels=yte)
+    train = load_feature_split(tmp_path, "train", mmap=True)
+    # the file's own fp16 values, not a float32 copy of them
+    assert isinstance(train.features, np.memmap) and train.features.dtype == np.float16
+    assert not train.features.flags.writeable
+    np.testing.assert_array_equal(train.features, np.load(tmp_path / "train.npz")["features"])
+    np.testing.assert_array_equal(train.labels, ytr)
+    # a compressed member cannot be mapped: read whole, as float32 (the format before memory-mapping)
+    val = load_feature_split(tmp_path, "val", mmap=True)
+    assert not isinstance(val.features, np.memmap) and val.features.dtype == np.float32
+    np.testing.assert_array_equal(val.features, xte.astype(np.float16).astype(np.float32))
+    plain = load_feature_split(tmp_path, "train")
+    assert not isinstance(plain.features, np.memmap) and plain.features.dtype == np.float32
+
+    rows = _RecordingRows(train.features)
+    res = knn_evaluate(rows, train.labels, val.features, val.labels, ks=(5, 20), train_chunk=64, test_chunk=50)
+    assert max(rows.reads) <= 64 and sum(rows.reads) == len(xtr), "each training row read once, ≤ one chunk at a time"
+    n = torch.nn.functional.normalize
+    xtr16 = n(torch.tensor(xtr.astype(np.float16).astype(np.float32)), dim=1)
+    xte16 = n(torch.tensor(xte.astype(np.float16).astype(np.float32)), dim=1)
+    for k in (5, 20):
+        t1, t5 = dino_knn_classifier(xtr16, torch.tensor(ytr), xte16, torch.tensor(yte), k, 0.07, 6)
+        assert res[k][0] == pytest.approx(t1, abs=1e-9) and res[k][1] == pytest.approx(t5, abs=1e-9)
+
+
+def test_memory_mapped_file_with_nan_rows_is_refused(tmp_path):
+    from bench.cache import load_feature_split
+    from bench.errors import NonFiniteError
+    x = np.ones((70_000, 300), dtype=np.float16)    # > one row chunk of the finiteness check (16M values)
+    x[[3, 69_999]] = np.nan
+    np.savez(tmp_path / "train.npz", features=x, labels=np.zeros(len(x), dtype=np.int64))
+    with pytest.raises(NonFiniteError, match=r"train\.npz: 2 of 70000 feature rows"):
+        load_feature_split(tmp_path, "train", mmap=True)

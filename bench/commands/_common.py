@@ -36,7 +36,8 @@ def add_data_args(p: argparse.ArgumentParser, default_dataset: str | None = "ima
     g.add_argument("--feature-mode", help="cls, avgpool, cls+avgpool, cls+avgpool-interleaved, last4-cls, pool")
     g.add_argument("--resolution", type=int, help="centre-crop size (resize scaled alike); miniatures default 64")
     g.add_argument("--batch-size", type=int, default=64)
-    g.add_argument("--workers", type=int, help="DataLoader workers (default: 0 on CPU, 8 on GPU)")
+    g.add_argument("--workers", type=int,
+                   help="DataLoader workers (default: 0 on CPU; on GPU the usable cores, at most 8)")
     g.add_argument("--skip-bad-images", action="store_true",
                    help="linear/semisup training: drop unreadable images from their batch, log them and count them "
                         "in the record (not comparable); default: an unreadable image is an error naming it")
@@ -107,8 +108,10 @@ def make_context(args, dataset: str, backbone, features_dir=None, options=None):
     device = device_from_arg(args.device)
     dd.init_from_env(device.type)
     device = dd.local_device(device)
-    workers = args.workers if args.workers is not None else (min(8, os.cpu_count() or 1) if device.type == "cuda"
-                                                             else 0)
+    # the cores this process may use (a SLURM/cgroup allotment), not the machine's; on the CPU the forward pass
+    # needs those same cores, and decoding in the main process measured no slower than in workers
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = args.workers if args.workers is not None else (min(8, cores) if device.type == "cuda" else 0)
     data_root = resolve_data_root(args.data_root) if features_dir is None or args.data_root else None
     return RunContext(dataset=dataset, data_root=data_root, backbone=backbone,
                       features_dir=Path(features_dir) if features_dir else None, feature_mode=args.feature_mode,

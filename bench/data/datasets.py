@@ -26,6 +26,7 @@ class DatasetSpec:
     num_classes: int | None = None
     manifest: dict[str, int] = field(default_factory=dict)  # expected image count per split (full dataset)
     multilabel: bool = False
+    draft: bool = False                              # its open() passes the transform's draft_size to load_rgb
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -54,13 +55,17 @@ class IndexedDataset(Dataset):
         return img, target, i
 
 
-def load_rgb(path: str | Path):
+def load_rgb(path: str | Path, draft: int | None = None):
     """An image as RGB, or a one-line DataError naming the file (a truncated JPEG otherwise surfaces as a bare
-    `OSError: Truncated File Read` from deep inside a DataLoader)."""
+    `OSError: Truncated File Read` from deep inside a DataLoader). `draft`: a JPEG may be decoded at 1/2, 1/4 or
+    1/8 size as long as both sides stay ≥ draft (TransformSpec.draft); other formats ignore it."""
     from PIL import Image
     try:
         with open(path, "rb") as f:
-            return Image.open(f).convert("RGB")
+            im = Image.open(f)
+            if draft:
+                im.draft("RGB", (draft, draft))
+            return im.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f"{path}: unreadable image ({e}); replace it with an intact copy or delete it") from None
 
@@ -109,6 +114,9 @@ def open_dataset(name: str, root: Path, split: str, transform: Any, *, mini: boo
     spec = DATASETS.get(name)
     if split not in spec.splits:
         raise DataError(f"dataset {name!r} has no split {split!r}; splits: {', '.join(spec.splits)}")
+    if getattr(transform, "draft_size", None) and not spec.draft:
+        raise DataError(f"transform draft=true (reduced-size JPEG decoding) is implemented for ImageNet-style "
+                        f"folders only, not dataset {name!r}; drop draft from the transform")
     ds = spec.open(check_folder(root / spec.folder, name), split, transform)
     expected = spec.manifest.get(split)
     if expected is not None and not mini and len(ds) != expected:

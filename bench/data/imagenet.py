@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,8 @@ def _open_imagefolder(root: Path, split: str, transform: Any) -> Dataset:
             return list(mapping), mapping
 
     try:
-        ds = _ByName(str(folder), transform=transform, loader=load_rgb)
+        draft = getattr(transform, "draft_size", None)
+        ds = _ByName(str(folder), transform=transform, loader=partial(load_rgb, draft=draft) if draft else load_rgb)
     except (FileNotFoundError, RuntimeError) as e:
         raise DataError(f"{folder}: not an ImageFolder layout (<class>/<image>): {e}") from e
     ds.class_note = note   # the runner copies it into the record's dataset block
@@ -54,4 +56,4 @@ def _open_imagefolder(root: Path, split: str, transform: Any) -> Dataset:
 
 register_dataset(DatasetSpec(
     name="imagenet", folder="imagenet", splits=("train", "val"), open=_open_imagefolder, num_classes=1000,
-    manifest={"train": 1_281_167, "val": 50_000}))
+    manifest={"train": 1_281_167, "val": 50_000}, draft=True))

@@ -1,6 +1,7 @@
 """Evaluation transforms as data: a TransformSpec is recorded, hashed into cache keys and built into torchvision."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -26,6 +27,10 @@ class TransformSpec:
     std: tuple[float, ...] | None = (0.229, 0.224, 0.225)
     centre_fraction: float | None = None
     centre_rounding: str = "floor"
+    # Decode JPEGs at a reduced size (PIL `Image.draft`: a DCT-domain 1/2, 1/4 or 1/8 downscale, never below what
+    # the resize/crop needs), then resize as usual. Faster to decode, but different pixels from the papers' full
+    # decode, so off by default and part of the cache key when on (see docs/performance.md).
+    draft: bool = False
 
     def __post_init__(self):
         if self.centre_fraction is not None:
@@ -39,7 +44,18 @@ class TransformSpec:
         d = asdict(self)
         if self.centre_fraction is None:   # absent, not null: resize-then-crop cache keys stay as they were
             del d["centre_fraction"], d["centre_rounding"]
+        if not self.draft:                  # likewise: full decoding keeps the keys and fingerprints it always had
+            del d["draft"]
         return d
+
+    def draft_size(self) -> int | None:
+        """The smallest square a draft decode may return: the short side must still reach the resize (or the
+        crop, or crop / centre_fraction for the TF recipes' central square)."""
+        if not self.draft:
+            return None
+        if self.centre_fraction is not None:
+            return math.ceil(self.crop / self.centre_fraction)
+        return self.resize if self.resize is not None else self.crop
 
     def at_resolution(self, crop: int) -> "TransformSpec":
         """Same crop ratio at another crop size: 256/224 stays 256/224 (used for CPU miniatures)."""
@@ -86,4 +102,7 @@ def build_eval_transform(spec: TransformSpec):
     steps.append(T.ToTensor())
     if spec.mean is not None:
         steps.append(T.Normalize(spec.mean, spec.std))
-    return T.Compose(steps)
+    compose = T.Compose(steps)
+    # read by the datasets that decode with load_rgb(draft=...); open_dataset refuses it for the others
+    compose.draft_size = spec.draft_size()
+    return compose
