@@ -4,7 +4,7 @@ No server, no CDN, no module scripts (Chromium blocks those on file://), so the 
 on any static host. Pages: `index.html` (every protocol × dataset with its counts, the plots that belong to no
 single table) and one `<protocol>__<dataset>.html` per table, with the same rows and cells as `bench table`'s
 Markdown plus: sortable columns, filters by method / arch / preset, measured rows highlighted, Δ coloured by
-sign and size, "not compared" reasons on hover, each record's fingerprint linking to a copy of its JSON under
+sign and size, "not compared" reasons on hover, each record's run id linking to a copy of its JSON under
 `runs/`, the table's plots (SVG) and the paper citation of each documented row.
 
 Determinism: pages are built from sorted records with no time, path or host in them and the plots are the
@@ -109,7 +109,7 @@ def _table_page(t: Table, names: dict[int, str], plots: list[str]) -> str:
             delta, key = _delta_html(delta_parts(m, t))
             cells.append(f'<td class="deltas" data-sort="{key}">{delta}</td>')
             links = [f'<a href="runs/{_e(names[id(r)])}" title="{_e(names[id(r)])}">{_e(fp)}</a>'
-                     for fp, r in zip(m.fingerprints, m.records)]
+                     for fp, r in zip(m.run_ids, m.records)]
             cells += [f'<td class="record">{" ".join(links)}</td>', "<td></td>"]
             mini = " mini" if row[5] == "miniature" else ""
         cls = "documented" if doc is not None else "measured" + mini

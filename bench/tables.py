@@ -25,7 +25,7 @@ from typing import Any, Iterable
 from ._io import atomic_write_text
 from .errors import BenchError, PresetError
 from .presets import preset_version
-from .records import read_records
+from .records import read_records, record_run_id
 from .reference import (Documented, _md, arch_matches, canonical_method, documented_entries, pretrain_matches,
                         pretrain_value, reference_dataset)
 from .sweep import catalog_entry_for
@@ -48,7 +48,7 @@ class Measured:
     preset: str
     reasons: tuple[str, ...]            # why not comparable (empty = comparable)
     values: dict[str, float] = field(default_factory=dict)
-    fingerprints: list[str] = field(default_factory=list)
+    run_ids: list[str] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
     pretrain: dict[str, Any] = field(default_factory=dict)   # the checkpoint's pre-training setting (ablations)
 
@@ -179,7 +179,7 @@ def measurements(records: list[dict[str, Any]]) -> list[Measured]:
             if row is None:
                 rows.append(row := new)
             row.values.update(values)
-            row.fingerprints.append(str(rec.get("fingerprint", ""))[:8])
+            row.run_ids.append(record_run_id(rec))
             row.records.append(rec)
     return rows
 
@@ -193,7 +193,7 @@ def build_tables(records: list[dict[str, Any]]) -> list[Table]:
         tables.setdefault((m.protocol, m.dataset), Table(m.protocol, m.dataset, [], [])).measured.append(m)
     for t in tables.values():
         t.measured.sort(key=lambda m: (m.method, m.arch, m.checkpoint, m.preset, m.reasons, pretrain_text(m.pretrain),
-                                       m.fingerprints))
+                                       m.run_ids))
     return [tables[k] for k in sorted(tables)]
 
 
@@ -265,7 +265,7 @@ def table_rows(table: Table) -> tuple[list[str], list[list[str]]]:
         setting = "; ".join(p for p in (mini, pretrain_text(m.pretrain)) if p)
         values = [f"{m.values[c]:.2f}" if c in m.values else "" for c in metrics]
         rows.append(["measured", m.method, m.arch, m.checkpoint, m.preset, setting] + values
-                    + [delta_cell(m, table), " ".join(m.fingerprints)])
+                    + [delta_cell(m, table), " ".join(m.run_ids)])
     return header, rows
 
 
@@ -274,8 +274,9 @@ def render_markdown(table: Table) -> str:
     papers = list(dict.fromkeys(f"`{d.table}` ({d.paper}; preset `{d.preset}`)" for d in table.documented))
     lines = [f"# {table.protocol} · {table.dataset}", ""]
     lines += [f"Documented rows: {', '.join(papers)}." if papers else "No documented rows for this pair.", ""]
-    lines += ["Measured rows: run records (`record` = fingerprint). Δ = measured − documented, given only for a "
-              "comparable record run with the documented preset.", ""]
+    lines += ["Measured rows: run records (`record` = run id, the hash of settings + weights that ends the record's "
+              "file name). Δ = measured − documented, given only for a comparable record run with the documented "
+              "preset.", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"

@@ -28,7 +28,7 @@ def _record(protocol, preset, metrics, *, arch="resnet50", family="plain", name=
             "comparable": not reasons, "not_comparable_because": list(reasons),
             "checkpoint": {"name": name, "arch": arch, "family": family, "sha256": f"sha-{name}"},
             "dataset": {"name": dataset, "mini": "miniature data" in reasons},
-            "preset_settings": preset_settings or {}, "fingerprint": f"{fp:0<16}"}
+            "preset_settings": preset_settings or {}, "fingerprint": f"{fp:0<16}", "run_id": f"{fp:0<8}"}
 
 
 def _write(results: Path, records: list[dict]) -> None:

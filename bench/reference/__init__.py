@@ -304,7 +304,7 @@ def load():
     return dataframe([{"source": d.table, "protocol": d.protocol, "preset": d.preset, "dataset": d.dataset,
                        "metric": d.metric, "value": float(d.value), "method": d.method, "arch": d.arch,
                        "backbone": "", "setting": d.setting, "comparable": True, "reasons": "", "fingerprint": "",
-                       "record": "", "paper": d.paper, "method_key": canonical_method(d.method),
+                       "run_id": "", "record": "", "paper": d.paper, "method_key": canonical_method(d.method),
                        "arch_key": canonical_arch(d.arch)} for d in documented_entries()])
 
 
