@@ -233,3 +233,58 @@ def test_registry_moco_checkpoints_get_their_delta(monkeypatch):
         (table,) = [t for t in build_tables([rec]) if t.protocol == protocol and t.measured]
         parts = delta_parts(table.measured[0], table)
         assert any(p.values for p in parts), [p.text for p in parts]
+
+
+def _doc_entry(metric, value, method, arch, row):
+    from bench.reference import Documented
+    return Documented("paper_table", "A paper", "segmentation", "upernet", "ade20k", metric, method, arch, "", value,
+                      row)
+
+
+def _measured_row(values, arch, name):
+    from bench.tables import Measured
+    rec = {"headline": ["mIoU", "mAcc", "aAcc"], "dataset": {"name": "ade20k"}, "run_id": name}
+    return Measured("segmentation", "ade20k", "mae", arch, name, "upernet", (), dict(values), [name], [rec])
+
+
+def test_rows_sort_by_the_headline_within_arch_groups_and_the_headline_column_comes_first():
+    from bench.tables import Table, table_rows
+    # the paper prints aAcc before mIoU; rows in reference order are ViT-B (2), R50, ViT-B (1)
+    docs = []
+    for row, (method, arch, miou, aacc) in enumerate([("X", "ViT-B/16", "45.0", "80.0"), ("Y", "ResNet-50", "40.0",
+                                                      "79.0"), ("Z", "ViT-B", "48.1", "83.0"), ("W", "ResNet-50",
+                                                      "42.5", "81.0"), ("V", "", "30.0", "70.0")]):
+        docs += [_doc_entry("aAcc", aacc, method, arch, row), _doc_entry("mIoU", miou, method, arch, row)]
+    measured = [_measured_row({"mIoU": 46.0, "aAcc": 82.0, "mAcc": 55.0}, "vit_base_patch16_224", "m-vit"),
+                _measured_row({"mIoU": 41.0, "aAcc": 80.0, "mAcc": 50.0}, "resnet50", "m-r50"),
+                _measured_row({"mIoU": 20.0, "aAcc": 60.0, "mAcc": 30.0}, "resnet18", "m-r18")]
+    header, rows = table_rows(Table("segmentation", "ade20k", docs, measured))
+    assert header[6:9] == ["mIoU", "mAcc", "aAcc"], "headline first, then the protocol's fixed order"
+    order = [(r[1], r[6]) for r in rows]
+    # groups by their best mIoU (ViT-B 48.1 > ResNet-50 42.5 > arch not printed 30.0 > resnet18 20.0); within a
+    # group descending, the measured rows between the papers' rows they sit closest to
+    assert order == [("Z", "48.1"), ("mae", "46.00"), ("X", "45.0"),
+                     ("W", "42.5"), ("mae", "41.00"), ("Y", "40.0"),
+                     ("V", "30.0"), ("mae", "20.00")]
+    vals = [float(v) for _, v in order]
+    assert vals[:3] == sorted(vals[:3], reverse=True) and vals[3:6] == sorted(vals[3:6], reverse=True)
+
+
+def test_error_rate_tables_sort_ascending():
+    from bench.reference import Documented
+    from bench.tables import Table, table_rows
+    docs = [Documented("t", "p", "robustness", "hendrycks", "imagenet_c", "mCE", m, "ResNet-50", "", v, i)
+            for i, (m, v) in enumerate([("A", "76.7"), ("B", "45.0"), ("C", "60.2")])]
+    _, rows = table_rows(Table("robustness", "imagenet_c", docs, []))
+    assert [r[6] for r in rows] == ["45.0", "60.2", "76.7"], "mCE: lower is better, best first"
+
+
+def test_committed_tables_put_the_headline_first():
+    from bench.tables import METRIC_ORDER
+    root = Path(__file__).resolve().parent.parent / "results"
+    for protocol, stem, first in (("segmentation", "segmentation__ade20k", "mIoU"),
+                                  ("retrieval", "retrieval__roxford5k", "mAP_M"),
+                                  ("detection", "detection__voc2007", "AP50")):
+        header = _rows(root / f"{stem}.csv")[0]
+        metrics = list(header)[8:]
+        assert metrics[0] == first == METRIC_ORDER[protocol][0], stem
