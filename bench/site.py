@@ -97,7 +97,8 @@ def _table_page(t: Table, names: dict[int, str], plots: list[str]) -> str:
         attrs = "".join(f' data-{f}="{_e(row[FIXED_INDEX[f]])}"' for f in FILTERS)
         doc = None if isinstance(item, Measured) else item[1]
         if doc is not None:
-            cells = [f'<td title="{_e(doc.paper)}">{_e(row[0])}</td>']
+            cite = f"{doc.paper} Outside the slide set, read in {doc.citation}" if doc.outside_slides else doc.paper
+            cells = [f'<td title="{_e(cite)}">{_e(row[0])}</td>']
             cells += [f"<td>{_e(c)}</td>" for c in row[1:n_fixed]]
             cells += [f'<td class="num">{_e(c)}</td>' for c in row[n_fixed:-2]]
             cells += ["<td></td>", "<td></td>", f'<td class="paper" title="{_e(doc.paper)}">{_e(doc.paper)}</td>']

@@ -357,7 +357,18 @@ def render_markdown(table: Table) -> str:
               "preset.", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]
+    lines += _paper_footnote(table)
     return "\n".join(lines) + "\n"
+
+
+def _paper_footnote(table: Table) -> list[str]:
+    """Under a table with `paper:` rows: that they come from outside the slide set, and where each was read."""
+    cites = dict.fromkeys((d.table, d.citation) for d in table.documented if d.outside_slides)
+    if not cites:
+        return []
+    return ["", "Rows with source `paper:…` are the papers' own published numbers, outside the slide set "
+            "(bench/reference/paper_rows.csv); a preset that is not a bench preset names the paper's own "
+            "configuration, and no Δ is given against it."] + [f"- `{name}`: {_md(cite)}" for name, cite in cites]
 
 
 def render_csv(table: Table) -> str:

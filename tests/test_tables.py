@@ -1,5 +1,6 @@
 """bench table: documented and measured rows side by side, deltas only when fair, byte-identical regeneration."""
 import csv
+import re
 import shutil
 from pathlib import Path
 
@@ -288,3 +289,44 @@ def test_committed_tables_put_the_headline_first():
         header = _rows(root / f"{stem}.csv")[0]
         metrics = list(header)[8:]
         assert metrics[0] == first == METRIC_ORDER[protocol][0], stem
+
+
+# each protocol's default preset and the dataset its table is on (retrieval: the revisited Oxford the pin runs)
+DEFAULT_TABLES = {"knn": "imagenet", "linear": "imagenet", "logreg": "imagenet", "layers": "imagenet",
+                  "finetune": "imagenet", "semisup": "imagenet", "svm": "cifar10", "transfer": "food101",
+                  "segmentation": "ade20k", "detection": "voc2007", "coco_detection": "coco",
+                  "retrieval": "roxford5k", "robustness": "imagenet_a", "voc_transfer": "voc2007"}
+# where neither the slides nor a paper's repository gives a number we could read and cite (docs/leaderboards.md)
+NO_DOCUMENTED_ROW = {"logreg", "retrieval"}
+
+
+def test_every_default_preset_table_has_a_documented_row_and_paper_rows_cite_their_source():
+    import yaml
+    from bench.reference import PAPER_PREFIX, documented_entries, paper_rows
+    from bench.tables import build_tables, render_markdown
+    protocols = {p.stem for p in (Path(__file__).resolve().parent.parent / "protocols").glob("*.yaml")}
+    assert set(DEFAULT_TABLES) == protocols, "a new protocol needs its default table here"
+    tables = {(t.protocol, t.dataset): t for t in build_tables([])}
+    for protocol, dataset in DEFAULT_TABLES.items():
+        t = tables.get((protocol, dataset))
+        has_rows = bool(t and t.documented)
+        assert has_rows != (protocol in NO_DOCUMENTED_ROW), (protocol, dataset)
+    # the DINOv2 linear rows are the default `fast` preset's (DINOv2's linear.py)
+    default = yaml.safe_load((Path(__file__).resolve().parent.parent / "protocols" / "linear.yaml").read_text())
+    dinov2 = [d for d in tables["linear", "imagenet"].documented if d.table == "paper:dinov2_readme"]
+    assert {d.arch for d in dinov2} == {"ViT-S/14", "ViT-B/14", "ViT-L/14", "ViT-g/14"}
+    assert {d.preset for d in dinov2} == {default["default"]}
+    assert any(d.table == "paper:beit_ade20k_readme" for d in tables["segmentation", "ade20k"].documented)
+    rows = paper_rows()
+    assert rows and all(d in documented_entries() for d in rows)
+    for d in rows:
+        assert d.table.startswith(PAPER_PREFIX) and d.outside_slides and d.paper
+        assert re.fullmatch(r"[\w-]+/[\w.-]+@[0-9a-f]{7,40} \S+ L\d+(-\d+)?\b.*", d.citation), d.citation
+    for key in {(d.protocol, d.dataset) for d in rows}:
+        md = render_markdown(tables[key])
+        for d in rows:
+            if (d.protocol, d.dataset) == key:
+                start = f"| {d.table} | {d.method} | {d.arch} |"
+                row = next(line for line in md.splitlines() if line.startswith(start))
+                assert d.value in row
+                assert f"- `{d.table}`: {d.citation}" in md, "each paper row's citation is under its table"
