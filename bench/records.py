@@ -24,9 +24,8 @@ from typing import Any
 from ._io import atomic_write_json, sha256_json
 from .errors import BenchError
 
-__all__ = ["SCHEMA_VERSION", "fingerprint", "stable_inputs", "run_id", "record_run_id", "record_path", "write_record", "read_record", "read_records",
-           "record_problem",
-           "record_files", "environment"]
+__all__ = ["SCHEMA_VERSION", "fingerprint", "stable_inputs", "run_id", "record_run_id", "record_path", "write_record",
+           "read_record", "read_records", "record_problem", "record_files", "environment"]
 
 SCHEMA_VERSION = 1
 

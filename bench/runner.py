@@ -192,6 +192,22 @@ def _pretrain(ctx: RunContext) -> dict[str, Any]:
     return {**base, **check_pretrain(ctx.ckpt_meta, "--ckpt-meta")}
 
 
+# options whose value is a path (semisup --subset-file, retrieval --distractors): the run key holds what the path
+# holds, not where it is, so the run id does not change with the machine
+_PATH_OPTIONS = ("subset_file", "distractors")
+
+
+def _stable_options(options: dict[str, Any]) -> dict[str, Any]:
+    out = dict(options)
+    for key in _PATH_OPTIONS:
+        value = out.get(key)
+        if isinstance(value, str) and value:
+            path = Path(value)
+            # a file by its content; a folder (a million distractor images) by its name, hashing it would cost a pass
+            out[key] = f"sha256:{sha256_file(path)}" if path.is_file() else f"folder:{path.name}"
+    return out
+
+
 def _not_comparable(ctx: RunContext, overrides: dict[str, Any]) -> list[str]:
     reasons = []
     if ctx.mini:
@@ -226,7 +242,7 @@ def run_protocol(protocol: str, ctx: RunContext, *, preset: str | None = None,
     run_key = {"protocol": protocol, "preset": preset_name, "preset_version": version, "overrides": overrides,
                "source": _source_id(ctx), "dataset": ctx.dataset, "mini": ctx.mini,
                "feature_mode": ctx.feature_mode, "resolution": ctx.resolution, "quick": ctx.quick,
-               "seed": ctx.seed, "options": ctx.options, "amp": ctx.amp,
+               "seed": ctx.seed, "options": _stable_options(ctx.options), "amp": ctx.amp,
                **({"skip_bad_images": True} if ctx.skip_bad_images else {})}
     # the pre-training setting names which ablation the weights are: in the run key (so another --ckpt-meta is
     # another record) only when given, so the keys of runs without one are unchanged

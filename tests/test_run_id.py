@@ -73,3 +73,16 @@ def test_records_written_before_run_ids_get_the_id_their_key_would_have_now():
     old = {"run_key": {**key, "data_root": "/somewhere/mini"}, "dataset": {"name": "imagenet", "mini": True}}
     assert record_run_id(old) == run_id({**key, "mini": True})
     assert record_run_id({**old, "run_key": {**key, "data_root": "/elsewhere"}}) == record_run_id(old)
+
+
+def test_path_options_enter_the_run_key_by_content_not_location(tmp_path):
+    from bench.runner import _stable_options
+    a, b, c = tmp_path / "a" / "subset.txt", tmp_path / "b" / "subset.txt", tmp_path / "c.txt"
+    for path, text in ((a, "n01440764_1.JPEG\n"), (b, "n01440764_1.JPEG\n"), (c, "n01443537_2.JPEG\n")):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    opts = {"labels_percent": None, "fraction": None}
+    assert _stable_options({**opts, "subset_file": str(a)}) == _stable_options({**opts, "subset_file": str(b)})
+    assert _stable_options({**opts, "subset_file": str(a)}) != _stable_options({**opts, "subset_file": str(c)})
+    assert _stable_options({"distractors": str(tmp_path / "a")}) == {"distractors": "folder:a"}
+    assert _stable_options(opts) == opts
