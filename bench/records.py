@@ -1,8 +1,14 @@
-"""Run records: one JSON file per run under `<out>/runs/`, named by its run key, written atomically.
+"""Run records: one JSON file per run under `<out>/runs/`, named by its run id, written atomically.
 
 The fingerprint hashes every setting that can move the number (preset, transform, feature mode, splits, counts),
 not the weights: two backbones run with the same fingerprint are comparable with each other and, when the
 settings are the documented preset's on the full data, with the paper.
+
+The run id hashes the run key: the settings given before the run (protocol, preset and its version, overrides,
+dataset and whether it is the miniature, options, seed) plus the weights' identity (checkpoint sha256, hub
+id + file hash, or the features' content hash). What cannot move the number stays out of both (the data root's
+path, a feature-cache hit, output paths, timestamps, threads), so the same settings + weights give the same id on
+every machine: a rerun resumes/overwrites the same file, other weights or settings give another.
 """
 from __future__ import annotations
 
@@ -18,9 +24,8 @@ from typing import Any
 from ._io import atomic_write_json, sha256_json
 from .errors import BenchError
 
-__all__ = ["SCHEMA_VERSION", "fingerprint", "record_path", "write_record", "read_record", "read_records",
-           "record_problem",
-           "record_files", "environment"]
+__all__ = ["SCHEMA_VERSION", "fingerprint", "stable_inputs", "run_id", "record_run_id", "record_path", "write_record",
+           "read_record", "read_records", "record_problem", "record_files", "environment"]
 
 SCHEMA_VERSION = 1
 
@@ -29,15 +34,38 @@ def fingerprint(settings: dict[str, Any]) -> str:
     return sha256_json(settings)[:16]
 
 
+# per-input fields that describe how the input was obtained, not what it was (its sha256 / transform / count do)
+_UNSTABLE_INPUT_KEYS = ("cache_hit", "path", "cache")
+
+
+def stable_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
+    """A run's inputs without the fields that change between identical runs (cache hit, file paths)."""
+    return {k: {kk: vv for kk, vv in v.items() if kk not in _UNSTABLE_INPUT_KEYS} if isinstance(v, dict) else v
+            for k, v in inputs.items()}
+
+
+def run_id(run_key: dict[str, Any]) -> str:
+    """The stable id of a run: 12 hex digits of the run key's hash (settings + weights identity, no paths)."""
+    return sha256_json(run_key)[:12]
+
+
+def record_run_id(record: dict[str, Any]) -> str:
+    """A record's run id: the one it stores, else computed from its run key (records written before run ids)."""
+    if isinstance(record.get("run_id"), str):
+        return record["run_id"]
+    key = {k: v for k, v in (record.get("run_key") or {}).items() if k != "data_root"}
+    key.setdefault("mini", bool((record.get("dataset") or {}).get("mini")))
+    return run_id(key)
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "-", text).strip("-")[:60] or "x"
 
 
-def record_path(out_dir: Path, *, protocol: str, preset: str, backbone_tag: str, dataset: str,
-                fingerprint_: str, weights_id: str) -> Path:
-    """Deterministic path from the run key: the same run lands on the same file, so sweeps can resume."""
-    key = sha256_json([fingerprint_, weights_id])[:10]
-    name = "__".join(_slug(p) for p in (protocol, preset, backbone_tag, dataset)) + f"__{key}.json"
+def record_path(out_dir: Path, *, protocol: str, preset: str, backbone_tag: str, dataset: str, run_id_: str) -> Path:
+    """Deterministic path from the run id: the same run lands on the same file, so sweeps can resume; the readable
+    prefix is for people, the id alone tells runs apart."""
+    name = "__".join(_slug(p) for p in (protocol, preset, backbone_tag, dataset)) + f"__{run_id_}.json"
     return Path(out_dir) / "runs" / name
 
 

@@ -15,7 +15,7 @@ from .errors import BenchError
 __all__ = ["COLUMNS", "load", "dataframe"]
 
 COLUMNS = ("source", "protocol", "preset", "dataset", "metric", "value", "method", "arch", "backbone", "setting",
-           "comparable", "reasons", "fingerprint", "record", "paper", "method_key", "arch_key")
+           "comparable", "reasons", "fingerprint", "run_id", "record", "paper", "method_key", "arch_key")
 
 
 def dataframe(rows: list[dict]):
@@ -28,9 +28,9 @@ def dataframe(rows: list[dict]):
 
 def load(results: str | Path = "results"):
     """Every record under RESULTS/runs/ as a DataFrame, one row per (record, table, metric): `source` 'measured',
-    `comparable` and `reasons` from the record, `fingerprint` the full settings hash, `record` the JSON's file
-    name, `setting` 'miniature' for a record on the miniatures. Unreadable records are skipped with a warning."""
-    from .records import record_files
+    `comparable` and `reasons` from the record, `fingerprint` the full settings hash, `run_id` the run's stable id
+    (settings + weights), `record` the JSON's file name, `setting` 'miniature' for a record on the miniatures. Unreadable records are skipped with a warning."""
+    from .records import record_files, record_run_id
     from .reference import canonical_arch, canonical_method
     from .tables import _identity, _pieces, pretrain_text
     results = Path(results)
@@ -49,6 +49,7 @@ def load(results: str | Path = "results"):
                              "backbone": name, "setting": setting,
                              "comparable": bool(rec.get("comparable")) and not reasons,
                              "reasons": "; ".join(reasons), "fingerprint": str(rec.get("fingerprint", "")),
-                             "record": path.name, "paper": "", "method_key": canonical_method(method),
+                             "run_id": record_run_id(rec), "record": path.name, "paper": "",
+                             "method_key": canonical_method(method),
                              "arch_key": canonical_arch(arch)})
     return dataframe(rows)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import distributed as dd
-from ._io import sha256_file, sha256_json
+from ._io import sha256_file
 from .backbones import Backbone
 from .backbones.features import FEATURE_MODES
 from .cache import FeatureSet, extract_features, load_feature_split
@@ -28,7 +28,7 @@ from .data import DATASETS, DataRoot, TransformSpec, build_eval_transform, open_
 from .errors import BenchError
 from .presets import preset_settings, preset_version, resolve_preset
 from .protocols import ProtocolResult, get_protocol
-from .records import environment, fingerprint, read_record, record_path, write_record
+from .records import environment, fingerprint, read_record, record_path, run_id, stable_inputs, write_record
 
 __all__ = ["RunContext", "run_protocol", "MINI_RESOLUTION"]
 
@@ -207,6 +207,22 @@ def _pretrain(ctx: RunContext) -> dict[str, Any]:
     return {**base, **check_pretrain(ctx.ckpt_meta, "--ckpt-meta")}
 
 
+# options whose value is a path (semisup --subset-file, retrieval --distractors): the run key holds what the path
+# holds, not where it is, so the run id does not change with the machine
+_PATH_OPTIONS = ("subset_file", "distractors")
+
+
+def _stable_options(options: dict[str, Any]) -> dict[str, Any]:
+    out = dict(options)
+    for key in _PATH_OPTIONS:
+        value = out.get(key)
+        if isinstance(value, str) and value:
+            path = Path(value)
+            # a file by its content; a folder (a million distractor images) by its name, hashing it would cost a pass
+            out[key] = f"sha256:{sha256_file(path)}" if path.is_file() else f"folder:{path.name}"
+    return out
+
+
 def _not_comparable(ctx: RunContext, overrides: dict[str, Any]) -> list[str]:
     reasons = []
     if ctx.mini:
@@ -236,20 +252,21 @@ def run_protocol(protocol: str, ctx: RunContext, *, preset: str | None = None,
         raise BenchError(f"protocol {protocol!r} trains on images and needs a backbone (--model/--ckpt), "
                          f"not --features")
     # The version is in the key so a record of an older preset version is never reused for the current one.
+    # No path in the key (the data root differs per machine; `mini` says which data it was): the run id is the
+    # same for the same settings + weights everywhere.
     run_key = {"protocol": protocol, "preset": preset_name, "preset_version": version, "overrides": overrides,
-               "source": _source_id(ctx),
-               "dataset": ctx.dataset, "data_root": str(ctx.data_root.path) if ctx.data_root else None,
+               "source": _source_id(ctx), "dataset": ctx.dataset, "mini": ctx.mini,
                "feature_mode": ctx.feature_mode, "resolution": ctx.resolution, "quick": ctx.quick,
-               "seed": ctx.seed, "options": ctx.options, "amp": ctx.amp,
+               "seed": ctx.seed, "options": _stable_options(ctx.options), "amp": ctx.amp,
                **({"skip_bad_images": True} if ctx.skip_bad_images else {})}
     # the pre-training setting names which ablation the weights are: in the run key (so another --ckpt-meta is
     # another record) only when given, so the keys of runs without one are unchanged
     pretrain = _pretrain(ctx)
     if pretrain:
         run_key["pretrain"] = pretrain
+    rid = run_id(run_key)
     path = record_path(Path(out_dir), protocol=protocol, preset=preset_name, backbone_tag=_backbone_tag(ctx),
-                       dataset=ctx.dataset + ("-mini" if ctx.mini else ""), fingerprint_=sha256_json(run_key),
-                       weights_id=run_key["source"])
+                       dataset=ctx.dataset + ("-mini" if ctx.mini else ""), run_id_=rid)
     if path.exists() and not force:
         return read_record(path), path, True
     random.seed(ctx.seed)   # augmentations written with Python's random (the mmseg pipeline) are seeded too
@@ -272,7 +289,7 @@ def run_protocol(protocol: str, ctx: RunContext, *, preset: str | None = None,
     _check_metrics(protocol, result.metrics)
     settings = {"protocol": protocol, "preset": preset_name, "preset_version": version,
                 "preset_settings": preset_settings(preset_obj),
-                "inputs": ctx.inputs, "options": ctx.options, "quick": ctx.quick, "mini": ctx.mini}
+                "inputs": stable_inputs(ctx.inputs), "options": ctx.options, "quick": ctx.quick, "mini": ctx.mini}
     reasons = _not_comparable(ctx, overrides)
     if skipped:
         reasons.append(f"{len(skipped)} unreadable image(s) skipped (--skip-bad-images)")
@@ -280,7 +297,8 @@ def run_protocol(protocol: str, ctx: RunContext, *, preset: str | None = None,
         "protocol": protocol, "preset": preset_name, "preset_version": version,
         "paper": getattr(preset_obj, "paper", ""),
         "preset_source": getattr(preset_obj, "source", ""), "preset_settings": asdict(preset_obj),
-        "overrides": overrides, "fingerprint": fingerprint(settings), "fingerprint_settings": settings,
+        "overrides": overrides, "run_id": rid, "fingerprint": fingerprint(settings), "fingerprint_settings": settings,
+        "inputs": ctx.inputs,
         "comparable": not reasons, "not_comparable_because": reasons, "checkpoint": _checkpoint_block(ctx),
         "pretrain": pretrain,
         "backbone_report": ctx.backbone.report.to_dict() if ctx.backbone else None,

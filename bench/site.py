@@ -4,7 +4,7 @@ No server, no CDN, no module scripts (Chromium blocks those on file://), so the 
 on any static host. Pages: `index.html` (every protocol × dataset with its counts, the plots that belong to no
 single table) and one `<protocol>__<dataset>.html` per table, with the same rows and cells as `bench table`'s
 Markdown plus: sortable columns, filters by method / arch / preset, measured rows highlighted, Δ coloured by
-sign and size, "not compared" reasons on hover, each record's fingerprint linking to a copy of its JSON under
+sign and size, "not compared" reasons on hover, each record's run id linking to a copy of its JSON under
 `runs/`, the table's plots (SVG) and the paper citation of each documented row.
 
 Determinism: pages are built from sorted records with no time, path or host in them and the plots are the
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ._io import atomic_write_bytes, atomic_write_text
 from .records import record_files
-from .tables import Table, _doc_rows, build_tables, delta_parts, table_rows
+from .tables import Measured, Table, _doc_rows, build_tables, delta_parts, ordered_rows, table_rows
 
 __all__ = ["write_site"]
 
@@ -66,6 +66,7 @@ def _delta_html(parts) -> tuple[str, str]:
 def _table_page(t: Table, names: dict[int, str], plots: list[str]) -> str:
     header, rows = table_rows(t)
     n_fixed, metrics = 6, t.metric_columns()
+    items = ordered_rows(t)     # the order of `rows`
     docs = [d for _, _, d in _doc_rows(t)]
     body = ['<nav><a href="index.html">← all leaderboards</a></nav>', f"<h1>{_e(t.protocol)} · {_e(t.dataset)}</h1>"]
     papers = list(dict.fromkeys((d.table, d.paper, d.preset) for d in docs))
@@ -92,24 +93,25 @@ def _table_page(t: Table, names: dict[int, str], plots: list[str]) -> str:
         f'<th data-type="{k}" title="sort by {_e(c)}"><button type="button">{_e(c)}</button></th>'
         for c, k in zip(cols, kinds)) + "</tr></thead>")
     body.append("<tbody>")
-    measured = iter(t.measured)
-    for row, doc in zip(rows, docs + [None] * len(t.measured)):
+    for row, item in zip(rows, items):
         attrs = "".join(f' data-{f}="{_e(row[FIXED_INDEX[f]])}"' for f in FILTERS)
+        doc = None if isinstance(item, Measured) else item[1]
         if doc is not None:
-            cells = [f'<td title="{_e(doc.paper)}">{_e(row[0])}</td>']
+            cite = f"{doc.paper} Outside the slide set, read in {doc.citation}" if doc.outside_slides else doc.paper
+            cells = [f'<td title="{_e(cite)}">{_e(row[0])}</td>']
             cells += [f"<td>{_e(c)}</td>" for c in row[1:n_fixed]]
             cells += [f'<td class="num">{_e(c)}</td>' for c in row[n_fixed:-2]]
             cells += ["<td></td>", "<td></td>", f'<td class="paper" title="{_e(doc.paper)}">{_e(doc.paper)}</td>']
             mini = ""
         else:
-            m = next(measured)
+            m = item
             cells = [f"<td>{_e(c)}</td>" for c in row[:n_fixed]]
             cells[5] = f'<td><span class="tag">{_e(row[5])}</span></td>' if row[5] else "<td></td>"
             cells += [f'<td class="num">{_e(c)}</td>' for c in row[n_fixed:-2]]
             delta, key = _delta_html(delta_parts(m, t))
             cells.append(f'<td class="deltas" data-sort="{key}">{delta}</td>')
             links = [f'<a href="runs/{_e(names[id(r)])}" title="{_e(names[id(r)])}">{_e(fp)}</a>'
-                     for fp, r in zip(m.fingerprints, m.records)]
+                     for fp, r in zip(m.run_ids, m.records)]
             cells += [f'<td class="record">{" ".join(links)}</td>', "<td></td>"]
             mini = " mini" if row[5] == "miniature" else ""
         cls = "documented" if doc is not None else "measured" + mini

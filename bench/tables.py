@@ -25,12 +25,13 @@ from typing import Any, Iterable
 from ._io import atomic_write_text
 from .errors import BenchError, PresetError
 from .presets import preset_version
-from .records import read_records
-from .reference import (Documented, _md, arch_matches, canonical_method, documented_entries, pretrain_matches,
-                        pretrain_value, reference_dataset)
+from .records import read_records, record_run_id
+from .reference import (Documented, _md, arch_matches, canonical_arch, canonical_method, documented_entries,
+                        pretrain_matches, pretrain_value, reference_dataset)
 from .sweep import catalog_entry_for
 
-__all__ = ["Measured", "Table", "DeltaPart", "measurements", "build_tables", "delta_parts", "write_tables",
+__all__ = ["Measured", "Table", "DeltaPart", "METRIC_ORDER", "measurements", "build_tables", "delta_parts",
+           "ordered_rows", "arch_group", "write_tables",
            "check_tables", "label_fraction", "pretrain_text", "reference_index_rows"]
 
 FIXED_COLUMNS = ("source", "method", "arch", "checkpoint", "preset", "setting")
@@ -48,7 +49,7 @@ class Measured:
     preset: str
     reasons: tuple[str, ...]            # why not comparable (empty = comparable)
     values: dict[str, float] = field(default_factory=dict)
-    fingerprints: list[str] = field(default_factory=list)
+    run_ids: list[str] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
     pretrain: dict[str, Any] = field(default_factory=dict)   # the checkpoint's pre-training setting (ablations)
 
@@ -77,10 +78,39 @@ class Table:
         return re.sub(r"[^A-Za-z0-9_.+-]+", "-", f"{self.protocol}__{self.dataset}")
 
     def metric_columns(self) -> list[str]:
+        """The metric columns, headline first: the protocol's fixed order (METRIC_ORDER), then the records'
+        headline metrics, then the rest as they first appear (documented metrics, then measured)."""
         cols = list(dict.fromkeys(d.metric for d in self.documented))
         for m in self.measured:
             cols += [c for c in m.values if c not in cols and (not self.documented or _is_headline(m, c))]
-        return cols
+        heads = [h.split(":")[-1] for m in self.measured for r in m.records for h in (r.get("headline") or [])]
+        rank = {c: i for i, c in enumerate(dict.fromkeys(list(METRIC_ORDER.get(self.protocol, ())) + heads))}
+        return sorted(cols, key=lambda c: (rank.get(c, len(rank)), cols.index(c)))
+
+    @property
+    def headline(self) -> str | None:
+        """The column rows are sorted by: the first metric column any row has a value in."""
+        docs = {d.metric for d in self.documented}
+        return next((c for c in self.metric_columns() if c in docs or any(c in m.values for m in self.measured)),
+                    None)
+
+
+# Each protocol's metric columns in print order, its headline metric first (the order of the protocol's
+# ProtocolResult.headline; semisup's columns carry the label fraction). Columns not listed follow.
+METRIC_ORDER: dict[str, tuple[str, ...]] = {
+    "knn": ("top1", "top5"), "linear": ("top1", "top5"), "logreg": ("top1", "top5"), "svm": ("top1",),
+    "finetune": ("top1", "top1_max", "top5"),
+    "semisup": ("top1@1%", "top1@10%", "top5@1%", "top5@10%"),
+    "layers": ("top1_best",),
+    "segmentation": ("mIoU", "mAcc", "aAcc"),
+    "detection": ("AP50", "AP", "AP75"),
+    "coco_detection": ("AP", "AP50", "AP75", "APs", "APm", "APl", "mask_AP", "mask_AP50", "mask_AP75"),
+    "retrieval": ("mAP_M", "mAP_H", "mAP_E", "mAP"),
+    "voc_transfer": ("mAP", "mAP_ms", "mAP_11pt", "mIoU"),
+    "robustness": ("top1", "mCE", "mFR", "mFP"),
+}
+# error rates: lower is better, so these tables sort ascending
+LOWER_IS_BETTER = frozenset({"mCE", "mFR", "mFP", "relative_mCE"})
 
 
 def _is_headline(m: Measured, column: str) -> bool:
@@ -179,7 +209,7 @@ def measurements(records: list[dict[str, Any]]) -> list[Measured]:
             if row is None:
                 rows.append(row := new)
             row.values.update(values)
-            row.fingerprints.append(str(rec.get("fingerprint", ""))[:8])
+            row.run_ids.append(record_run_id(rec))
             row.records.append(rec)
     return rows
 
@@ -193,7 +223,7 @@ def build_tables(records: list[dict[str, Any]]) -> list[Table]:
         tables.setdefault((m.protocol, m.dataset), Table(m.protocol, m.dataset, [], [])).measured.append(m)
     for t in tables.values():
         t.measured.sort(key=lambda m: (m.method, m.arch, m.checkpoint, m.preset, m.reasons, pretrain_text(m.pretrain),
-                                       m.fingerprints))
+                                       m.run_ids))
     return [tables[k] for k in sorted(tables)]
 
 
@@ -254,18 +284,66 @@ def delta_cell(m: Measured, table: Table) -> str:
     return "; ".join(p.text for p in delta_parts(m, table))
 
 
+def arch_group(arch: str | None) -> str:
+    """The architecture group rows are kept together by: the canonical arch, a ViT by its size only (DINO prints
+    'ViT-S' where a checkpoint says vit_small_patch16_224)."""
+    key = canonical_arch(arch) or ""
+    return key.split("/")[0] if key.startswith("vit-") else key
+
+
+def ordered_rows(table: Table) -> list[tuple[dict[str, str], Documented] | Measured]:
+    """Documented rows ((cells, Documented)) and measured rows (Measured) in print order: grouped by architecture,
+    the groups by their best headline value, and within a group by the headline value (best first; descending,
+    ascending for error rates), so a measured row sits beside the papers' rows of its arch that it compares with.
+    Rows without a headline value close their group in reference order, documented before measured."""
+    headline = table.headline
+    sign = 1.0 if headline in LOWER_IS_BETTER else -1.0
+    docs = [(cells, d) for _, cells, d in _doc_rows(table)]
+    doc_groups = {arch_group(d.arch or d.match_arch): d.arch or d.match_arch for _, d in docs}
+    items: list[tuple[str, float | None, tuple[dict[str, str], Documented] | Measured]] = []
+    for cells, d in docs:
+        items.append((arch_group(d.arch or d.match_arch), _number(cells.get(headline or "")), (cells, d)))
+    for m in table.measured:
+        # a measured arch joins the documented group it matches (ResNet-50 / RN50 / resnet50)
+        group = next((g for g, printed in doc_groups.items() if g and arch_matches(printed, m.arch)),
+                     arch_group(m.arch))
+        items.append((group, m.values.get(headline or ""), m))
+    best: dict[str, float] = {}
+    for group, value, _ in items:
+        if value is not None:
+            best[group] = min(best.get(group, sign * value), sign * value)
+
+    def key(i: int) -> tuple:
+        group, value, _ = items[i]
+        return (group not in best, best.get(group, 0.0), group, value is None,
+                0.0 if value is None else sign * value, i)
+    return [items[i][2] for i in sorted(range(len(items)), key=key)]
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
 def table_rows(table: Table) -> tuple[list[str], list[list[str]]]:
-    """Header and rows (all strings): documented rows first (reference order), then measured rows."""
+    """Header and rows (all strings) in `ordered_rows` order; the metric columns headline first."""
     metrics = table.metric_columns()
     header = list(FIXED_COLUMNS) + metrics + list(TAIL_COLUMNS)
-    rows = [[d.table, d.method, d.arch, "", d.preset, d.setting] + [cells.get(c, "") for c in metrics] + ["", ""]
-            for _, cells, d in _doc_rows(table)]
-    for m in table.measured:
-        mini = "miniature" if any(r.get("dataset", {}).get("mini") for r in m.records) else ""
-        setting = "; ".join(p for p in (mini, pretrain_text(m.pretrain)) if p)
-        values = [f"{m.values[c]:.2f}" if c in m.values else "" for c in metrics]
-        rows.append(["measured", m.method, m.arch, m.checkpoint, m.preset, setting] + values
-                    + [delta_cell(m, table), " ".join(m.fingerprints)])
+    rows = []
+    for item in ordered_rows(table):
+        if isinstance(item, Measured):
+            m = item
+            mini = "miniature" if any(r.get("dataset", {}).get("mini") for r in m.records) else ""
+            setting = "; ".join(p for p in (mini, pretrain_text(m.pretrain)) if p)
+            values = [f"{m.values[c]:.2f}" if c in m.values else "" for c in metrics]
+            rows.append(["measured", m.method, m.arch, m.checkpoint, m.preset, setting] + values
+                        + [delta_cell(m, table), " ".join(m.run_ids)])
+        else:
+            cells, d = item
+            rows.append([d.table, d.method, d.arch, "", d.preset, d.setting] + [cells.get(c, "") for c in metrics]
+                        + ["", ""])
     return header, rows
 
 
@@ -274,11 +352,23 @@ def render_markdown(table: Table) -> str:
     papers = list(dict.fromkeys(f"`{d.table}` ({d.paper}; preset `{d.preset}`)" for d in table.documented))
     lines = [f"# {table.protocol} · {table.dataset}", ""]
     lines += [f"Documented rows: {', '.join(papers)}." if papers else "No documented rows for this pair.", ""]
-    lines += ["Measured rows: run records (`record` = fingerprint). Δ = measured − documented, given only for a "
-              "comparable record run with the documented preset.", ""]
+    lines += ["Measured rows: run records (`record` = run id, the hash of settings + weights that ends the record's "
+              "file name). Δ = measured − documented, given only for a comparable record run with the documented "
+              "preset.", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]
+    lines += _paper_footnote(table)
     return "\n".join(lines) + "\n"
+
+
+def _paper_footnote(table: Table) -> list[str]:
+    """Under a table with `paper:` rows: that they come from outside the slide set, and where each was read."""
+    cites = dict.fromkeys((d.table, d.citation) for d in table.documented if d.outside_slides)
+    if not cites:
+        return []
+    return ["", "Rows with source `paper:…` are the papers' own published numbers, outside the slide set "
+            "(bench/reference/paper_rows.csv); a preset that is not a bench preset names the paper's own "
+            "configuration, and no Δ is given against it."] + [f"- `{name}`: {_md(cite)}" for name, cite in cites]
 
 
 def render_csv(table: Table) -> str:

@@ -1,5 +1,6 @@
 """bench table: documented and measured rows side by side, deltas only when fair, byte-identical regeneration."""
 import csv
+import re
 import shutil
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def _record(protocol, preset, metrics, *, arch="resnet50", family="plain", name=
             "comparable": not reasons, "not_comparable_because": list(reasons),
             "checkpoint": {"name": name, "arch": arch, "family": family, "sha256": f"sha-{name}"},
             "dataset": {"name": dataset, "mini": "miniature data" in reasons},
-            "preset_settings": preset_settings or {}, "fingerprint": f"{fp:0<16}"}
+            "preset_settings": preset_settings or {}, "fingerprint": f"{fp:0<16}", "run_id": f"{fp:0<8}"}
 
 
 def _write(results: Path, records: list[dict]) -> None:
@@ -233,3 +234,99 @@ def test_registry_moco_checkpoints_get_their_delta(monkeypatch):
         (table,) = [t for t in build_tables([rec]) if t.protocol == protocol and t.measured]
         parts = delta_parts(table.measured[0], table)
         assert any(p.values for p in parts), [p.text for p in parts]
+
+
+def _doc_entry(metric, value, method, arch, row):
+    from bench.reference import Documented
+    return Documented("paper_table", "A paper", "segmentation", "upernet", "ade20k", metric, method, arch, "", value,
+                      row)
+
+
+def _measured_row(values, arch, name):
+    from bench.tables import Measured
+    rec = {"headline": ["mIoU", "mAcc", "aAcc"], "dataset": {"name": "ade20k"}, "run_id": name}
+    return Measured("segmentation", "ade20k", "mae", arch, name, "upernet", (), dict(values), [name], [rec])
+
+
+def test_rows_sort_by_the_headline_within_arch_groups_and_the_headline_column_comes_first():
+    from bench.tables import Table, table_rows
+    # the paper prints aAcc before mIoU; rows in reference order are ViT-B (2), R50, ViT-B (1)
+    docs = []
+    for row, (method, arch, miou, aacc) in enumerate([("X", "ViT-B/16", "45.0", "80.0"), ("Y", "ResNet-50", "40.0",
+                                                      "79.0"), ("Z", "ViT-B", "48.1", "83.0"), ("W", "ResNet-50",
+                                                      "42.5", "81.0"), ("V", "", "30.0", "70.0")]):
+        docs += [_doc_entry("aAcc", aacc, method, arch, row), _doc_entry("mIoU", miou, method, arch, row)]
+    measured = [_measured_row({"mIoU": 46.0, "aAcc": 82.0, "mAcc": 55.0}, "vit_base_patch16_224", "m-vit"),
+                _measured_row({"mIoU": 41.0, "aAcc": 80.0, "mAcc": 50.0}, "resnet50", "m-r50"),
+                _measured_row({"mIoU": 20.0, "aAcc": 60.0, "mAcc": 30.0}, "resnet18", "m-r18")]
+    header, rows = table_rows(Table("segmentation", "ade20k", docs, measured))
+    assert header[6:9] == ["mIoU", "mAcc", "aAcc"], "headline first, then the protocol's fixed order"
+    order = [(r[1], r[6]) for r in rows]
+    # groups by their best mIoU (ViT-B 48.1 > ResNet-50 42.5 > arch not printed 30.0 > resnet18 20.0); within a
+    # group descending, the measured rows between the papers' rows they sit closest to
+    assert order == [("Z", "48.1"), ("mae", "46.00"), ("X", "45.0"),
+                     ("W", "42.5"), ("mae", "41.00"), ("Y", "40.0"),
+                     ("V", "30.0"), ("mae", "20.00")]
+    vals = [float(v) for _, v in order]
+    assert vals[:3] == sorted(vals[:3], reverse=True) and vals[3:6] == sorted(vals[3:6], reverse=True)
+
+
+def test_error_rate_tables_sort_ascending():
+    from bench.reference import Documented
+    from bench.tables import Table, table_rows
+    docs = [Documented("t", "p", "robustness", "hendrycks", "imagenet_c", "mCE", m, "ResNet-50", "", v, i)
+            for i, (m, v) in enumerate([("A", "76.7"), ("B", "45.0"), ("C", "60.2")])]
+    _, rows = table_rows(Table("robustness", "imagenet_c", docs, []))
+    assert [r[6] for r in rows] == ["45.0", "60.2", "76.7"], "mCE: lower is better, best first"
+
+
+def test_committed_tables_put_the_headline_first():
+    from bench.tables import METRIC_ORDER
+    root = Path(__file__).resolve().parent.parent / "results"
+    for protocol, stem, first in (("segmentation", "segmentation__ade20k", "mIoU"),
+                                  ("retrieval", "retrieval__roxford5k", "mAP_M"),
+                                  ("detection", "detection__voc2007", "AP50")):
+        header = _rows(root / f"{stem}.csv")[0]
+        metrics = list(header)[8:]
+        assert metrics[0] == first == METRIC_ORDER[protocol][0], stem
+
+
+# each protocol's default preset and the dataset its table is on (retrieval: the revisited Oxford the pin runs)
+DEFAULT_TABLES = {"knn": "imagenet", "linear": "imagenet", "logreg": "imagenet", "layers": "imagenet",
+                  "finetune": "imagenet", "semisup": "imagenet", "svm": "cifar10", "transfer": "food101",
+                  "segmentation": "ade20k", "detection": "voc2007", "coco_detection": "coco",
+                  "retrieval": "roxford5k", "robustness": "imagenet_a", "voc_transfer": "voc2007"}
+# where neither the slides nor a paper's repository gives a number we could read and cite (docs/leaderboards.md)
+NO_DOCUMENTED_ROW = {"logreg", "retrieval"}
+
+
+def test_every_default_preset_table_has_a_documented_row_and_paper_rows_cite_their_source():
+    import yaml
+    from bench.reference import PAPER_PREFIX, documented_entries, paper_rows
+    from bench.tables import build_tables, render_markdown
+    protocols = {p.stem for p in (Path(__file__).resolve().parent.parent / "protocols").glob("*.yaml")}
+    assert set(DEFAULT_TABLES) == protocols, "a new protocol needs its default table here"
+    tables = {(t.protocol, t.dataset): t for t in build_tables([])}
+    for protocol, dataset in DEFAULT_TABLES.items():
+        t = tables.get((protocol, dataset))
+        has_rows = bool(t and t.documented)
+        assert has_rows != (protocol in NO_DOCUMENTED_ROW), (protocol, dataset)
+    # the DINOv2 linear rows are the default `fast` preset's (DINOv2's linear.py)
+    default = yaml.safe_load((Path(__file__).resolve().parent.parent / "protocols" / "linear.yaml").read_text())
+    dinov2 = [d for d in tables["linear", "imagenet"].documented if d.table == "paper:dinov2_readme"]
+    assert {d.arch for d in dinov2} == {"ViT-S/14", "ViT-B/14", "ViT-L/14", "ViT-g/14"}
+    assert {d.preset for d in dinov2} == {default["default"]}
+    assert any(d.table == "paper:beit_ade20k_readme" for d in tables["segmentation", "ade20k"].documented)
+    rows = paper_rows()
+    assert rows and all(d in documented_entries() for d in rows)
+    for d in rows:
+        assert d.table.startswith(PAPER_PREFIX) and d.outside_slides and d.paper
+        assert re.fullmatch(r"[\w-]+/[\w.-]+@[0-9a-f]{7,40} \S+ L\d+(-\d+)?\b.*", d.citation), d.citation
+    for key in {(d.protocol, d.dataset) for d in rows}:
+        md = render_markdown(tables[key])
+        for d in rows:
+            if (d.protocol, d.dataset) == key:
+                start = f"| {d.table} | {d.method} | {d.arch} |"
+                row = next(line for line in md.splitlines() if line.startswith(start))
+                assert d.value in row
+                assert f"- `{d.table}`: {d.citation}" in md, "each paper row's citation is under its table"

@@ -18,12 +18,15 @@ import yaml
 
 from ..errors import BenchError
 
-__all__ = ["DATA_DIR", "Documented", "reference_index", "reference_table", "reference_mapping", "documented_entries",
-           "pretrain_value", "parse_ablation_setting", "pretrain_matches", "table_entry", "render_reference_table",
+__all__ = ["DATA_DIR", "Documented", "paper_rows", "reference_index", "reference_table", "reference_mapping",
+           "documented_entries", "pretrain_value", "parse_ablation_setting", "pretrain_matches", "table_entry", "render_reference_table",
            "canonical_method", "canonical_arch", "reference_dataset", "load"]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 MAPPING_PATH = Path(__file__).resolve().parent / "mapping.yaml"
+# the papers' own published numbers for default presets the slide set has no row for, each with its citation
+PAPER_ROWS_PATH = Path(__file__).resolve().parent / "paper_rows.csv"
+PAPER_PREFIX = "paper:"
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,12 @@ class Documented:
     pretrain: tuple[tuple[str, Any], ...] | None = None
     match_arch: str | None = None
     match_methods: tuple[str, ...] = ()
+    # a paper's own number from outside the slide set (paper_rows.csv): where it was read (repo@commit:file#lines)
+    citation: str = ""
+
+    @property
+    def outside_slides(self) -> bool:
+        return bool(self.citation)
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -185,6 +194,33 @@ def documented_entries() -> tuple[Documented, ...]:
                                   preset_for(entry, row["arch"], row["dataset"], row["resolution"]),
                                   row["dataset"], metric, row["method"], row["arch"], setting, row["value"], i,
                                   **ablation))
+    return tuple(out) + paper_rows()
+
+
+_PAPER_COLUMNS = ("name", "protocol", "preset", "dataset", "metric", "method", "arch", "setting", "value", "paper",
+                  "citation")
+
+
+@functools.lru_cache(maxsize=None)
+def paper_rows() -> tuple[Documented, ...]:
+    """The rows of paper_rows.csv: numbers read in a paper's own repository (README tables) for protocols whose
+    default preset the slide set documents nothing for. Their source is `paper:<name>` and each carries its
+    citation; a preset that is not a bench preset (the paper's own config) names it, so no Δ is ever printed
+    against a run it does not describe."""
+    rows = _read_csv(PAPER_ROWS_PATH)
+    out = []
+    for i, row in enumerate(rows):
+        missing = [c for c in _PAPER_COLUMNS if not (row.get(c) or "").strip() and c != "setting"]
+        if missing:
+            raise BenchError(f"{PAPER_ROWS_PATH}: row {i + 2} lacks {missing}; every paper row needs a value, "
+                             f"a paper and a citation")
+        try:
+            float(row["value"])
+        except ValueError:
+            raise BenchError(f"{PAPER_ROWS_PATH}: row {i + 2}: value {row['value']!r} is not a number") from None
+        out.append(Documented(PAPER_PREFIX + row["name"], row["paper"], row["protocol"], row["preset"],
+                              row["dataset"], row["metric"], row["method"], row["arch"], row["setting"],
+                              row["value"], i, citation=row["citation"]))
     return tuple(out)
 
 
@@ -304,7 +340,7 @@ def load():
     return dataframe([{"source": d.table, "protocol": d.protocol, "preset": d.preset, "dataset": d.dataset,
                        "metric": d.metric, "value": float(d.value), "method": d.method, "arch": d.arch,
                        "backbone": "", "setting": d.setting, "comparable": True, "reasons": "", "fingerprint": "",
-                       "record": "", "paper": d.paper, "method_key": canonical_method(d.method),
+                       "run_id": "", "record": "", "paper": d.paper, "method_key": canonical_method(d.method),
                        "arch_key": canonical_arch(d.arch)} for d in documented_entries()])
 
 
