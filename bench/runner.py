@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from .errors import BenchError
 from .presets import preset_settings, preset_version, resolve_preset
 from .protocols import ProtocolResult, get_protocol
 from .records import environment, fingerprint, read_record, record_path, write_record
+from .train import seed_everything
 
 __all__ = ["RunContext", "run_protocol", "MINI_RESOLUTION"]
 
@@ -237,9 +237,7 @@ def run_protocol(protocol: str, ctx: RunContext, *, preset: str | None = None,
                        weights_id=run_key["source"])
     if path.exists() and not force:
         return read_record(path), path, True
-    random.seed(ctx.seed)   # augmentations written with Python's random (the mmseg pipeline) are seeded too
-    torch.manual_seed(ctx.seed)
-    np.random.seed(ctx.seed)
+    seed_everything(ctx.seed)
     start = time.perf_counter()
     skipped = []
     if ctx.skip_bad_images:
