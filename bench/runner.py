@@ -187,7 +187,7 @@ def _pretrain(ctx: RunContext) -> dict[str, Any]:
     from .backbones.zoo import check_pretrain
     from .sweep import catalog_entry_for
     hit = catalog_entry_for(_checkpoint_block(ctx)) if ctx.backbone is not None else None
-    base = check_pretrain((hit[1].get("pretrain") if hit else None) or {}, f"checkpoints.yaml: {hit[0]}: pretrain"
+    base = check_pretrain((hit[1].pretrain if hit else None) or {}, f"checkpoints.yaml: {hit[0]}: pretrain"
                           if hit else "pretrain")
     return {**base, **check_pretrain(ctx.ckpt_meta, "--ckpt-meta")}
 
