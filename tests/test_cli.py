@@ -156,3 +156,10 @@ def test_protocol_package_layout():
                and "@register_protocol(" in p.read_text(encoding="utf-8")]
     assert not outside
     assert not [p for p in (root / "protocols").iterdir() if p.is_dir() and p.name != "__pycache__"]
+
+
+def test_quiet_also_silences_the_progress_bars(monkeypatch, capsys):
+    import os
+    monkeypatch.setenv("BENCH_PROGRESS", "1")       # and restored after the test
+    assert main(["list", "layouts"]) == 0 and os.environ["BENCH_PROGRESS"] == "1"
+    assert main(["list", "layouts", "--quiet"]) == 0 and os.environ["BENCH_PROGRESS"] == "0"
