@@ -85,6 +85,9 @@ def _main(argv: list[str]) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     level = logging.ERROR if args.quiet else logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(message)s")
+    if args.quiet:   # "errors only": the progress bars (all of them read BENCH_PROGRESS) go too
+        import os
+        os.environ["BENCH_PROGRESS"] = "0"
     try:
         rc = mod.run(args, extra) if getattr(mod, "ACCEPTS_EXTRA", False) else mod.run(args)
         sys.stdout.flush()   # inside the try, so a closed pipe surfaces here and not at interpreter exit

@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from .errors import BenchError
 from .presets import preset_settings, preset_version, resolve_preset
 from .protocols import ProtocolResult, get_protocol
 from .records import environment, fingerprint, read_record, record_path, run_id, stable_inputs, write_record
+from .train import seed_everything
 
 __all__ = ["RunContext", "run_protocol", "MINI_RESOLUTION"]
 
@@ -202,7 +202,7 @@ def _pretrain(ctx: RunContext) -> dict[str, Any]:
     from .backbones.zoo import check_pretrain
     from .sweep import catalog_entry_for
     hit = catalog_entry_for(_checkpoint_block(ctx)) if ctx.backbone is not None else None
-    base = check_pretrain((hit[1].get("pretrain") if hit else None) or {}, f"checkpoints.yaml: {hit[0]}: pretrain"
+    base = check_pretrain((hit[1].pretrain if hit else None) or {}, f"checkpoints.yaml: {hit[0]}: pretrain"
                           if hit else "pretrain")
     return {**base, **check_pretrain(ctx.ckpt_meta, "--ckpt-meta")}
 
@@ -269,9 +269,7 @@ def run_protocol(protocol: str, ctx: RunContext, *, preset: str | None = None,
                        dataset=ctx.dataset + ("-mini" if ctx.mini else ""), run_id_=rid)
     if path.exists() and not force:
         return read_record(path), path, True
-    random.seed(ctx.seed)   # augmentations written with Python's random (the mmseg pipeline) are seeded too
-    torch.manual_seed(ctx.seed)
-    np.random.seed(ctx.seed)
+    seed_everything(ctx.seed)
     start = time.perf_counter()
     skipped = []
     if ctx.skip_bad_images:

@@ -1,24 +1,23 @@
 """What `run_all.sh` sweeps: the checkpoints of `checkpoints.yaml` that are on this machine, and why others are not.
 
-`checkpoints.yaml` lists entries {name, url, sha256, family, arch, method, file/path, numbers} (bench/backbones/zoo.py).
-Every field is optional here: an entry is *local* when `path` exists, or when the file `--ckpt NAME` caches
-(`<name>-<url's last part>`, bench.backbones.zoo) or the publisher's own file name (`file`, else the url's last
-part) is in `$BENCH_CHECKPOINTS` or `<cache>/checkpoints/`. Nothing is downloaded.
+`checkpoints.yaml` lists entries {name, url, sha256, family, arch, method, file, path, numbers}, read by the one
+parser in bench/backbones/zoo.py (`$BENCH_CHECKPOINTS_YAML` for both). An entry is *local* when `path` exists, or
+when the file `--ckpt NAME` caches (`<name>-<url's last part>`, bench.backbones.zoo) or the publisher's own file
+name (`file`, else the url's last part) is in `$BENCH_CHECKPOINTS` or `<cache>/checkpoints/`. Nothing is
+downloaded.
 
 `python3 -m bench.sweep` prints one line per checkpoint, `run<TAB>name<TAB>path<TAB>arch` or
 `skip<TAB>name<TAB>why`, which is all run_all.sh needs.
 """
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from .errors import BenchError
+if TYPE_CHECKING:
+    from .backbones.zoo import CheckpointEntry
 
 __all__ = ["catalog_path", "checkpoint_catalog", "catalog_entry_for", "plan_checkpoints"]
 
@@ -29,46 +28,24 @@ def catalog_path() -> Path:
     return registry_path()
 
 
-@functools.lru_cache(maxsize=None)
-def _load_catalog(path: str) -> dict[str, dict[str, Any]]:
-    p = Path(path)
-    if not p.is_file():
-        return {}
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise BenchError(f"{p}: invalid YAML ({e}); fix the file") from e
-    entries = data.get("checkpoints") if isinstance(data, dict) else None
-    if entries is None:
-        return {}
-    if isinstance(entries, list):   # the repository's layout: a list of entries, each with its `name`
-        if not all(isinstance(e, dict) and e.get("name") for e in entries):
-            raise BenchError(f"{p}: every entry of 'checkpoints' needs a name")
-        entries = {e["name"]: e for e in entries}
-    if not isinstance(entries, dict):
-        raise BenchError(f"{p}: 'checkpoints' must be a list of entries or a mapping of name → fields")
-    return {str(k): (v if isinstance(v, dict) else {}) for k, v in entries.items()}
+def checkpoint_catalog() -> dict[str, CheckpointEntry]:
+    """name → entry of checkpoints.yaml, parsed by bench.backbones.zoo.load_registry (one schema, one error)."""
+    from .backbones.zoo import load_registry
+    return load_registry()
 
 
-def checkpoint_catalog() -> dict[str, dict[str, Any]]:
-    """name → fields of checkpoints.yaml; {} when the file is absent or empty."""
-    return _load_catalog(str(catalog_path()))
-
-
-def _file_name(entry: dict[str, Any]) -> str | None:
-    name = entry.get("file") or (str(entry["url"]).rstrip("/").rsplit("/", 1)[-1] if entry.get("url") else None)
+def _file_name(entry: CheckpointEntry) -> str | None:
+    name = entry.file or (entry.url.rstrip("/").rsplit("/", 1)[-1] if entry.url else None)
     return str(name) if name else None
 
 
-def _file_names(key: str, entry: dict[str, Any]) -> list[str]:
+def _file_names(entry: CheckpointEntry) -> list[str]:
     """Names the checkpoint may have on disk: where `--ckpt NAME` caches it (bench.backbones.zoo), and the
     publisher's own file name (a download by hand)."""
-    from .backbones.zoo import cache_filename
-    names = [cache_filename(key, entry.get("url"), entry.get("file"))]
-    return list(dict.fromkeys(names + ([own] if (own := _file_name(entry)) else [])))
+    return list(dict.fromkeys([entry.filename] + ([own] if (own := _file_name(entry)) else [])))
 
 
-def catalog_entry_for(checkpoint: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+def catalog_entry_for(checkpoint: dict[str, Any]) -> tuple[str, CheckpointEntry] | None:
     """The catalog entry of a record's `checkpoint` block: by name, then file name, then sha256."""
     catalog = checkpoint_catalog()
     name, sha = checkpoint.get("name"), checkpoint.get("sha256")
@@ -76,10 +53,10 @@ def catalog_entry_for(checkpoint: dict[str, Any]) -> tuple[str, dict[str, Any]] 
         if direct in catalog:
             return direct, catalog[direct]
     for key, entry in sorted(catalog.items()):
-        path_name = Path(str(entry["path"])).name if entry.get("path") else None
-        if name and (name == path_name or name in _file_names(key, entry)):
+        path_name = Path(entry.path).name if entry.path else None
+        if name and (name == path_name or name in _file_names(entry)):
             return key, entry
-        if sha and entry.get("sha256") and str(entry["sha256"]).lower() == str(sha).lower():
+        if sha and entry.sha256 and entry.sha256.lower() == str(sha).lower():
             return key, entry
     return None
 
@@ -94,12 +71,12 @@ def plan_checkpoints() -> list[tuple[str, str, str | None, str | None]]:
     """[(action, name, path_or_reason, arch)] for every catalog entry; action is 'run' or 'skip'."""
     plan = []
     for name, entry in sorted(checkpoint_catalog().items()):
-        arch = entry.get("arch")
-        candidates = [Path(str(entry["path"])).expanduser()] if entry.get("path") else []
-        candidates += [d / fname for d in _search_dirs() for fname in _file_names(name, entry)]
+        arch = entry.arch
+        candidates = [Path(entry.path).expanduser()] if entry.path else []
+        candidates += [d / fname for d in _search_dirs() for fname in _file_names(entry)]
         found = next((p for p in candidates if p.is_file()), None)
         from .backbones.zoo import MINI_SCHEME, fetch_checkpoint
-        if found is None and str(entry.get("url") or "").startswith(MINI_SCHEME):
+        if found is None and (entry.url or "").startswith(MINI_SCHEME):
             found = fetch_checkpoint(name)[0]   # a reference miniature checkpoint: trained here on first use
         if found is None:
             where = ", ".join(str(p) for p in candidates) or "no path/url/file in checkpoints.yaml"
@@ -112,7 +89,13 @@ def plan_checkpoints() -> list[tuple[str, str, str | None, str | None]]:
 
 
 def main() -> int:
-    for action, name, what, arch in plan_checkpoints():
+    from .errors import BenchError
+    try:
+        plan = plan_checkpoints()
+    except BenchError as e:   # the same one line `bench run --ckpt NAME` prints for a bad checkpoints.yaml
+        print(f"bench: error: {e}", file=sys.stderr)
+        return 2
+    for action, name, what, arch in plan:
         print("\t".join([action, name, what or "", arch or ""]) if action == "run" else f"skip\t{name}\t{what}")
     return 0
 

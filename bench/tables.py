@@ -142,12 +142,12 @@ def _identity(record: dict[str, Any]) -> tuple[str, str, str, dict[str, Any]]:
     checkpoints.yaml's."""
     ck = record.get("checkpoint") or {}
     hit = catalog_entry_for(ck)
-    entry = hit[1] if hit else {}
-    method = entry.get("method") or entry.get("family") or ck.get("family") or "unknown"
+    entry = hit[1] if hit else None
+    method = (entry and (entry.method or entry.family)) or ck.get("family") or "unknown"
     name = hit[0] if hit else (ck.get("name") or "unknown")
-    pretrain = record.get("pretrain") or entry.get("pretrain")
+    pretrain = record.get("pretrain") or (entry.pretrain if entry else None)
     pretrain = {str(k): pretrain_value(v) for k, v in (pretrain or {}).items()} if isinstance(pretrain, dict) else {}
-    return str(method), str(ck.get("arch") or entry.get("arch") or ""), str(name), pretrain
+    return str(method), str(ck.get("arch") or (entry and entry.arch) or ""), str(name), pretrain
 
 
 def _pieces(record: dict[str, Any]) -> Iterable[tuple[str, dict[str, float], tuple[str, ...]]]:

@@ -12,10 +12,12 @@ API (keep it small):
         schedules pass epoch + it/iters_per_epoch, per-epoch schedules pass the integer epoch).
     set_lr(optimizer, lr)                               # every param group, keeping each group's "lr_scale"
     check_finite(loss, where) -> None                   # NonFiniteError on NaN/inf
+    scaled_step(loss, opt, scaler)                      # zero_grad, backward and step through a GradScaler
     evaluate_top1_top5(model, loader, device, autocast) -> (top1, top5)   # percent, summed over DDP ranks
-    RunDir(path): .load() -> dict | None, .save(state: dict) (atomic, one file per run), .done_marker
-    dist_info() -> (rank, world_size, local_rank); is_main() ; maybe_ddp(module, device) -> module
-    seed_everything(seed)
+    RunDir(path): .load() -> dict | None, .resume(module, opt) -> (history, first epoch), .save(state: dict) (atomic)
+    rng_state() -> dict ; set_rng_state(state)          # Python, NumPy and torch RNGs, saved with a checkpoint
+    seed_everything(seed)                               # Python, NumPy and torch; the runner calls it before a run
+The process-group helpers (dist_info, is_main, maybe_ddp) live in bench/distributed.py.
 
 Checkpoints are written atomically (bench/_io.py) after every finished epoch; resuming loads the last one and
 continues from the next epoch, restoring model, optimizer, scaler, RNG states and any history the caller keeps.
@@ -188,6 +190,7 @@ def set_rng_state(state: dict[str, torch.Tensor]) -> None:
 
 
 def seed_everything(seed: int) -> None:
+    # Python's random too: augmentations written with it (the mmseg pipeline) are seeded with the rest
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

@@ -78,8 +78,24 @@ def test_sweep_plan_lists_local_checkpoints_and_says_why_others_are_skipped(tmp_
     cached = cache_dir() / "checkpoints" / cache_filename("no_file", "https://example.org/w/resnet50.pth")
     catalog.write_text(yaml.safe_dump({"checkpoints": [
         {"name": "no_file", "url": "https://example.org/w/resnet50.pth", "arch": "resnet50"}]}))
-    from bench.sweep import _load_catalog
-    _load_catalog.cache_clear()
     cached.parent.mkdir(parents=True, exist_ok=True)
     cached.write_bytes(b"x")
     assert {n: (a, w) for a, n, w, _ in plan_checkpoints()}["no_file"] == ("run", str(cached))
+
+
+@pytest.mark.parametrize("text, needle", [("checkpoints: [oops\n", "cannot read the checkpoint registry"),
+                                          ("checkpoints:\n- name: a\n  arhc: resnet50\n", "unknown fields ['arhc']"),
+                                          ("checkpoints: 3\n", "must be a list of entries")])
+def test_bad_catalog_is_the_same_one_line_error_for_the_sweep_and_ckpt_name(text, needle, tmp_path, monkeypatch,
+                                                                              capsys, mini_root):
+    from bench.cli import main
+    from bench.sweep import main as sweep_main
+    catalog = tmp_path / "checkpoints.yaml"
+    catalog.write_text(text)
+    monkeypatch.setenv("BENCH_CHECKPOINTS_YAML", str(catalog))
+    assert sweep_main() == 2
+    swept = capsys.readouterr().err
+    assert main(["run", "--protocol", "knn", "--ckpt", "a", "--data-root", str(mini_root), "--out",
+                 str(tmp_path / "out")]) == 2
+    ran = capsys.readouterr().err
+    assert swept == ran and ran.count("\n") == 1 and ran.startswith(f"bench: error: {catalog}: ") and needle in ran

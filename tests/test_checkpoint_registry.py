@@ -119,3 +119,66 @@ def test_download_writes_the_file_and_checks_it(tiny_registry, monkeypatch):
         load_backbone("tiny_swav")
     dest = zoo.checkpoint_file(tiny_registry)
     assert not dest.exists() and Path(str(dest) + ".bad").read_bytes() == buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def http_server():
+    """A local HTTP server (no internet): /good.pth is served whole; /short.pth claims 1000 bytes, sends 100 and
+    closes, as a dropped connection does."""
+    import http.server
+    import threading
+    body = bytes(range(256)) * 8
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            payload, claimed = (body, len(body)) if self.path == "/good.pth" else (b"x" * 100, 1000)
+            self.send_response(200)
+            self.send_header("Content-Length", str(claimed))
+            self.end_headers()
+            self.wfile.write(payload)
+            self.close_connection = True
+
+        def log_message(self, *a):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", body
+    server.shutdown()
+    server.server_close()
+
+
+def _served_entry(monkeypatch, url, **checksum):
+    entry = zoo.CheckpointEntry(name="served", url=url, family="swav", arch="resnet18", source="test", **checksum)
+    monkeypatch.setattr(zoo, "get_entry", lambda name: entry if name == "served" else None)
+    return entry
+
+
+def test_download_over_http_verifies_and_keeps_the_umask_mode(http_server, tmp_path, monkeypatch):
+    import hashlib
+    base, body = http_server
+    _served_entry(monkeypatch, f"{base}/good.pth", sha256=hashlib.sha256(body).hexdigest())
+    old = os.umask(0o027)
+    try:
+        path, _ = zoo.fetch_checkpoint("served", tmp_path)
+    finally:
+        os.umask(old)
+    assert path.read_bytes() == body and path.stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in path.parent.iterdir()] == [path.name]         # no temp file left
+
+
+def test_truncated_http_body_keeps_nothing(http_server, tmp_path, monkeypatch):
+    base, _ = http_server
+    _served_entry(monkeypatch, f"{base}/short.pth")                       # no checksum: the length must catch it
+    with pytest.raises(CheckpointError, match="stopped at 100 of 1000 bytes"):
+        zoo.fetch_checkpoint("served", tmp_path)
+    assert not list((tmp_path / "checkpoints").iterdir())
+
+
+@pytest.mark.parametrize("checksum", [{"sha256": "0" * 64}, {"md5_prefix": "ffff"}])
+def test_wrong_hash_over_http_is_set_aside(checksum, http_server, tmp_path, monkeypatch):
+    base, body = http_server                                             # its md5 starts with 1576, not ffff
+    entry = _served_entry(monkeypatch, f"{base}/good.pth", **checksum)
+    with pytest.raises(CheckpointError, match="sha256 differs|md5 does not start"):
+        zoo.fetch_checkpoint("served", tmp_path)
+    dest = zoo.checkpoint_file(entry, tmp_path)
+    assert not dest.exists() and Path(str(dest) + ".bad").read_bytes() == body

@@ -130,3 +130,36 @@ def test_list_presets_names_the_paper():
     r = subprocess.run([sys.executable, "-m", "bench", "list", "presets"], capture_output=True, text=True)
     line = next(ln for ln in r.stdout.splitlines() if ln.split()[:2] == ["linear", "mocov2"])
     assert "Improved Baselines with Momentum Contrastive Learning" in line and "main_lincls.py" in line
+
+
+def test_protocol_package_layout():
+    # The one shape of bench/protocols/__init__.py's docstring: <name>.py registers protocol <name>, its machinery
+    # is in _<name>_*.py, shared helpers in _common.py, no sub-packages, no protocol code elsewhere in bench.
+    import pkgutil
+    from pathlib import Path
+
+    import bench
+    import bench.protocols as protocols
+    from bench.protocols import PROTOCOLS, list_protocols
+
+    names = set(list_protocols())
+    modules = list(pkgutil.iter_modules(protocols.__path__))
+    assert not [m.name for m in modules if m.ispkg]
+    for m in modules:
+        if m.name.startswith("_"):
+            assert m.name == "_common" or any(m.name.startswith(f"_{n}_") for n in names), m.name
+        else:
+            assert m.name in names, f"bench/protocols/{m.name}.py registers no protocol of that name"
+            assert PROTOCOLS.get(m.name).run.__module__ == f"bench.protocols.{m.name}"
+    root = Path(bench.__file__).parent
+    outside = [p for p in root.rglob("*.py") if root / "protocols" not in p.parents
+               and "@register_protocol(" in p.read_text(encoding="utf-8")]
+    assert not outside
+    assert not [p for p in (root / "protocols").iterdir() if p.is_dir() and p.name != "__pycache__"]
+
+
+def test_quiet_also_silences_the_progress_bars(monkeypatch, capsys):
+    import os
+    monkeypatch.setenv("BENCH_PROGRESS", "1")       # and restored after the test
+    assert main(["list", "layouts"]) == 0 and os.environ["BENCH_PROGRESS"] == "1"
+    assert main(["list", "layouts", "--quiet"]) == 0 and os.environ["BENCH_PROGRESS"] == "0"

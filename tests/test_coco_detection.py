@@ -159,7 +159,7 @@ def test_evaluation_path_equals_pycocotools_on_the_same_detections(coco_val):
 ])
 def test_mask_rcnn_trains_one_step_on_hierarchical_backbones(arch, kwargs, coco_val):
     import timm
-    from bench.protocols._coco_model import build_mask_rcnn
+    from bench.protocols._coco_detection_model import build_mask_rcnn
     from bench.protocols.coco_detection import CocoDetPreset, CocoSamples, _quick
     torch.manual_seed(0)
     backbone = timm.create_model(arch, pretrained=False, **kwargs)
@@ -179,7 +179,7 @@ def test_mask_rcnn_trains_one_step_on_hierarchical_backbones(arch, kwargs, coco_
 def test_plain_vit_is_refused_with_the_fix():
     import timm
     from bench.errors import BenchError
-    from bench.protocols._coco_model import PyramidFPN
+    from bench.protocols._coco_detection_model import PyramidFPN
     vit = timm.create_model("vit_tiny_patch16_224", depth=1, pretrained=False)
     with pytest.raises(BenchError, match="hierarchical backbone"):
         PyramidFPN(vit)

@@ -14,9 +14,9 @@ from bench.data import DataRoot, open_dataset
 from bench.data.voc import VOC_CLASSES
 from bench.errors import NonFiniteError
 from bench.protocols.detection import DetectionPreset, run_detection
-from bench.protocols.detection.engine import DetectionSamples, lr_factor, train_detector
-from bench.protocols.detection.evaluate import evaluate_voc
-from bench.protocols.detection.model import build_detector, set_test_size
+from bench.protocols._detection_engine import DetectionSamples, lr_factor, train_detector
+from bench.protocols._detection_evaluate import evaluate_voc
+from bench.protocols._detection_model import build_detector, set_test_size
 
 # Small enough for a CPU test: 96-px images, few proposals, a 32-channel pyramid.
 SMALL = dict(head="fpn", norm="syncbn", freeze_at=0, fpn_channels=32, batch_size=2, lr=0.01, warmup_iters=10,

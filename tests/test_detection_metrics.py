@@ -5,7 +5,7 @@ import pytest
 
 from bench.metrics.detection import (RECALL_GRIDS, VOC_IOU_THRESHOLDS, ClassDetections, ClassGroundTruth, voc_ap,
                                      voc_class_ap, voc_detection_metrics)
-from bench.protocols.detection.evaluate import _class_detections
+from bench.protocols._detection_evaluate import _class_detections
 
 
 def matlab_colon(a, d, b):

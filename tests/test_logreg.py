@@ -4,7 +4,8 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from bench.protocols.logreg import (c_grid, fit_logreg, fit_logreg_ovr, holdout_split, predict_scores, select_C)
+from bench.protocols._common import holdout_split
+from bench.protocols.logreg import c_grid, fit_logreg, fit_logreg_ovr, predict_scores, select_C
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # see conftest: tiny problems, loaded CI machine
 

@@ -248,7 +248,7 @@ def test_segmentation_linear_ibot_is_a_1x1_conv_on_the_concat_without_norm():
 def test_segmentation_upernet_mae_adds_trainable_layer_scale_from_one():
     from bench.backbones import load_backbone
     from bench.protocols.segmentation import build_seg_model
-    from bench.segmentation.optim import layer_decay_groups
+    from bench.protocols._segmentation_optim import layer_decay_groups
     p = _seg_preset("upernet-mae", out_indices=(1, 2, 3, 5), channels=16, drop_path=0.0)
     model = build_seg_model(load_backbone(None, "test_vit"), p, crop=32, channels=16).eval()
     vit = model.features.model
@@ -282,7 +282,7 @@ def test_detection_moco_is_detectron2s_l1_roialignv2_and_precise_bn():
 
 def test_box_losses_with_beta_zero_are_detectron2s_l1():
     from torchvision.models.detection._utils import BalancedPositiveNegativeSampler
-    from bench.protocols.detection._d2_parts import BetaRPN, fastrcnn_loss
+    from bench.protocols._detection_d2_parts import BetaRPN, fastrcnn_loss
     g = torch.Generator().manual_seed(0)
     # box head: 6 sampled RoIs (labels 0 = background), 3 classes + background, class-specific deltas
     logits, deltas = torch.randn(6, 4, generator=g), torch.randn(6, 16, generator=g) * 0.05   # |x| < 1/9 mostly
@@ -313,8 +313,8 @@ def test_box_losses_with_beta_zero_are_detectron2s_l1():
 def test_moco_detector_uses_roialignv2_and_l1_in_its_forward():
     import dataclasses
     from bench.protocols.detection import DetectionPreset
-    from bench.protocols.detection._d2_parts import BetaRoIHeads, BetaRPN
-    from bench.protocols.detection.model import build_detector
+    from bench.protocols._detection_d2_parts import BetaRoIHeads, BetaRPN
+    from bench.protocols._detection_model import build_detector
     from timm.models.resnet import BasicBlock, ResNet
     p = dataclasses.replace(resolve_preset("detection", DetectionPreset, "moco")[0], train_min_sizes=(64,),
                             test_size=64, max_size=96, rois_per_image=16, pooler_resolution=4,
@@ -342,8 +342,8 @@ def test_precise_bn_sets_running_stats_to_the_average_of_batch_statistics(mini_r
     import dataclasses
     from bench.data import open_dataset
     from bench.protocols.detection import DetectionPreset
-    from bench.protocols.detection.engine import DetectionSamples, update_bn_stats
-    from bench.protocols.detection.model import build_detector
+    from bench.protocols._detection_engine import DetectionSamples, update_bn_stats
+    from bench.protocols._detection_model import build_detector
     from timm.models.resnet import BasicBlock, ResNet
     p = dataclasses.replace(resolve_preset("detection", DetectionPreset, "moco")[0], train_min_sizes=(64,),
                             test_size=64, max_size=96, rois_per_image=16, pooler_resolution=4, batch_size=2,

@@ -38,3 +38,16 @@ def test_linked_pages_exist():
     for page in (ROOT / "docs").glob("*.md"):
         for link in re.findall(r"\]\(((?:\.\./)?[\w./-]+\.(?:md|py|yaml))\)", page.read_text()):
             assert (page.parent / link).resolve().exists(), f"{page.name}: {link}"
+
+
+def test_command_blocks_use_no_pipe_as_alternatives():
+    # `bench list protocols | presets` is a shell pipeline (issue 19); a `|` in a bench command line must feed a
+    # real filter
+    filters = {"head", "tail", "grep", "less", "tee", "sort", "column", "jq", "wc", "xargs", "cut"}
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for block in re.findall(r"```(?:bash|sh|console)\n(.*?)```", page.read_text(), re.S):
+            for line in block.splitlines():
+                code = line.split("#", 1)[0]
+                if re.search(r"\bbench\b", code):
+                    for after in re.findall(r"(?<!\|)\|(?!\|)\s*([\w.-]+)", code):
+                        assert after in filters, f"{page.name}: {line.strip()}"

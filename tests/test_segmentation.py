@@ -9,9 +9,9 @@ import torch
 from bench.backbones import load_backbone
 from bench.errors import BenchError, NonFiniteError
 from bench.protocols.segmentation import SegPreset, build_seg_model
-from bench.segmentation.model import slide_inference
-from bench.segmentation.optim import layer_decay_groups, poly_warmup_factor
-from bench.segmentation.train import TrainConfig, train_segmentation
+from bench.protocols._segmentation_model import slide_inference
+from bench.protocols._segmentation_optim import layer_decay_groups, poly_warmup_factor
+from bench.protocols._segmentation_train import TrainConfig, train_segmentation
 from tests.conftest import run_cli
 
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from bench.protocols.logreg import holdout_split
+from bench.protocols._common import holdout_split
 from bench.protocols.svm import svm_select_and_score
 from conftest import run_cli
 

@@ -171,7 +171,7 @@ def test_repository_catalog_is_what_the_leaderboard_reads(monkeypatch):
     catalog = checkpoint_catalog()
     assert set(catalog) == set(load_registry()) and len(catalog) > 20
     name, entry = catalog_entry_for({"name": "mae_pretrain_vit_base.pth"})
-    assert name == "mae_vit_base" and entry["family"] == "mae"
+    assert name == "mae_vit_base" and entry.family == "mae"
     # a record of `--ckpt mae_vit_base` names the cached file; its registry name is in the record too
     assert catalog_entry_for({"name": "mae_vit_base-mae_pretrain_vit_base.pth"})[0] == "mae_vit_base"
     assert catalog_entry_for({"name": "renamed.pth", "registry_name": "mae_vit_base"})[0] == "mae_vit_base"

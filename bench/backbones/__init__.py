@@ -253,7 +253,7 @@ def load_backbone(source: str | os.PathLike | None = None, arch: str | None = No
     if entry is not None and entry.layout and layout != entry.layout:
         raise CheckpointError(f"{path}: is a {layout!r} checkpoint, but checkpoints.yaml says {entry.name} is "
                               f"{entry.layout!r}; delete the file and fetch {entry.url}")
-    family = family_spec(entry.family if entry else (meta or {}).get("family", conv.family))
+    family = family_spec(entry.family if entry and entry.family else (meta or {}).get("family", conv.family))
     arch = arch or (entry.arch if entry else None) or ((meta or {}).get("arch"))
     plan = plan_model(conv.state_dict, arch, family, str(path))
     if meta is not None and arch == meta.get("arch"):

@@ -7,6 +7,7 @@ checksums are only the ones the publisher gives (sha256, or an md5 prefix in the
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
 import logging
@@ -29,7 +30,7 @@ __all__ = ["CheckpointEntry", "PRETRAIN_KEYS", "check_pretrain", "registry_path"
 
 _logger = logging.getLogger(__name__)
 MINI_SCHEME = "mini:"     # url of a reference miniature checkpoint: trained locally by bench/data/mini_checkpoints.py
-_FIELDS = {"name", "url", "file", "sha256", "md5_prefix", "family", "layout", "arch", "ckpt_key", "preprocessing",
+_FIELDS = {"name", "url", "file", "path", "sha256", "md5_prefix", "family", "layout", "arch", "ckpt_key", "preprocessing",
            "feature_mode", "numbers", "source", "how_to_get", "notes", "method", "pretrain"}
 # Pre-training settings an ablation table can tell apart (checkpoints.yaml `pretrain:`, `bench run --ckpt-meta`);
 # a closed list, so a typo (momentun) is an error rather than a silently unmatched row.
@@ -40,11 +41,12 @@ PRETRAIN_KEYS = ("momentum", "temperature", "mlp", "aug_plus", "cos", "stop_grad
 @dataclass(frozen=True)
 class CheckpointEntry:
     name: str
-    url: str | None
-    family: str
-    arch: str
-    source: str                        # the repo/README the URL comes from
+    url: str | None = None
+    family: str | None = None          # how to read the file (bench.backbones families); None: from its keys
+    arch: str | None = None
+    source: str = ""                   # the repo/README the URL comes from
     file: str | None = None            # cache file name (default: the URL's last component)
+    path: str | None = None            # a file already on this machine: used as is (still checksum-verified)
     sha256: str | None = None
     md5_prefix: str | None = None
     layout: str | None = None          # the layout the file must be detected as
@@ -77,22 +79,44 @@ def registry_path() -> Path:
 
 
 def load_registry(path: str | os.PathLike | None = None) -> dict[str, CheckpointEntry]:
+    """name → entry of checkpoints.yaml, the one parser of that file (`--ckpt NAME`, `python -m bench.sweep`, the
+    tables). `checkpoints:` is a list of entries with a `name` (the repository's layout) or a mapping name → fields;
+    a bad file is one CheckpointError naming the file. Parsed once per file version."""
     path = Path(path or registry_path())
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise CheckpointError(f"{path}: cannot read the checkpoint registry ({e})") from e
+        st = path.stat()
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read the checkpoint registry ({e.strerror}); fix the path in "
+                              f"$BENCH_CHECKPOINTS_YAML or unset it") from None
+    return dict(_parse_registry(str(path), st.st_mtime_ns, st.st_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_registry(path_s: str, _mtime_ns: int, _size: int) -> dict[str, CheckpointEntry]:
+    path = Path(path_s)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise CheckpointError(f"{path}: cannot read the checkpoint registry ({' '.join(str(e).split())})") from None
+    items = data.get("checkpoints") if isinstance(data, dict) else None
+    if isinstance(items, dict):
+        items = [{**v, "name": k} if isinstance(v, dict) else v for k, v in items.items()]
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise CheckpointError(f"{path}: 'checkpoints:' must be a list of entries (name, url, family, arch, ...) "
+                              f"or a mapping of name to such fields")
     out = {}
-    for item in data.get("checkpoints", []):
+    for item in items:
         unknown = set(item) - _FIELDS
-        if unknown or "name" not in item:
-            raise CheckpointError(f"{path}: entry {item.get('name')!r} has unknown fields {sorted(unknown)}")
+        if unknown or not item.get("name"):
+            raise CheckpointError(f"{path}: entry {item.get('name')!r} has unknown fields {sorted(unknown)}"
+                                  if unknown else f"{path}: every entry of 'checkpoints' needs a name")
+        item = {**item, "name": str(item["name"])}
         if item["name"] in out:
             raise CheckpointError(f"{path}: checkpoint {item['name']!r} listed twice")
         for key in ("sha256", "md5_prefix"):   # unquoted hex like 59fd9945 would be read as a number
             if item.get(key) is not None and not isinstance(item[key], str):
                 raise CheckpointError(f"{path}: {item['name']}: quote {key} ({item[key]!r}) as a string")
-        item = {**item, "numbers": tuple(item.get("numbers") or ()),
+        item = {**item, "numbers": tuple(item.get("numbers") or ()), "source": str(item.get("source") or ""),
                 "pretrain": check_pretrain(item.get("pretrain") or {}, f"{path}: {item['name']}: pretrain")}
         entry = CheckpointEntry(**item)
         _check_filename(path, entry)
@@ -151,7 +175,11 @@ def _verify(path: Path, entry: CheckpointEntry, shown: Path | None = None) -> No
 
 def _download(url: str, dest: Path, entry: CheckpointEntry) -> None:
     """Stream `url` to a temp file beside `dest`, check its length and checksum, then rename it into place:
-    an interrupted or damaged download never sits under the final name."""
+    an interrupted or damaged download never sits under the final name.
+
+    Not torch.hub.download_url_to_file: on a connection that closes early it keeps the short body (http.client's
+    read(n) returns b"" instead of raising IncompleteRead, checked on Python 3.11), and its only guard is a sha256
+    prefix, which no publisher in checkpoints.yaml gives; it also has no timeout."""
     from tqdm.auto import tqdm
     dest.parent.mkdir(parents=True, exist_ok=True)
     # left by a killed download: ours, an earlier bench's `<stem>-partial<suffix>`, torch.hub's `<name>.<hex>.partial`
@@ -189,6 +217,9 @@ def fetch_checkpoint(name: str, cache: Path | None = None) -> tuple[Path, Checkp
     if entry is None:
         raise CheckpointError(f"{name}: neither a file nor a name in checkpoints.yaml "
                               f"(see the names in checkpoints.yaml)")
+    if entry.path and (own := Path(entry.path).expanduser()).is_file():
+        _verify(own, entry)
+        return own, entry
     dest = checkpoint_file(entry, cache)
     if entry.url and entry.url.startswith(MINI_SCHEME):
         # bench's reference miniature checkpoints are trained here, never downloaded

@@ -39,8 +39,8 @@ def run(args) -> int:
     elif args.what == "checkpoints":
         from ..backbones.zoo import load_registry
         for name, entry in load_registry().items():
-            where = entry.url or "no direct URL (checkpoints.yaml: how_to_get)"
-            print(f"{name:28s} {entry.arch:28s} {where}")
+            where = entry.url or entry.path or "no direct URL (checkpoints.yaml: how_to_get)"
+            print(f"{name:28s} {entry.arch or '-':28s} {where}")
     else:
         if args.what == "datasets":
             from ..data import DATASETS as reg

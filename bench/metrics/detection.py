@@ -29,8 +29,8 @@ no box at all in the evaluated images would get the same 0 in detectron2; bench 
 VOC2007 test), where twenty zeros would drown the classes that are there.
 
 The detections scored by detectron2 are not the model's floats but what `PascalVOCDetectionEvaluator.process()`
-writes to text and `voc_eval` reads back: `detectron2_text_roundtrip` reproduces that (bench.protocols.detection
-.evaluate uses it).
+writes to text and `voc_eval` reads back: `detectron2_text_roundtrip` reproduces that (bench.protocols._detection_evaluate
+uses it).
 """
 from __future__ import annotations
 

@@ -1,6 +1,14 @@
 """Protocol registry. A protocol gets a RunContext (features or a backbone, data) and a preset, returns numbers.
 
 It never opens a checkpoint, never writes a record and never formats a table: `bench.runner` does those.
+
+Layout (one shape for every protocol, as DINOv2's eval/): `bench/protocols/<name>.py` is protocol `<name>`, a
+file to read top to bottom (preset, options, `@register_protocol("<name>")` run function); its machinery (models,
+training loops, evaluators) lives in private modules `_<name>_*.py` beside it; helpers several protocols share
+live in `_common.py`, and a protocol built on another one's machinery imports that protocol's modules
+(coco_detection and voc_transfer train through `_detection_*`, transfer and semisup fit with `logreg`). Every
+public module here registers the protocol it is named after, every private one starts with `_`, there are no
+sub-packages, and no protocol code lives outside this package (tests/test_cli.py::test_protocol_package_layout).
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from ..train import check_finite
 from . import ProtocolResult
-from .logreg import holdout_split, topk_percent
+from ._common import holdout_split, topk_percent
 
 __all__ = ["train_heads", "head_scores", "run_grid"]
 

@@ -172,7 +172,8 @@ def _grid(grid: dict, quick: bool) -> list[dict]:
 def logreg_on_subset(ctx, preset, subset_idx: np.ndarray) -> tuple[dict, dict]:
     """Frozen features of the subset → the logreg protocol's C selection and fit → top-1/top-5 on val."""
     from ..presets import resolve_preset
-    from .logreg import LogregPreset, c_grid, fit_logreg, holdout_split, predict_scores, select_C, topk_percent
+    from ._common import holdout_split, topk_percent
+    from .logreg import LogregPreset, c_grid, fit_logreg, predict_scores, select_C
     lp, _ = resolve_preset("logreg", LogregPreset, preset.logreg_preset)
     mode = preset.feature_mode or lp.feature_mode   # the logreg preset's paper feature unless this preset fixes one
     train = ctx.features("train", lp.transform, feature_mode=mode)

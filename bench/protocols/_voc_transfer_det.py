@@ -120,7 +120,7 @@ class FastRCNN(nn.Module):
         super().__init__()
         from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
         from torchvision.models.detection.roi_heads import RoIHeads
-        from .detection._d2_parts import BetaRoIHeads
+        from ._detection_d2_parts import BetaRoIHeads
         self.trunk = trunk
         predictor = FastRCNNPredictor(hidden, num_classes)
         nn.init.normal_(predictor.cls_score.weight, 0, 0.01)
@@ -283,7 +283,7 @@ def _proposals_for(ctx, p, data, split: str) -> tuple[list[np.ndarray], str]:
 def _evaluate(model, data, proposals, scales, max_size, p, *, mean, std, device) -> tuple[float, dict]:
     from ..data.voc import VOC_CLASSES
     from ..metrics.detection import voc_detection_metrics
-    from .detection.evaluate import _class_detections, voc_ground_truth
+    from ._detection_evaluate import _class_detections, voc_ground_truth
     model.eval()
     per_image = []
     for i in range(len(data)):

@@ -6,11 +6,11 @@ Train on `instances_train2017.json` (images without a usable box left out, as mm
 evaluate the last iterate once on `instances_val2017.json` with pycocotools' COCOeval: box AP, AP50, AP75,
 APs/m/l and the same six for masks (`mask_…`), in percent (bench/metrics/coco.py). Nothing is selected on val.
 
-Training reuses the detection protocol's resumable iteration loop (bench/protocols/detection/engine.py: SGD,
+Training reuses the detection protocol's resumable iteration loop (bench/protocols/_detection_engine.py: SGD,
 linear warmup, step decay, checkpoints every `checkpoint_every` iterations); each image is flipped with
 probability 0.5 (boxes and masks with it) and resized by torchvision's GeneralizedRCNNTransform (short side from
 `train_min_sizes`, long side ≤ `max_size`). The backbone: a ResNet through layer1…layer4, or a pyramid ViT
-(timm PVT v2 / Swin) through its four stage outputs (bench/protocols/_coco_model.py).
+(timm PVT v2 / Swin) through its four stage outputs (bench/protocols/_coco_detection_model.py).
 """
 from __future__ import annotations
 
@@ -121,7 +121,7 @@ def predict_coco(model: torch.nn.Module, dataset, *, device: torch.device, batch
     from torch.utils.data import DataLoader, Subset
     from tqdm.auto import tqdm
     from ..metrics.coco import coco_results
-    from .detection.engine import collate_lists
+    from ._detection_engine import collate_lists
     rank, world = dist_info()
     shard = Subset(CocoSamples(dataset, list(range(len(dataset)))), [(i, False) for i in range(rank, len(dataset),
                                                                                                 world)])
@@ -179,8 +179,8 @@ def _quick(preset: CocoDetPreset) -> CocoDetPreset:
 def run_coco_detection(ctx, preset: CocoDetPreset) -> ProtocolResult:
     """COCO train2017 Mask R-CNN (FPN) fine-tuning; box and mask AP on val2017 with pycocotools."""
     from .detection import _init_distributed
-    from .detection.engine import train_detector
-    from ._coco_model import build_mask_rcnn, is_resnet
+    from ._detection_engine import train_detector
+    from ._coco_detection_model import build_mask_rcnn, is_resnet
     backbone = ctx.require_backbone("coco_detection fine-tuning")
     if ctx.quick:
         preset = _quick(preset)

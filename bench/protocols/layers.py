@@ -249,7 +249,7 @@ def _standardizer(x: np.ndarray, eps: float = 1e-5) -> tuple[np.ndarray, np.ndar
 def run_layers(ctx, preset: LayersPreset) -> ProtocolResult:
     """Linear probes on frozen conv1..conv5 / res2..res5, all layers' heads in one pass (Zhang 2017, Goyal 2019)."""
     from ..train import scaled_lr
-    from .logreg import topk_percent
+    from ._common import topk_percent
     train = layer_features(ctx, preset.train_split, preset)
     val = layer_features(ctx, preset.eval_split, preset)
     first = preset.layers[0]

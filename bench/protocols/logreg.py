@@ -25,7 +25,6 @@ Public API (also used by bench/protocols/transfer.py):
         # fits every C in ascending order, each started from the previous C's solution (warm start along the
         # regularisation path); metric_fn(scores, y_val) -> float, higher is better (default: top-1 %)
     c_grid(lo_exp=-6, hi_exp=5, n=45) -> np.ndarray     # 10 ** linspace(lo_exp, hi_exp, n)
-    holdout_split(n, fraction=0.1, seed=0) -> (train_idx, holdout_idx)
 
     precondition(x, device) -> Preconditioner          # mean + covariance eigenbasis, computed once; fit_* accept it
     Rows((x, idx)) / Rows(a, b) / Rows((x, idx), b)       # x[idx], concatenate([a, b]) as views, never copied
@@ -48,10 +47,11 @@ import torch.nn.functional as F
 
 from ..errors import BenchError, NonFiniteError
 from . import ProtocolResult, register_protocol
+from ._common import holdout_split, topk_percent
 
 __all__ = ["LogRegWeights", "Preconditioner", "precondition", "Rows", "fit_logreg", "fit_logreg_ovr", "predict_scores",
            "select_C", "c_grid",
-           "holdout_split", "top1_metric", "LogregPreset", "split_exists", "topk_percent"]
+           "top1_metric", "LogregPreset", "split_exists"]
 
 _logger = logging.getLogger(__name__)
 
@@ -68,15 +68,6 @@ class LogRegWeights:
 def c_grid(lo_exp: float = -6, hi_exp: float = 5, n: int = 45) -> np.ndarray:
     """DINOv2 / Kornblith grid: 10 ** linspace(-6, 5, 45)."""
     return 10.0 ** np.linspace(lo_exp, hi_exp, n)
-
-
-def holdout_split(n: int, fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(train rows, held-out rows): a seeded random `fraction` of range(n) held out (DINOv2: 10%, seed 0)."""
-    if not 0 < fraction < 1:
-        raise BenchError(f"hold-out fraction must be in (0, 1), got {fraction}")
-    perm = np.random.default_rng(seed).permutation(n)
-    k = max(1, int(round(n * fraction)))
-    return np.sort(perm[k:]), np.sort(perm[:k])
 
 
 def top1_metric(scores: torch.Tensor, y) -> float:
@@ -370,12 +361,6 @@ def split_exists(ctx, split: str) -> bool:
     if ctx.features_dir is not None:
         return (Path(ctx.features_dir) / f"{split}.npz").is_file()
     return ctx.dataset in DATASETS and split in DATASETS.get(ctx.dataset).splits
-
-
-def topk_percent(scores: torch.Tensor, y) -> dict[str, float]:
-    from ..metrics.classification import accuracy_topk
-    acc = accuracy_topk(scores.float().cpu(), torch.as_tensor(y), ks=(1, 5))
-    return {"top1": acc[1], "top5": acc[5]}
 
 
 @register_protocol("logreg", preset_cls=LogregPreset)

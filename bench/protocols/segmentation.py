@@ -104,7 +104,7 @@ def _geometry(ctx, p: SegPreset) -> _Geometry:
 def build_seg_model(backbone, p: SegPreset, crop: int, channels: int):
     """SegModel for the preset: ViT → pyramid + UPerHead, CNN stages → UPerHead, or the linear BN head."""
     import torch
-    from ..segmentation.model import BackboneMaps, BNHead, FCNHead, SegModel, UPerHead, ViTPyramid, set_drop_path
+    from ._segmentation_model import BackboneMaps, BNHead, FCNHead, SegModel, UPerHead, ViTPyramid, set_drop_path
     model = backbone.model
     maps = BackboneMaps(model, p.out_indices, p.out_norm, frozen=p.freeze_backbone)
     if maps.vit:
@@ -114,7 +114,7 @@ def build_seg_model(backbone, p: SegPreset, crop: int, channels: int):
         if not p.freeze_backbone and p.drop_path > 0:
             set_drop_path(model, p.drop_path)
         if p.layer_scale_init is not None:
-            from ..segmentation.model import add_layer_scale
+            from ._segmentation_model import add_layer_scale
             add_layer_scale(model, p.layer_scale_init)
     elif p.layer_scale_init is not None:
         raise BenchError(f"preset sets layer_scale_init={p.layer_scale_init} (a ViT recipe) but the backbone is "
@@ -130,7 +130,7 @@ def build_seg_model(backbone, p: SegPreset, crop: int, channels: int):
         if maps.vit:
             raise BenchError(f"level_proj={p.level_proj} projects the stages of a hierarchical backbone (PVT, "
                              f"Swin); {type(model).__name__} is a plain ViT: --set level_proj=0")
-        from ..segmentation.model import LevelProjection
+        from ._segmentation_model import LevelProjection
         neck, chans = LevelProjection(chans, p.level_proj), [p.level_proj] * len(chans)
     if p.head == "linear":
         return SegModel(maps, BNHead(chans, p.in_index, p.num_classes, bn=p.linear_bn), neck)
@@ -142,7 +142,7 @@ def _prepare_pyramid(model, p: SegPreset, crop: int) -> None:
     """Pyramid ViTs (timm Swin, PVT v2): Swin's input size set to the crop (its attention windows and masks),
     stochastic depth rising to `drop_path` over the transformer blocks (UM-MAE drop_path_rate 0.1). ResNet
     blocks have no drop_path1/drop_path2, so CNNs are left as they are."""
-    from ..segmentation.model import set_block_drop_path
+    from ._segmentation_model import set_block_drop_path
     if hasattr(model, "set_input_size") and hasattr(model, "layers"):
         model.set_input_size(img_size=(crop, crop))
     if not p.freeze_backbone and p.drop_path > 0:
@@ -158,7 +158,7 @@ def _run_dir(ctx, p: SegPreset, geo: _Geometry) -> Path | None:
 
 
 def _datasets(ctx, p: SegPreset, geo: _Geometry):
-    from ..segmentation.transforms import SegTestTransform, SegTrainTransform
+    from ._segmentation_transforms import SegTestTransform, SegTrainTransform
     pre = ctx.backbone.preprocessing
     train = ctx.open_images(p.train_split, SegTrainTransform(geo.crop, geo.scale, p.ratio_range, p.cat_max_ratio,
                                                              pre.mean, pre.std, p.photometric))
@@ -179,8 +179,8 @@ def run_segmentation(ctx, preset: SegPreset) -> ProtocolResult:
         return _run_mmseg(ctx, preset)
     import torch
     from ..metrics.segmentation import segmentation_scores
-    from ..segmentation.optim import layer_decay_groups
-    from ..segmentation.train import TrainConfig, evaluate_segmentation, train_segmentation
+    from ._segmentation_optim import layer_decay_groups
+    from ._segmentation_train import TrainConfig, evaluate_segmentation, train_segmentation
     backbone = ctx.require_backbone("segmentation")
     geo = _geometry(ctx, preset)
     train_set, val_set = _datasets(ctx, preset, geo)

@@ -63,7 +63,7 @@ def svm_select_and_score(x_train, y_train, x_test, y_test, *, c_grid, holdout_fr
                          holdout_seed: int = 0, normalize: bool = True, max_iter: int = 5000,
                          tol: float = 1e-4) -> dict:
     """{top1, C, holdout_top1 {C: %}, unconverged [C]}: C by top-1 on the hold-out, refit on all of train."""
-    from .logreg import holdout_split
+    from ._common import holdout_split
     x_train, x_test = np.asarray(x_train, np.float64), np.asarray(x_test, np.float64)
     if normalize:
         x_train, x_test = _l2(x_train), _l2(x_test)

@@ -24,9 +24,9 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..._io import atomic_write_bytes
-from ...distributed import dist_info
-from ...train import check_finite, scaled_step
+from .._io import atomic_write_bytes
+from ..distributed import dist_info
+from ..train import check_finite, scaled_step
 
 __all__ = ["TrainStream", "DetectionSamples", "train_detector", "lr_factor", "collate_lists", "to_tensor_target",
            "update_bn_stats"]

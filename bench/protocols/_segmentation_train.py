@@ -29,8 +29,8 @@ from ..errors import DataError
 from ..distributed import dist_info
 from ..metrics.segmentation import IGNORE_INDEX, confusion_matrix
 from ..train import check_finite, rng_state, scaled_step, set_rng_state
-from .model import SegModel, slide_inference
-from .optim import poly_warmup_factor
+from ._segmentation_model import SegModel, slide_inference
+from ._segmentation_optim import poly_warmup_factor
 
 __all__ = ["TrainConfig", "train_segmentation", "evaluate_segmentation"]
 

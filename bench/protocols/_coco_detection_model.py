@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import BenchError
-from .detection.model import _apply_norm, _fpn_parts, _freeze
+from ._detection_model import _apply_norm, _fpn_parts, _freeze
 
 __all__ = ["PyramidFPN", "build_mask_rcnn", "is_resnet"]
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...errors import BenchError
+from ..errors import BenchError
 
 __all__ = ["build_detector", "set_test_size", "SimpleFeaturePyramid", "STEM_LAYERS"]
 
@@ -68,7 +68,7 @@ def _c4_parts(model: nn.Module, preset: Any) -> dict[str, Any]:
                              nn.AdaptiveAvgPool2d(1), nn.Flatten())
     anchors = AnchorGenerator(sizes=(tuple(preset.anchor_sizes),), aspect_ratios=((0.5, 1.0, 2.0),))
     if preset.roi_aligned:
-        from ._d2_parts import RoIAlignV2
+        from ._detection_d2_parts import RoIAlignV2
         pool = RoIAlignV2("0", output_size=preset.pooler_resolution, sampling_ratio=0)
     else:
         pool = MultiScaleRoIAlign(["0"], output_size=preset.pooler_resolution, sampling_ratio=0)
@@ -154,7 +154,7 @@ def build_detector(backbone_model: nn.Module, preset: Any, *, mean, std, distrib
         rpn_post_nms_top_n_test=preset.rpn_post_nms_test, box_batch_size_per_image=preset.rois_per_image,
         box_score_thresh=preset.score_thresh, box_nms_thresh=preset.nms_thresh,
         box_detections_per_img=preset.detections_per_image)
-    from ._d2_parts import set_box_loss
+    from ._detection_d2_parts import set_box_loss
     set_box_loss(model, preset.rpn_smooth_l1_beta, preset.box_smooth_l1_beta)
     if preset.head == "c4" and preset.norm == "syncbn" and distributed:   # the extra res5 norm too
         model.roi_heads.box_head = nn.SyncBatchNorm.convert_sync_batchnorm(model.roi_heads.box_head)

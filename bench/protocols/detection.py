@@ -7,7 +7,7 @@ PascalVOCDetectionEvaluator, plus the VOC2010+ area-under-curve variants (`*_are
 nothing: the schedule is fixed and the last iterate is evaluated once. MoCo reports the mean of 5 trials
 (`--trials 5`); the record holds the mean in `metrics`, each trial and the std in `details` and `*_std`.
 
-The default backend is torchvision's detection package (bench/protocols/detection/model.py); `--backend
+The default backend is torchvision's detection package (bench/protocols/_detection_model.py); `--backend
 detectron2` is only a dispatch point (see `_detectron2`). detectron2's behaviour that MoCo's config relies on is
 restated on torchvision's pieces: L1 box losses (`*_smooth_l1_beta: 0`), ROIAlignV2 (`roi_aligned`) and PRECISE_BN
 (`precise_bn_iters`: BN statistics re-estimated on that many training batches before testing).
@@ -25,16 +25,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..._io import sha256_json
-from ...data.voc import VOC_CLASSES
-from ...distributed import dist_info
-from ...errors import BenchError
-from ...presets import check_choices
-from .. import ProtocolResult, register_protocol
-from .engine import DetectionSamples, train_detector, update_bn_stats
-from ...metrics.detection import RECALL_GRIDS
-from .evaluate import evaluate_voc
-from .model import build_detector, set_test_size
+from .._io import sha256_json
+from ..data.voc import VOC_CLASSES
+from ..distributed import dist_info
+from ..errors import BenchError
+from ..presets import check_choices
+from . import ProtocolResult, register_protocol
+from ._detection_engine import DetectionSamples, train_detector, update_bn_stats
+from ..metrics.detection import RECALL_GRIDS
+from ._detection_evaluate import evaluate_voc
+from ._detection_model import build_detector, set_test_size
 
 __all__ = ["DetectionPreset", "QUICK_SETTINGS", "run_detection"]
 

@@ -18,10 +18,10 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
 
-from ...metrics.detection import (ClassDetections, ClassGroundTruth, detectron2_text_roundtrip,
+from ..metrics.detection import (ClassDetections, ClassGroundTruth, detectron2_text_roundtrip,
                                   voc_detection_metrics)
-from ...distributed import dist_info
-from .engine import collate_lists, to_tensor_target
+from ..distributed import dist_info
+from ._detection_engine import collate_lists, to_tensor_target
 
 __all__ = ["predict", "voc_ground_truth", "evaluate_voc"]
 
