@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from ..errors import BenchError, DataError
 from ..train import check_finite
-from ._voc_transfer_nets import ConvTrunk, clip_and_step, init_fc, loss_summary, sgd, step_lr
+from ._voc_transfer_nets import ConvTrunk, clip_and_step, init_fc, loss_summary, sgd, shuffled_forever, step_lr
 
 __all__ = ["read_proposals", "selective_search", "FastRCNN", "run_detection"]
 
@@ -169,15 +169,12 @@ def _train(model: FastRCNN, data, proposals: list[np.ndarray], p, geo, scales, *
     rng = np.random.default_rng(seed)
     model.train()
     model.trunk.eval()
-    losses, stream = [], iter(())
+    losses, stream = [], shuffled_forever(len(data), rng)
     for it in range(geo.iterations):
         step_lr(opt, it, geo.lr_step, p.lr_gamma)
         images, rois, targets, sizes = [], [], [], []
         for _ in range(p.images_per_batch):
-            i = next(stream, None)
-            if i is None:
-                stream = iter(rng.permutation(len(data)).tolist())
-                i = next(stream)
+            i = next(stream)
             img, t = data[i]
             x, f = _resize(img, int(rng.choice(scales)), round(p.max_size * geo.scale), mean, std)
             boxes, gt = proposals[i].copy(), t["boxes"].copy()

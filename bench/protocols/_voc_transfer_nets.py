@@ -15,7 +15,7 @@ weights N(0, 0.01), biases 0.1) and either trains everything (`all`) or freezes 
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -141,6 +141,13 @@ def clip_and_step(opt: torch.optim.Optimizer, model: nn.Module, clip: float) -> 
     if clip > 0:
         nn.utils.clip_grad_norm_(model.parameters(), clip)
     opt.step()
+
+
+def shuffled_forever(n: int, rng: np.random.Generator) -> Iterator[int]:
+    """Indices of n samples, pass after pass, each pass a new permutation drawn from `rng` when the last runs out
+    (the data layers' shuffle of the Caffe/py-faster-rcnn recipes). Nothing for n = 0."""
+    while n:
+        yield from rng.permutation(n).tolist()
 
 
 def loss_summary(losses: list[float]) -> dict:

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from ..errors import DataError
 from ..train import check_finite
 from ._voc_transfer_nets import (ConvTrunk, clip_and_step, freeze_trunk, head_grid, init_fc, loss_summary, sgd,
-                                 step_lr)
+                                 shuffled_forever, step_lr)
 
 __all__ = ["VOCSegmentationClass", "FCN32", "run_segmentation"]
 
@@ -94,16 +94,13 @@ def _train(model: FCN32, data: VOCSegmentationClass, p, geo, *, mean, std, devic
     rng = np.random.default_rng(seed)
     model.train()
     model.trunk.eval()
-    losses, stream = [], iter(())
+    losses, stream = [], shuffled_forever(len(data), rng)
     for it in range(geo.iterations):
         step_lr(opt, it, geo.lr_step, p.lr_gamma)
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for _ in range(geo.batch_size):        # iter_size: one image at a time, gradients summed
-            i = next(stream, None)
-            if i is None:
-                stream = iter(rng.permutation(len(data)).tolist())
-                i = next(stream)
+            i = next(stream)
             img, label = data[i]
             x, y = _tensor(img, mean, std), torch.as_tensor(label, dtype=torch.int64)
             if rng.random() < 0.5:
