@@ -1,14 +1,15 @@
 """Feature extraction throughput relative to the backbone's bare forward pass on the same device and batch.
 
 Bare forward: one pre-built batch pushed through the model repeatedly (no decoding, no transfer).
-Extraction: bench's extract_features over real JPEG files on disk (PIL decode + resize + crop +
-normalise in DataLoader workers, pinned memory and channels_last on GPU, bf16 autocast with --amp). The images are
-the ImageNet miniature's, re-saved at --image-size (default 500×375, ImageNet's typical size, with noise so they
-do not compress unrealistically well; 0 keeps the 32-px miniature files). The two sides alternate, best of
---repeats each, so load from other processes hits both alike. The ratio is the fraction of the model's own
-throughput that extraction keeps; issue 11 asks for ≥ 0.90 on a GPU, where decoding runs on CPU workers behind
-the GPU's compute. On a CPU-only machine the workers and the forward share the same cores, so the ratio there is
-bounded by how much of the CPU decoding takes, not by the pipeline.
+Extraction: bench's extract_features over real JPEG files on disk (PIL decode + resize + crop + normalise; on
+a GPU in DataLoader workers with pinned memory, channels_last and bf16 autocast with --amp; on the CPU in a pool of
+--workers threads of the main process, in turn with the forward pass). The images are the ImageNet miniature's,
+re-saved at --image-size (default 500×375, ImageNet's typical size, with noise so they do not compress
+unrealistically well; 0 keeps the 32-px miniature files). The two sides alternate, best of --repeats each, so load
+from other processes hits both alike. The ratio is the fraction of the model's own throughput that extraction
+keeps (issue 20: ≥ 0.90 on the CPU, ≥ 0.95 on a GPU). On a CPU-only machine decoding and the forward share the same
+cores, so the ratio there cannot exceed forward / (forward + decode) in CPU time; the script measures the decode's
+own CPU time and prints that bound beside the ratio.
 
     python3 benchmarks/extraction_vs_forward.py                                  # CPU: resnet18 @ 112, 256 images
     python3 benchmarks/extraction_vs_forward.py --model resnet50 --resolution 224 --batch-size 128 --workers 8 \
@@ -49,7 +50,8 @@ def main() -> None:
     p.add_argument("--model", default="resnet18")
     p.add_argument("--resolution", type=int, default=112)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                   help="DataLoader workers on a GPU; on the CPU, decoding threads in the main process")
     p.add_argument("--images", type=int, default=256, help="images per pass (the miniature's 1,437 files, cycled)")
     p.add_argument("--image-size", default="500x375", help="WxH of the JPEGs on disk; 0 keeps the 32-px files")
     p.add_argument("--repeats", type=int, default=3)
@@ -103,7 +105,17 @@ def main() -> None:
             t = best_time(fn, 1, warmup=0)
             return t, cpu_time() - c
 
+        def decode_only():                           # the transform's own CPU cost, on one thread
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                for i in range(n):
+                    ds[i]
+            finally:
+                torch.set_num_threads(threads)
+
         forward_only(), extraction()                 # warm-up: allocations, kernels, page cache
+        _, c_dec = timed(decode_only)
         t_fwd = t_ext = c_fwd = c_ext = float("inf")
         for _ in range(args.repeats):               # alternate, so outside load hits both sides alike
             t, c = timed(forward_only)
@@ -120,6 +132,12 @@ def main() -> None:
     print(f"ratio extraction / forward = {ext / fwd:.3f}")
     print(f"CPU time (best pass, incl. workers): forward {c_fwd:.2f} s, extraction {c_ext:.2f} s, "
           f"ratio forward / extraction = {c_fwd / c_ext:.3f}; load average {os.getloadavg()[0]:.1f}")
+    if device.type == "cpu":
+        # decoding and the forward pass share the same cores, so no pipeline can beat this
+        bound = c_fwd / (c_fwd + c_dec)
+        print(f"decode + transform alone: {c_dec:.2f} s CPU for {n} images ({1e3 * c_dec / n:.2f} ms each); "
+              f"bound forward / (forward + decode) = {bound:.3f}; extraction reaches {ext / fwd / bound:.3f} "
+              f"of it (wall) and {c_fwd / c_ext / bound:.3f} (CPU time)")
 
 
 if __name__ == "__main__":

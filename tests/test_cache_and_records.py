@@ -97,3 +97,19 @@ def test_features_from_the_miniatures_are_never_comparable(tmp_path):
         assert main(["run", "--protocol", "knn", "--features", str(d), "--out", str(tmp_path / name / "out")]) == 0
         (rec,) = [json.loads(p.read_text()) for p in (tmp_path / name / "out" / "runs").glob("*.json")]
         assert ("miniature data" in rec["not_comparable_because"]) is mini and rec["dataset"]["mini"] is mini
+
+
+def test_cpu_extraction_threads_give_the_dataloaders_batches_exactly(mini_root):
+    """The CPU loader (decode in a thread pool, in turn with the forward pass) must not change a single pixel,
+    label or index, nor the batch boundaries, against torch's DataLoader over the same samples."""
+    import torch
+    from torch.utils.data import DataLoader, Subset
+    from bench.cache import _decoded_in_threads
+    from bench.data import IndexedDataset
+    ds = open_dataset("imagenet", mini_root, "val", build_eval_transform(SPEC), mini=True)
+    samples = Subset(IndexedDataset(ds), list(range(3, len(ds), 2)))      # a strided shard, odd length
+    ours = list(_decoded_in_threads(samples, 37, threads=3))
+    ref = list(DataLoader(samples, batch_size=37, shuffle=False))
+    assert len(ours) == len(ref) > 1
+    for (xa, ya, ia), (xb, yb, ib) in zip(ours, ref):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb) and torch.equal(ia, ib)
