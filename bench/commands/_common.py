@@ -37,7 +37,8 @@ def add_data_args(p: argparse.ArgumentParser, default_dataset: str | None = "ima
     g.add_argument("--resolution", type=int, help="centre-crop size (resize scaled alike); miniatures default 64")
     g.add_argument("--batch-size", type=int, default=64)
     g.add_argument("--workers", type=int,
-                   help="DataLoader workers (default: 0 on CPU; on GPU the usable cores, at most 8)")
+                   help="DataLoader workers (default: 0 on CPU; on GPU the usable cores, at most 8); feature "
+                        "extraction on the CPU decodes in this many threads instead (0: torch's thread count)")
     g.add_argument("--skip-bad-images", action="store_true",
                    help="linear/semisup training: drop unreadable images from their batch, log them and count them "
                         "in the record (not comparable); default: an unreadable image is an error naming it")
@@ -109,7 +110,8 @@ def make_context(args, dataset: str, backbone, features_dir=None, options=None):
     dd.init_from_env(device.type)
     device = dd.local_device(device)
     # the cores this process may use (a SLURM/cgroup allotment), not the machine's; on the CPU the forward pass
-    # needs those same cores, and decoding in the main process measured no slower than in workers
+    # needs those same cores, so training loaders decode in the main process and feature extraction in a pool of
+    # threads taking turns with the forward (bench/cache.py)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     workers = args.workers if args.workers is not None else (min(8, cores) if device.type == "cuda" else 0)
     data_root = resolve_data_root(args.data_root) if features_dir is None or args.data_root else None
