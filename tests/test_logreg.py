@@ -155,3 +155,23 @@ def test_streamed_fp16_fit_over_a_row_view_is_sklearns_and_copies_nothing():
     np.testing.assert_allclose(ours.W.numpy(), one_chunk.W.numpy(), atol=1e-5 * max(1.0, np.abs(sk.coef_).max()))
     np.testing.assert_allclose(predict_scores(ours, view, chunk=100).numpy(),
                                sk.decision_function(x16[idx].astype(np.float64)) - skb + b, atol=1e-3)
+
+
+def test_small_fits_run_on_one_thread_and_restore_the_setting(monkeypatch):
+    """A second thread buys nothing on a small problem and, on a busy machine, spin-waits (the miniature's 45-C
+    path: 13× slower); large fits keep torch's thread count, and the caller's setting is always restored."""
+    from bench.protocols import logreg
+    seen = []
+    step = torch.optim.LBFGS.step
+
+    def spy(self, closure):
+        seen.append(torch.get_num_threads())
+        return step(self, closure)
+    monkeypatch.setattr(torch.optim.LBFGS, "step", spy)
+    torch.set_num_threads(2)          # the one_thread fixture restores the session's setting afterwards
+    x, y = _problem(300)
+    fit_logreg(x, y, 1.0, num_classes=6)
+    assert seen == [1] and torch.get_num_threads() == 2
+    monkeypatch.setattr(logreg, "_PARALLEL_WORK", 0)          # every fit counts as large
+    fit_logreg(x, y, 1.0, num_classes=6)
+    assert seen == [1, 2] and torch.get_num_threads() == 2

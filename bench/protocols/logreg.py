@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -169,6 +170,26 @@ def precondition(x, device: str | torch.device = "cpu", *, chunk: int = 65536) -
     return Preconditioner(x, mean, U, lam.clamp_min(0), chunk)
 
 
+# Below about this many multiply-adds per logits product (rows × dim × classes), a second CPU thread buys nothing
+# (1,437 × 512 × 1,000 and 10k × 256 × 50: same wall time at 1 and 2 threads; 5k × 512 × 1,000: 1.35× faster with 2),
+# and on a busy machine its spin-waiting made the miniature's 45-C path 13× slower (docs/performance.md).
+_PARALLEL_WORK = 1.5e9
+
+
+@contextmanager
+def _threads_for(work: float, device: torch.device):
+    """One CPU thread for a small fit, restored afterwards; large fits and GPUs keep torch's setting."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or work >= _PARALLEL_WORK or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _lbfgs(pc: Preconditioner, n_out: int, loss_chunk: Callable[[torch.Tensor, slice], torch.Tensor], C: float, *,
            max_iter: int, tol: float, init: LogRegWeights | None, n_eff: float, curvature: float
            ) -> LogRegWeights:
@@ -224,7 +245,8 @@ def _lbfgs(pc: Preconditioner, n_out: int, loss_chunk: Callable[[torch.Tensor, s
             raise NonFiniteError(f"logistic regression at C={C:g}: non-finite loss; check the features for NaN/inf")
         return torch.tensor(total, dtype=torch.float64)
 
-    opt.step(closure)
+    with _threads_for(len(pc) * d * n_out, dev):
+        opt.step(closure)
     n_iter = int(opt.state[opt._params[0]].get("n_iter", 0))
     with torch.no_grad():
         W = U @ (delta[:, None] * V)
