@@ -152,7 +152,7 @@ def _decoded_in_threads(samples: Dataset, batch_size: int, threads: int):
     """CPU extraction's loader: each batch decoded by a pool of threads in this process, then the forward pass, in
     turn. PIL's decode and resize and torch's tensor ops release the GIL, so the threads use every core; worker
     processes would instead decode while the forward pass runs and fight its threads for the same cores
-    (resnet18 at 224 px on 2 cores: 0.67 of the bare forward with 2 DataLoader workers, 0.84 this way; the
+    (resnet18 at 224 px on 2 cores: 0.67 of the bare forward with 2 DataLoader workers, 0.82 this way; the
     bound set by the decode's own CPU time is 0.89, docs/performance.md). Same samples, same batches, same
     collation as the DataLoader, so the features are identical."""
     from concurrent.futures import ThreadPoolExecutor
