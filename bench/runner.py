@@ -207,9 +207,9 @@ def _pretrain(ctx: RunContext) -> dict[str, Any]:
     return {**base, **check_pretrain(ctx.ckpt_meta, "--ckpt-meta")}
 
 
-# options whose value is a path (semisup --subset-file, retrieval --distractors): the run key holds what the path
-# holds, not where it is, so the run id does not change with the machine
-_PATH_OPTIONS = ("subset_file", "distractors")
+# options whose value is a path (semisup --subset-file, retrieval --distractors, robustness --alexnet-record): the
+# run key holds what the path holds, not where it is, so the run id does not change with the machine
+_PATH_OPTIONS = ("subset_file", "distractors", "alexnet_record")
 
 
 def _stable_options(options: dict[str, Any]) -> dict[str, Any]:

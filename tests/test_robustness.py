@@ -194,3 +194,87 @@ def test_bad_robustness_inputs_name_the_file(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "a" / "n00000001" / "x.jpg")
     with pytest.raises(DataError, match="n00000001: class n00000001 is not one of the classifier's 1 classes"):
         open_wnid_folder(tmp_path / "a", ["n00000000"], None, "ImageNet-A")
+
+
+# ---- mFR normalised by a measured AlexNet (--alexnet-record) ------------------------------------------------------
+
+def _tv_alexnet_file(path: Path, num_classes: int) -> Path:
+    """A torchvision AlexNet state dict in torchvision's own layout (as alexnet-owt-7be5be79.pth), random weights.
+    Seed 1: with torch's default init most seeds give a head that predicts one class for every frame of the
+    miniature (flip probability 0, refused as a normaliser); the test checks that this one does not."""
+    import torchvision
+    torch.manual_seed(1)
+    torch.save(torchvision.models.alexnet(num_classes=num_classes).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def alexnet_and_model_records(mini_root, tmp_path_factory):
+    from conftest import run_cli
+    out = tmp_path_factory.mktemp("mfr")
+    n = sum(1 for p in (mini_root / "imagenet" / "train").iterdir() if p.is_dir())
+    ckpt = _tv_alexnet_file(out / "alexnet-owt.pth", n)
+    common = ("--classifier", "own", "--quick", "--data-root", mini_root, "--resolution", "64",
+              "--set", "datasets=[imagenet_p]", "--set", "clean=false")
+    assert run_cli("run", "--protocol", "robustness", "--model", "tv:alexnet", "--ckpt", ckpt, *common,
+                   "--out", out / "alex") == 0
+    alex = next((out / "alex" / "runs").glob("robustness__*.json"))
+    assert run_cli("run", "--protocol", "robustness", "--model", "resnet18", *common, "--alexnet-record", alex,
+                   "--out", out / "model") == 0
+    return alex, next((out / "model" / "runs").glob("robustness__*.json")), out
+
+
+def test_mfr_from_a_measured_alexnet_record_is_the_mean_ratio_of_the_two_records(alexnet_and_model_records):
+    import json
+    alex_path, model_path, out = alexnet_and_model_records
+    alex, model = json.loads(alex_path.read_text()), json.loads(model_path.read_text())
+    assert alex["checkpoint"]["layout"] == "torchvision-alexnet-vgg" and alex["checkpoint"]["coverage_pct"] == 100.0
+    fa, fm = alex["details"]["imagenet_p_flip_prob"], model["details"]["imagenet_p_flip_prob"]
+    assert set(fa) == set(fm) and len(fa) >= 3 and all(v > 0 for v in fa.values())
+    expected = sum(100 * fm[p] / fa[p] for p in fm) / len(fm)          # Hendrycks & Dietterich: mean_p FP/FP_AlexNet
+    assert model["metrics"]["imagenet_p:mFR"] == pytest.approx(expected, rel=1e-9)
+    norm = model["details"]["imagenet_p_mFR_normaliser"]
+    assert norm["source"] == "measured by bench" and norm["record"] == alex["run_id"]
+    assert norm["flip_prob"] == fa
+    # the normaliser enters the run key by content, not by where the file lies
+    assert model["run_key"]["options"]["alexnet_record"].startswith("sha256:")
+    from conftest import run_cli
+    assert run_cli("table", "--results", out / "model", "--no-plots") == 0
+    text = (out / "model" / "robustness__imagenet_p.md").read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| source"))
+    row = next(line for line in text.splitlines() if line.startswith("| measured"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    assert [c.strip() for c in row.strip("|").split("|")][cols.index("mFR")] == f"{expected:.2f}"
+
+
+def test_bad_alexnet_records_are_one_line_errors_naming_the_file(alexnet_and_model_records, tmp_path):
+    import json
+    from types import SimpleNamespace
+    from bench.errors import BenchError
+    from bench.protocols.robustness import RobustnessPreset, alexnet_flip_probs
+    alex_path, model_path, _ = alexnet_and_model_records
+    alex = json.loads(alex_path.read_text())
+    measured = {p: 0.1 for p in alex["details"]["imagenet_p_flip_prob"]}
+
+    def check(rec, match, *, mini=True, quick=True, preset=RobustnessPreset()):
+        path = tmp_path / "alex.json"
+        if rec is not None:
+            path.write_text(json.dumps(rec) if isinstance(rec, dict) else rec)
+        ctx = SimpleNamespace(options={"alexnet_record": str(path)}, mini=mini, quick=quick, seed=alex["seed"])
+        with pytest.raises(BenchError, match=match) as e:
+            alexnet_flip_probs(ctx, preset, measured)
+        assert "\n" not in str(e.value) and str(path) in str(e.value) or "twice" in str(e.value)
+
+    check(None, "AlexNet record not found")
+    check("{ not json", "not a readable record")
+    check({**alex, "protocol": "linear"}, "not a robustness record")
+    check(json.loads(model_path.read_text()), "a record of resnet18, not AlexNet")
+    check({**alex, "checkpoint": {**alex["checkpoint"], "family": "random"}}, "random-init AlexNet", mini=False,
+          quick=False)
+    check(alex, "measured on other sequences", quick=False)
+    fp = dict(alex["details"]["imagenet_p_flip_prob"])
+    gone = sorted(fp)[0]
+    check({**alex, "details": {"imagenet_p_flip_prob": {k: v for k, v in fp.items() if k != gone}}},
+          f"no AlexNet flip probability for {gone}")
+    check({**alex, "details": {"imagenet_p_flip_prob": {**fp, gone: 0.0}}}, f"is 0 for {gone}")
+    check(alex, "given twice", preset=RobustnessPreset(alexnet_flip_prob={gone: 0.5}))

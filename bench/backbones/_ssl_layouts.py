@@ -290,7 +290,11 @@ def _deepcluster_matches(obj) -> bool:
     if sd is None:
         return False
     trunk = {k: v for k, v in sd.items() if k.startswith(("features.", "sobel."))}
-    return bool(trunk) and arch_kind(trunk) == "deepcluster" and all(
+    # torchvision's own AlexNet / VGG (features.* + classifier.*) has the same names; DeepCluster's files carry
+    # its marks: the cluster top layer, the Sobel layer, or the DataParallel trunk (features.module.*)
+    marked = any(k.startswith(("top_layer.", "sobel.")) for k in sd) or any(
+        "features.module." in k for k in single_backbone(obj))
+    return marked and bool(trunk) and arch_kind(trunk) == "deepcluster" and all(
         k.startswith(("features.", "sobel.", "classifier.", "top_layer.")) for k in sd)
 
 
@@ -303,6 +307,28 @@ def _deepcluster_convert(obj, opts) -> Converted:
 
 register_layout("deepcluster-v1", "DeepCluster v1 checkpoint: features.module.* (AlexNet/VGG-16) + Sobel, "
                                   "classifier, top_layer")((_deepcluster_matches, _deepcluster_convert))
+
+
+# 12b. torchvision's own AlexNet / VGG state dict (features.N.* + classifier.N.*, e.g. alexnet-owt-7be5be79.pth):
+#      the supervised classifier ImageNet-C/-P normalise by. The last Linear is the ImageNet head (dropped from the
+#      backbone; `--classifier own` reads it from the file), fc6/fc7 stay: bench's tv:alexnet / tv:vgg16 keep them.
+def _tv_features_classifier_matches(obj) -> bool:
+    sd = single_backbone(obj)
+    return bool(sd) and not _deepcluster_matches(obj) and any(k.startswith("classifier.") for k in sd) and \
+        all(re.match(r"(features|classifier)\.\d+\.(weight|bias)$", k) for k in sd) and \
+        getattr(sd.get("features.0.weight"), "ndim", 0) == 4
+
+
+def _tv_features_classifier_convert(obj, opts) -> Converted:
+    sd = single_backbone(obj)
+    last = max(int(k.split(".")[1]) for k in sd if k.startswith("classifier."))
+    kept, dropped = split_groups(sd, {"ImageNet classifier head": (f"classifier.{last}.",)})
+    return Converted(kept, "torchvision-supervised", dropped)
+
+
+register_layout("torchvision-alexnet-vgg", "torchvision AlexNet / VGG: features.N.* + classifier.N.* (last Linear "
+                                           "= ImageNet head)")((_tv_features_classifier_matches,
+                                                                _tv_features_classifier_convert))
 
 
 # 13. UM-MAE's own pyramid ViTs (implus/UM-MAE: models_pvt.py / models_swin.py fine-tuned, models_mae_pvt.py /

@@ -60,6 +60,7 @@ _BICUBIC = "bicubic"
 for _f in [
     Family("timm-vit", "timm ViT defaults (flat file: the method is not in the keys)", interpolation=_BICUBIC),
     Family("torchvision-resnet", "torchvision references: Resize 256 → crop 224, bilinear"),
+    Family("torchvision-supervised", "torchvision AlexNet / VGG ImageNet classifiers: Resize 256 → crop 224, bilinear"),
     Family("mae", "facebookresearch/mae main_linprobe.py: CLS after norm", interpolation=_BICUBIC),
     Family("mae-finetuned", "facebookresearch/mae models_vit.py global_pool: fc_norm(mean patches)",
            interpolation=_BICUBIC, feature_mode=_by_kind("pool")),

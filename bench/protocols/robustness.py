@@ -13,9 +13,10 @@ centre-cropped (ImageNet-C/test.py:244 CenterCrop(224); ImageNet-P/test.py:202 n
 - ImageNet-C: per corruption and severity the top-1 error; mCE = mean over corruptions of Σ_s E / Σ_s E_AlexNet,
   relative mCE (needs the clean val error) and the unnormalised mean error (bench/metrics/robustness.py).
 - ImageNet-P (difficulty 1): flip probability per perturbation (ImageNet-P/test.py `flip_prob`), the mean over the
-  perturbations (`mFP`, unnormalised) and the mean top-5 distance (`mT5D_raw`); mFR = mean FP / FP_AlexNet only
-  when the preset carries AlexNet's flip probabilities (`alexnet_flip_prob`; no code of the authors holds them,
-  hendrycks/robustness#49 points to the authors' results spreadsheet).
+  perturbations (`mFP`, unnormalised) and the mean top-5 distance (`mT5D_raw`); mFR = mean FP / FP_AlexNet when
+  AlexNet's flip probabilities are given: measured, from the record of a robustness run of torchvision's AlexNet
+  (`--alexnet-record`, how the paper got them: no code of the authors holds the numbers, hendrycks/robustness#49
+  points to their results spreadsheet), or transcribed into the preset (`alexnet_flip_prob`).
 
 Metrics are keyed `<dataset>:<metric>` (bench/tables.py spreads them over one table per dataset).
 """
@@ -59,10 +60,16 @@ def _add_arguments(p) -> None:
                         "classifier.safetensors (default: own)")
     p.add_argument("--classifier-results", default="results",
                    help="results folder whose runs/ --classifier is looked up in (default: results)")
+    p.add_argument("--alexnet-record", metavar="RECORD",
+                   help="a robustness record of torchvision's ImageNet AlexNet (`bench run --protocol robustness "
+                        "--model tv:alexnet --ckpt alexnet-owt-7be5be79.pth`): its ImageNet-P flip probabilities "
+                        "normalise mFR, as the paper's AlexNet measurements did")
 
 
 def _options(args) -> dict:
-    return {"classifier": args.classifier, "classifier_results": args.classifier_results}
+    # only when given, so the run ids of records without it stay what they were
+    extra = {"alexnet_record": args.alexnet_record} if getattr(args, "alexnet_record", None) else {}
+    return {"classifier": args.classifier, "classifier_results": args.classifier_results, **extra}
 
 
 def _subset(ds, ctx, preset):
@@ -204,10 +211,64 @@ def _imagenet_p(ctx, clf, preset, folder: Path, tf, details) -> dict[str, float]
     details["imagenet_p_top5_distance"] = t5
     out = {"imagenet_p:mFP": 100 * float(np.mean(list(fps.values()))),
            "imagenet_p:mT5D_raw": float(np.mean(list(t5.values())))}
-    fr = mean_flip_rate(fps, preset.alexnet_flip_prob)
+    alexnet, source = alexnet_flip_probs(ctx, preset, fps)
+    fr = mean_flip_rate(fps, alexnet)
     if "mFR" in fr:
         out["imagenet_p:mFR"] = fr["mFR"]
         details["imagenet_p_fr"] = {k[3:]: v for k, v in fr.items() if k.startswith("FR_")}
+        details["imagenet_p_mFR_normaliser"] = source
     else:
-        details["imagenet_p_note"] = "no mFR: the preset has no AlexNet flip probabilities (alexnet_flip_prob)"
+        details["imagenet_p_note"] = ("no mFR: no AlexNet flip probabilities (pass --alexnet-record, the record of a "
+                                      "robustness run of torchvision's AlexNet)")
     return out
+
+
+def alexnet_flip_probs(ctx, preset: RobustnessPreset, measured: dict[str, float]) -> tuple[dict[str, float], dict]:
+    """mFR's normaliser {perturbation: AlexNet flip probability (fraction)} and where it came from: the record
+    of a robustness run of AlexNet (`--alexnet-record`; the paper's normaliser is AlexNet measured on the same
+    sequences) or the preset's transcribed `alexnet_flip_prob`. Every refusal is one line naming the file."""
+    import json
+    from .._io import sha256_file
+    path = (ctx.options or {}).get("alexnet_record")
+    if not path:
+        given = dict(preset.alexnet_flip_prob)
+        return given, {"source": "transcribed (preset alexnet_flip_prob)", "flip_prob": given} if given else {}
+    if preset.alexnet_flip_prob:
+        raise BenchError("AlexNet's flip probabilities given twice: --alexnet-record and the preset's "
+                         "alexnet_flip_prob; keep one")
+    path = Path(path)
+    hint = "run `bench run --protocol robustness --model tv:alexnet --ckpt alexnet-owt-7be5be79.pth` and pass its record"
+    try:
+        rec = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BenchError(f"{path}: AlexNet record not found; {hint}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise BenchError(f"{path}: not a readable record ({type(e).__name__}); {hint}") from None
+    if not isinstance(rec, dict) or rec.get("protocol") != "robustness":
+        raise BenchError(f"{path}: not a robustness record; {hint}")
+    ckpt = rec.get("checkpoint") or {}
+    arch = str(ckpt.get("arch") or "")
+    if "alexnet" not in arch.lower():
+        raise BenchError(f"{path}: a record of {arch or 'an unknown architecture'}, not AlexNet; mFR is normalised "
+                         f"by AlexNet's flip probabilities; {hint}")
+    if ckpt.get("family") == "random" and not ctx.mini:
+        raise BenchError(f"{path}: a random-init AlexNet; the normaliser is the ImageNet-trained one; {hint}")
+    key = rec.get("run_key") or {}
+    if bool(key.get("mini")) != bool(ctx.mini) or bool(key.get("quick")) != bool(ctx.quick) or (
+            ctx.quick and key.get("seed") != ctx.seed):
+        raise BenchError(f"{path}: AlexNet was measured on other sequences (miniature {key.get('mini')}, --quick "
+                         f"{key.get('quick')}, seed {key.get('seed')}) than this run; rerun it with the same data "
+                         f"options")
+    fp = (rec.get("details") or {}).get("imagenet_p_flip_prob") or {}
+    missing = sorted(set(measured) - set(fp))
+    if missing:
+        raise BenchError(f"{path}: no AlexNet flip probability for {', '.join(missing)}; rerun AlexNet on the same "
+                         f"ImageNet-P folder")
+    zero = sorted(p for p in measured if not fp[p] > 0)
+    if zero:
+        raise BenchError(f"{path}: AlexNet's flip probability is 0 for {', '.join(zero)}, which cannot normalise; "
+                         f"measure it on more sequences (without --quick)")
+    used = {p: float(fp[p]) for p in measured}
+    return {p: v / 100 for p, v in used.items()}, {
+        "source": "measured by bench", "record": rec.get("run_id"), "file": path.name, "sha256": sha256_file(path),
+        "arch": arch, "weights": ckpt.get("sha256") or ckpt.get("name"), "flip_prob": used}
