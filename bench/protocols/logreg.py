@@ -275,9 +275,10 @@ def _softmax_ce(y: torch.Tensor):
     def loss_grad(logits: torch.Tensor, sl: slice):
         ys = y[sl]
         logits.sub_(logits.amax(1, keepdim=True))            # shift-invariant; exp cannot overflow
-        e = logits.exp()
+        picked = logits.gather(1, ys[:, None]).squeeze(1)
+        e = logits.exp_()                                    # in place: one N×K buffer per chunk, not two
         s = e.sum(1)
-        loss = (s.log() - logits.gather(1, ys[:, None]).squeeze(1)).sum()
+        loss = (s.log() - picked).sum()
         g = e.div_(s[:, None])
         g[torch.arange(len(ys), device=g.device), ys] -= 1
         return loss, g
