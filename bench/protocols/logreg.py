@@ -255,10 +255,20 @@ def _lbfgs(pc: Preconditioner, n_out: int, loss_grad: Callable[[torch.Tensor, sl
         return f, grad.cpu().numpy()
 
     with _threads_for(len(pc) * d * n_out, dev):
-        starts = [coordinates(w) for w in ([init] if isinstance(init, LogRegWeights) else init or [])]
-        p0 = min(starts, key=lambda p: value_and_grad(p)[0]) if len(starts) > 1 else \
-            starts[0] if starts else np.zeros(n_v + n_out)
-        res = minimize(value_and_grad, p0, jac=True, method="L-BFGS-B",
+        starts = [coordinates(w) for w in _starts(init)] or [np.zeros(n_v + n_out)]
+        first = None   # several starts: the chosen one's evaluation, handed to L-BFGS-B's first call, not repeated
+        if len(starts) > 1:
+            p0, first = min(((p, value_and_grad(p)) for p in starts), key=lambda e: e[1][0])
+        else:
+            p0 = starts[0]
+
+        def fun(p: np.ndarray) -> tuple[float, np.ndarray]:
+            nonlocal first
+            if first is not None and np.array_equal(p, p0):
+                out, first = first, None
+                return out
+            return value_and_grad(p)
+        res = minimize(fun, p0, jac=True, method="L-BFGS-B",
                        options=dict(maxiter=max_iter, maxfun=max(15000, 2 * max_iter), gtol=tol,
                                     ftol=64 * np.finfo(float).eps, maxcor=10, maxls=50))
     p = torch.from_numpy(res.x).to(dev)
@@ -268,6 +278,11 @@ def _lbfgs(pc: Preconditioner, n_out: int, loss_grad: Callable[[torch.Tensor, sl
     # status 2: the line search can no longer decrease f in float64, which at a small gradient is the minimum
     converged = res.status == 0 or (res.status == 2 and float(np.abs(res.jac).max()) <= max(tol, 1e-6))
     return LogRegWeights(W, b, C, int(res.nit), converged)
+
+
+def _starts(init: LogRegWeights | list[LogRegWeights] | None) -> list[LogRegWeights]:
+    """`init` as a list of starting points (fit_* take one, several or none)."""
+    return [init] if isinstance(init, LogRegWeights) else list(init or [])
 
 
 def _softmax_ce(y: torch.Tensor):
@@ -310,7 +325,7 @@ def fit_logreg(x, y, C: float, *, num_classes: int | None = None, max_iter: int 
     remap = torch.full((k,), -1, dtype=torch.long, device=device)
     remap[present] = torch.arange(len(present), device=device)
     sub_init = []
-    for w in [init] if isinstance(init, LogRegWeights) else init or []:
+    for w in _starts(init):
         p_ = present.to(w.W.device)
         if torch.isfinite(w.b[p_]).all():
             sub_init.append(LogRegWeights(w.W[:, p_], w.b[p_], w.C))
