@@ -25,6 +25,7 @@ from ._io import atomic_save_npz, atomic_write_json, sha256_json
 from .backbones import Backbone
 from .data import IndexedDataset
 from .errors import DataError, NonFiniteError
+from .precision import Precision
 
 __all__ = ["FeatureSet", "extract_features", "load_feature_split", "save_feature_split", "FEATURE_CACHE_VERSION",
            "check_feature_arrays", "MAX_CLASSES"]
@@ -165,7 +166,7 @@ def _decoded_in_threads(samples: Dataset, batch_size: int, threads: int):
 
 @torch.inference_mode()
 def _run_extraction(backbone: Backbone, dataset: Dataset, feature_mode: str, *, batch_size: int, workers: int,
-                    device: torch.device, desc: str, amp: bool = False,
+                    device: torch.device, desc: str, amp: Precision | None = None,
                     shard: tuple[int, int] = (0, 1)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(indices, features, targets) of this process's shard: samples rank, rank + world, ... (no padding)."""
     from tqdm.auto import tqdm
@@ -188,7 +189,7 @@ def _run_extraction(backbone: Backbone, dataset: Dataset, feature_mode: str, *, 
                                       total=-(-len(samples) // batch_size),
                                       disable=os.environ.get("BENCH_PROGRESS", "1") == "0" or rank != 0):
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with (amp or Precision(device.type)).autocast():
             out = backbone.features(images, feature_mode).float()
         if not torch.isfinite(out).all():
             raise NonFiniteError(f"{desc}: non-finite features in batch starting at sample {int(index[0])}; "
@@ -243,13 +244,16 @@ def _gather_shards(entry: Path, split: str, n: int, own: np.ndarray, feats: np.n
 
 def extract_features(backbone: Backbone, dataset: Dataset, *, split: str, dataset_name: str, feature_mode: str,
                      transform: dict[str, Any], data_root: str, cache_dir: Path | None, batch_size: int = 64,
-                     workers: int = 0, device: torch.device | str = "cpu", amp: bool = False,
+                     workers: int = 0, device: torch.device | str = "cpu", amp: Precision | bool | None = None,
                      mmap: bool = False) -> FeatureSet:
     """Features of every sample of `dataset` (already carrying its transform), from the cache when present
-    (memory-mapped with `mmap`, see load_feature_split)."""
+    (memory-mapped with `mmap`, see load_feature_split); `amp`: the autocast dtype of the forward (float32 when
+    None)."""
     device = torch.device(device)
+    if not isinstance(amp, Precision):   # a bool: bf16 autocast or none, the flag's meaning before it took a dtype
+        amp = Precision(device.type, "bfloat16" if amp else None)
     key_fields = {"feature_mode": feature_mode, "transform": transform, "dataset": dataset_name,
-                  "root": str(data_root), "split": split, "n": len(dataset), "amp": amp}
+                  "root": str(data_root), "split": split, "n": len(dataset), "amp": amp.cache_key}
     meta = {"weights_id": backbone.weights_id, "checkpoint": backbone.report.source,
             "checkpoint_sha256": backbone.report.sha256, "arch": backbone.report.arch, **key_fields}
     entry = None

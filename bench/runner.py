@@ -25,6 +25,7 @@ from .backbones.features import FEATURE_MODES
 from .cache import FeatureSet, extract_features, load_feature_split
 from .data import DATASETS, DataRoot, TransformSpec, build_eval_transform, open_dataset
 from .errors import BenchError
+from .precision import Precision, amp_arg, amp_key, resolve_precision
 from .presets import preset_settings, preset_version, resolve_preset
 from .protocols import ProtocolResult, get_protocol
 from .records import environment, fingerprint, read_record, record_path, run_id, stable_inputs, write_record
@@ -61,13 +62,24 @@ class RunContext:
     cache_dir: Path | None = None
     quick: bool = False
     seed: int = 0
-    amp: bool = False
+    amp: str | bool = "auto"                 # --amp: auto, off, bf16, fp16 (bench.precision); True means bf16
     options: dict[str, Any] = field(default_factory=dict)   # protocol-specific CLI options (recorded)
     skip_bad_images: bool = False            # --skip-bad-images: training loaders drop unreadable images (counted)
     skip_log: Path | None = None             # where SkipBadImages lists them (set by run_protocol)
     class_notes: dict[str, str] = field(default_factory=dict)   # e.g. a val/ holding a subset of train/'s classes
     ckpt_meta: dict[str, Any] = field(default_factory=dict)     # --ckpt-meta: pre-training setting (overrides yaml)
     inputs: dict[str, Any] = field(default_factory=dict)    # filled while running: what each split was
+    precision_used: dict[str, str] = field(default_factory=dict)   # filled while running: part -> dtype it ran in
+
+    def __post_init__(self):
+        self.amp = amp_arg(self.amp)
+
+    def precision(self, part: str, reference: str | None = None) -> Precision:
+        """The autocast dtype of one part of the run (`extraction`, `train`, ...) from --amp and the dtype the
+        protocol's reference code used on a GPU; noted for the record."""
+        prec = resolve_precision(self.amp, self.device, reference)
+        self.precision_used[part] = prec.name
+        return prec
 
     @property
     def mini(self) -> bool:
@@ -139,13 +151,14 @@ class RunContext:
         mode = self.resolve_feature_mode(feature_mode)
         spec = self.transform_spec(transform)
         images = self.open_images(split, build_eval_transform(spec), dataset)
+        prec = self.precision("extraction")
         fs = extract_features(backbone, images, split=split, dataset_name=dataset, feature_mode=mode,
                               transform=spec.to_dict(), data_root=str(self.data_root.path),
                               cache_dir=self.cache_dir, batch_size=self.batch_size, workers=self.workers,
-                              device=self.device, amp=self.amp, mmap=mmap)
+                              device=self.device, amp=prec, mmap=mmap)
         self.inputs[key] = {"source": "extracted", "count": len(fs), "dim": int(fs.features.shape[1]),
                             "feature_mode": mode, "transform": spec.to_dict(), "cache_hit": fs.meta["cache_hit"],
-                            "amp": self.amp}
+                            "amp": prec.cache_key}
         return fs
 
     def num_classes(self, *label_arrays: np.ndarray) -> int:
@@ -257,7 +270,7 @@ def run_protocol(protocol: str, ctx: RunContext, *, preset: str | None = None,
     run_key = {"protocol": protocol, "preset": preset_name, "preset_version": version, "overrides": overrides,
                "source": _source_id(ctx), "dataset": ctx.dataset, "mini": ctx.mini,
                "feature_mode": ctx.feature_mode, "resolution": ctx.resolution, "quick": ctx.quick,
-               "seed": ctx.seed, "options": _stable_options(ctx.options), "amp": ctx.amp,
+               "seed": ctx.seed, "options": _stable_options(ctx.options), "amp": amp_key(ctx.amp),
                **({"skip_bad_images": True} if ctx.skip_bad_images else {})}
     # the pre-training setting names which ablation the weights are: in the run key (so another --ckpt-meta is
     # another record) only when given, so the keys of runs without one are unchanged
@@ -304,7 +317,7 @@ def run_protocol(protocol: str, ctx: RunContext, *, preset: str | None = None,
                     "mini": ctx.mini, "counts": {k: v["count"] for k, v in ctx.inputs.items()}},
         "metrics": result.metrics, "headline": list(result.headline), "details": result.details,
         "quick": ctx.quick, "seed": ctx.seed, "run_key": run_key, "environment": environment(str(ctx.device)),
-        "wall_time_s": round(wall, 3),
+        "wall_time_s": round(wall, 3), "precision": {"amp": ctx.amp, **ctx.precision_used},
     }
     if ctx.class_notes:
         record["dataset"]["class_notes"] = dict(ctx.class_notes)

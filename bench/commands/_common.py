@@ -43,7 +43,9 @@ def add_data_args(p: argparse.ArgumentParser, default_dataset: str | None = "ima
                    help="linear/semisup training: drop unreadable images from their batch, log them and count them "
                         "in the record (not comparable); default: an unreadable image is an error naming it")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    g.add_argument("--amp", action="store_true", help="bf16 autocast for extraction (recorded)")
+    g.add_argument("--amp", nargs="?", const="bf16", default="auto", choices=("auto", "off", "bf16", "fp16"),
+                   help="autocast dtype of extraction and training, on any device (recorded): auto (default) = "
+                        "the protocol's reference precision on a GPU, float32 elsewhere; bare --amp = bf16")
     g.add_argument("--cache-dir", help="feature cache (default $BENCH_CACHE or ~/.cache/bench)")
     g.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
 

@@ -42,6 +42,7 @@ def run(args) -> int:
         atomic_write_json(out / "meta.json", {
             "checkpoint": rep.source, "checkpoint_sha256": rep.sha256, "arch": rep.arch, "family": rep.family,
             "feature_mode": first["feature_mode"], "transform": first["transform"], "dataset": args.dataset,
-            "data_root": str(ctx.data_root.path), "mini": ctx.mini, "amp": args.amp,
+            "data_root": str(ctx.data_root.path), "mini": ctx.mini,
+            "amp": ctx.precision_used.get("extraction", "float32"),
             "counts": {key.split("/", 1)[1]: v["count"] for key, v in ctx.inputs.items()}})
     return 0

@@ -26,10 +26,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .._io import atomic_write_bytes
 from ..distributed import dist_info
+from ..precision import Precision, resolve_precision
 from ..train import check_finite, scaled_step
 
 __all__ = ["TrainStream", "DetectionSamples", "train_detector", "lr_factor", "collate_lists", "to_tensor_target",
-           "update_bn_stats"]
+           "update_bn_stats", "preset_precision"]
 
 _logger = logging.getLogger(__name__)
 
@@ -152,10 +153,15 @@ def _resume(run_dir: Path | None, model, opt, sched, scaler) -> int:
     return int(ck["iteration"])
 
 
-def _step(model, images, targets, opt, sched, scaler, device, amp: bool, it: int) -> float:
+def preset_precision(preset: Any, device: torch.device, amp: str = "auto") -> Precision:
+    """The preset's `amp` is detectron2's / mmdet's fp16 AMP on GPUs (bench.precision for --amp)."""
+    return resolve_precision(amp, device, "float16" if preset.amp else None)
+
+
+def _step(model, images, targets, opt, sched, scaler, device, prec: Precision, it: int) -> float:
     images = [x.to(device, non_blocking=True) for x in images]
     targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
-    with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+    with prec.autocast():
         losses = model(images, targets)
         loss = sum(losses.values())
     check_finite(loss, f"detection iteration {it} ({ {k: round(v.item(), 4) for k, v in losses.items()} })",
@@ -166,15 +172,17 @@ def _step(model, images, targets, opt, sched, scaler, device, amp: bool, it: int
 
 
 def train_detector(model: nn.Module, samples: DetectionSamples, preset: Any, *, device: torch.device, seed: int,
-                   run_dir: Path | None, workers: int = 0, desc: str = "detection") -> dict[str, Any]:
-    """Train `model` (already on `device`, DDP-wrapped if distributed) for preset.iterations; resumes from run_dir."""
+                   run_dir: Path | None, workers: int = 0, desc: str = "detection",
+                   precision: Precision | None = None) -> dict[str, Any]:
+    """Train `model` (already on `device`, DDP-wrapped if distributed) for preset.iterations; resumes from run_dir.
+    `precision`: the autocast dtype (default: the preset's fp16 `amp` on a GPU, float32 elsewhere)."""
     from tqdm.auto import tqdm
     rank, world = dist_info()
-    amp = preset.amp and device.type == "cuda"
+    prec = precision or preset_precision(preset, device)
     opt = torch.optim.SGD(_param_groups(model, preset.weight_decay, preset.weight_decay_norm), lr=preset.lr,
                           momentum=preset.momentum)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: lr_factor(it, preset.warmup_iters, preset.steps))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    scaler = prec.grad_scaler()
     start = _resume(run_dir, model, opt, sched, scaler)
     stream = TrainStream(len(samples), max(preset.batch_size // world, 1), preset.iterations, start, seed, rank, world)
     # its own generator: DataLoader draws a worker seed when iterated, which would shift the global RNG of a resume
@@ -185,19 +193,19 @@ def train_detector(model: nn.Module, samples: DetectionSamples, preset: Any, *, 
     bar = tqdm(loader, total=len(stream), desc=desc, unit="it", leave=False,
                disable=rank != 0 or os.environ.get("BENCH_PROGRESS", "1") == "0")
     for it, (images, targets) in enumerate(bar, start=start):
-        losses.append(_step(model, images, targets, opt, sched, scaler, device, amp, it))
+        losses.append(_step(model, images, targets, opt, sched, scaler, device, prec, it))
         bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{sched.get_last_lr()[0]:.2g}", refresh=False)
         done = it + 1
         if run_dir is not None and rank == 0 and (done % preset.checkpoint_every == 0 or done == preset.iterations):
             _save(run_dir / "last.pt", _state(model, opt, sched, scaler, done))
-    return {"start_iteration": start, "iterations": preset.iterations, "amp": amp, "world_size": world,
+    return {"start_iteration": start, "iterations": preset.iterations, "amp": prec.name, "world_size": world,
             "final_loss": losses[-1] if losses else None,
             "mean_loss_last_10pct": float(np.mean(losses[-max(len(losses) // 10, 1):])) if losses else None}
 
 
 @torch.no_grad()
 def update_bn_stats(model: nn.Module, samples: DetectionSamples, preset: Any, *, device: torch.device, seed: int,
-                    workers: int = 0) -> dict[str, Any]:
+                    workers: int = 0, precision: Precision | None = None) -> dict[str, Any]:
     """detectron2 PRECISE_BN (fvcore `update_bn_stats`): each BatchNorm's running mean and variance become the
     plain average, over `preset.precise_bn_iters` training batches run in train mode, of its batch means and
     (unbiased) batch variances; nothing else changes. The batches continue the training stream (iterations
@@ -217,11 +225,11 @@ def update_bn_stats(model: nn.Module, samples: DetectionSamples, preset: Any, *,
         bn.momentum = None
     was = model.training
     model.train()
-    amp = preset.amp and device.type == "cuda"
+    prec = precision or preset_precision(preset, device)
     for images, targets in loader:
         images = [x.to(device, non_blocking=True) for x in images]
         targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        with prec.autocast():
             model(images, targets)
     for bn, m in zip(bns, momenta):
         bn.momentum = m

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Subset
 from ..metrics.detection import (ClassDetections, ClassGroundTruth, detectron2_text_roundtrip,
                                   voc_detection_metrics)
 from ..distributed import dist_info
+from ..precision import Precision
 from ._detection_engine import collate_lists, to_tensor_target
 
 __all__ = ["predict", "voc_ground_truth", "evaluate_voc"]
@@ -42,8 +43,9 @@ class _EvalImages(torch.utils.data.Dataset):
 
 @torch.inference_mode()
 def predict(model: torch.nn.Module, dataset, *, device: torch.device, batch_size: int = 2, workers: int = 0,
-            amp: bool = False, desc: str = "detect") -> list[dict[str, Any]]:
-    """[{image_id, boxes (N,4) xyxy, scores (N,), labels (N,)}] for every image, gathered across ranks."""
+            amp: Precision | None = None, desc: str = "detect") -> list[dict[str, Any]]:
+    """[{image_id, boxes (N,4) xyxy, scores (N,), labels (N,)}] for every image, gathered across ranks; `amp`: the
+    autocast dtype (float32 when None)."""
     from tqdm.auto import tqdm
     rank, world = dist_info()
     shard = Subset(_EvalImages(dataset), list(range(rank, len(dataset), world)))
@@ -53,7 +55,7 @@ def predict(model: torch.nn.Module, dataset, *, device: torch.device, batch_size
     out: list[dict[str, Any]] = []
     for images, targets in tqdm(loader, desc=desc, unit="batch", leave=False,
                                 disable=rank != 0 or os.environ.get("BENCH_PROGRESS", "1") == "0"):
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
+        with (amp or Precision(device.type)).autocast():
             preds = core([x.to(device) for x in images])
         for t, p in zip(targets, preds):
             out.append({"image_id": t["image_id"], "index": int(t["_index"]),
@@ -92,7 +94,7 @@ def _class_detections(predictions: list[dict], class_names: tuple[str, ...]) -> 
 
 
 def evaluate_voc(model: torch.nn.Module, dataset, class_names: tuple[str, ...], *, device: torch.device,
-                 batch_size: int = 2, workers: int = 0, amp: bool = False,
+                 batch_size: int = 2, workers: int = 0, amp: Precision | None = None,
                  recall_grid: str = "devkit") -> tuple[dict[str, float], dict[str, Any]]:
     """(metrics in percent, details): AP, AP50, AP75 (11-point on `recall_grid`) and their `_area` twins over the
     test split."""

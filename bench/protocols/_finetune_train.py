@@ -1,7 +1,7 @@
 """The fine-tuning loop: rebuild the backbone with the recipe's drop path / pooling and a head, train every weight.
 
 Per update: `accum` micro-batches (mixup/cutmix applied to each, as the papers' per-GPU batches), loss / accum,
-backward (bf16 / fp16 autocast on CUDA, fp16 through a GradScaler), optional gradient clipping, one AdamW step
+backward (the recipe's bf16 / fp16 autocast on CUDA, --amp's on any device; fp16 through a GradScaler), optional gradient clipping, one AdamW step
 over timm's layer-decay groups, the EMA updated, the lr set by timm's CosineLRScheduler. Under torchrun the
 model is wrapped in DDP and each process takes batch / world images per update. The run state (model, optimiser,
 scaler, EMA, history, RNG, position in the epoch) is written atomically after every epoch and every
@@ -28,6 +28,7 @@ from ..backbones.features import is_vit
 from ..data import build_eval_transform, cache_dir
 from ..distributed import dist_info, maybe_ddp
 from ..errors import BenchError, CheckpointError
+from ..precision import Precision
 from ..presets import preset_settings
 from ..train import RunDir, check_finite, evaluate_top1_top5, rng_state, set_rng_state
 from .finetune import FinetunePreset, scaled_finetune_lr
@@ -220,12 +221,8 @@ class _LabelledSubset(Subset):
 
 
 # ------------------------------------------------------------------------------------------------ train / eval
-def _autocast(device: torch.device, preset: FinetunePreset):
-    return torch.autocast(device.type, dtype=getattr(torch, preset.amp_dtype), enabled=device.type == "cuda")
-
-
-def evaluate(model: nn.Module, loader, device: torch.device, preset: FinetunePreset) -> tuple[float, float]:
-    return evaluate_top1_top5(model, loader, device, _autocast(device, preset))
+def evaluate(model: nn.Module, loader, device: torch.device, prec: Precision) -> tuple[float, float]:
+    return evaluate_top1_top5(model, loader, device, prec.autocast())
 
 
 def _run_key(ctx, preset, batch: int, epochs: int, micro: int, lrs: tuple[float, ...]) -> str:
@@ -234,7 +231,7 @@ def _run_key(ctx, preset, batch: int, epochs: int, micro: int, lrs: tuple[float,
                         "epochs": epochs, "micro": micro, "dataset": ctx.dataset, "seed": ctx.seed,
                         "root": str(ctx.data_root.path) if ctx.data_root else None, "quick": ctx.quick,
                         "resolution": ctx.resolution, "mini": ctx.mini, "world": dist_info()[1],
-                        "amp": ctx.device.type == "cuda"})[:24]
+                        "amp": ctx.device.type == "cuda" if ctx.amp == "auto" else ctx.amp})[:24]
 
 
 def finetune(ctx, preset: FinetunePreset) -> tuple[dict, dict]:
@@ -289,7 +286,8 @@ def finetune(ctx, preset: FinetunePreset) -> tuple[dict, dict]:
     lr, warmup_lr, min_lr = scaled_finetune_lr(preset, preset.batch_size if ctx.quick else batch)
     opt = torch.optim.AdamW(param_groups(model, preset), lr=lr, betas=tuple(preset.betas), eps=preset.opt_eps)
     sched = make_scheduler(opt, preset, epochs, warmup, steps, warmup_lr, min_lr)
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and preset.amp_dtype == "float16")
+    prec = ctx.precision("train", preset.amp_dtype)   # the recipe's dtype on GPUs; a GradScaler for float16
+    scaler = prec.grad_scaler()
     ema = None
     if preset.model_ema:
         from timm.utils import ModelEmaV3
@@ -351,7 +349,7 @@ def finetune(ctx, preset: FinetunePreset) -> tuple[dict, dict]:
                 if mixup is not None:
                     images, target = mixup(images, target)
                 sync = a == accum - 1 or not hasattr(ddp, "no_sync")
-                with (ddp.no_sync() if not sync else contextlib.nullcontext()), _autocast(device, preset):
+                with (ddp.no_sync() if not sync else contextlib.nullcontext()), prec.autocast():
                     loss = criterion(ddp(images).float(), target)
                 check_finite(loss, f"fine-tuning epoch {epoch} update {update}",
                              "lower the learning rate (--set base_lr=...) or use bfloat16; the run checkpoint "
@@ -373,9 +371,9 @@ def finetune(ctx, preset: FinetunePreset) -> tuple[dict, dict]:
                 hook(epoch, update)
         bar.close()
         row = {"epoch": epoch, "train_loss": total / max(n, 1), "lr_end": max(g["lr"] for g in opt.param_groups)}
-        row["top1"], row["top5"] = evaluate(model, eval_loader, device, preset)
+        row["top1"], row["top5"] = evaluate(model, eval_loader, device, prec)
         if ema is not None:
-            row["top1_ema"], row["top5_ema"] = evaluate(ema.module, eval_loader, device, preset)
+            row["top1_ema"], row["top5_ema"] = evaluate(ema.module, eval_loader, device, prec)
         history.append(row)
         save(epoch + 1, 0)
 

@@ -77,7 +77,8 @@ def _transforms(ctx, preset):
 
 
 def _embed(ctx, mode: str, images: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad(), torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=ctx.device.type == "cuda"):
+    # the reference probes (MoCo v3, DINOv2) run the frozen backbone under bf16 autocast on GPUs
+    with torch.no_grad(), ctx.precision("backbone", "bfloat16").autocast():
         return ctx.backbone.features(images.to(ctx.device, non_blocking=True), mode).float()
 
 
@@ -128,7 +129,8 @@ def _run_key(ctx, preset, batch: int, epochs: int, mode: str) -> str:
     return sha256_json({"weights": ctx.backbone.weights_id, "preset": preset_settings(preset), "batch": batch,
                         "epochs": epochs, "mode": mode, "dataset": ctx.dataset, "seed": ctx.seed,
                         "root": str(ctx.data_root.path) if ctx.data_root else None,
-                        "resolution": ctx.resolution, "mini": ctx.mini, "world": dist_info()[1]})[:24]
+                        "resolution": ctx.resolution, "mini": ctx.mini, "world": dist_info()[1],
+                        **({"amp": ctx.amp} if ctx.amp != "auto" else {})})[:24]
 
 
 def run_augmented(ctx, preset) -> ProtocolResult:

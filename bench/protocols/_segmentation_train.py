@@ -2,7 +2,8 @@
 
 DDP: launched with torchrun, each rank trains on its share of the batch (DistributedSampler); BatchNorm becomes
 SyncBatchNorm on GPUs (the configs' SyncBN). Only rank 0 writes checkpoints. Evaluation shards the images over the ranks
-and all-reduces one confusion matrix. AMP is fp16 autocast with a GradScaler (the configs' fp16) on CUDA only.
+and all-reduces one confusion matrix. AMP is fp16 autocast with a GradScaler (the configs' fp16) on CUDA, or
+--amp's dtype on any device (bench.precision).
 Checkpoints hold the trainable modules, the optimiser, the scaler, the iteration and the RNG states (Python,
 numpy, torch, CUDA); a resumed run continues from the last one written, so an interrupted run repeats at most
 `checkpoint_every` iterations and ends at the same number as an uninterrupted one: the data order resumes at
@@ -27,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from .._io import atomic_write_bytes
 from ..errors import DataError
 from ..distributed import dist_info
+from ..precision import Precision, resolve_precision
 from ..metrics.segmentation import IGNORE_INDEX, confusion_matrix
 from ..train import check_finite, rng_state, scaled_step, set_rng_state
 from ._segmentation_model import SegModel, slide_inference
@@ -50,7 +52,7 @@ class TrainConfig:
     betas: tuple[float, float]
     aux_weight: float
     checkpoint_every: int
-    amp: bool
+    amp: Precision | bool        # the autocast dtype; a bool: the configs' fp16 on CUDA, float32 elsewhere
 
 
 def _progress(iterable, **kw):
@@ -160,7 +162,9 @@ def train_segmentation(model: SegModel, groups: list[dict], train_set: Dataset, 
     rank, world = dist_info()
     model.to(device)
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp)
+    prec = cfg.amp if isinstance(cfg.amp, Precision) else resolve_precision("auto", device,
+                                                                            "float16" if cfg.amp else None)
+    scaler = prec.grad_scaler()
     start = _resume(run_dir, model, opt, scaler, device)
     net = model
     if world > 1:
@@ -179,7 +183,7 @@ def train_segmentation(model: SegModel, groups: list[dict], train_set: Dataset, 
             g["lr"] = cfg.lr * factor * g.get("lr_scale", 1.0)
         x, y = next(batches)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=cfg.amp):
+        with prec.autocast():
             loss = _loss(net, x, y, cfg.aux_weight)
         check_finite(loss, f"segmentation iteration {it}", fix="lower the lr (--set lr=...) or check the checkpoint")
         scaled_step(loss, opt, scaler)
@@ -194,14 +198,14 @@ def train_segmentation(model: SegModel, groups: list[dict], train_set: Dataset, 
 
 @torch.no_grad()
 def evaluate_segmentation(model: SegModel, val_set: Dataset, *, num_classes: int, crop: int, stride: int,
-                          device: torch.device, amp: bool = False) -> torch.Tensor:
+                          device: torch.device, amp: Precision | None = None) -> torch.Tensor:
     """Single-scale sliding-window evaluation; returns the (C + 1, C) confusion matrix summed over all ranks."""
     rank, world = dist_info()
     model.to(device).eval()
     conf = torch.zeros(num_classes + 1, num_classes, dtype=torch.int64, device=device)
     for i in _progress(range(rank, len(val_set), world), desc="segmentation eval", unit="img"):
         x, y = val_set[i]
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        with (amp or Precision(device.type)).autocast():
             logits = slide_inference(model, x[None].to(device), crop, stride, num_classes)
         logits = F.interpolate(logits.float(), y.shape, mode="bilinear", align_corners=False)
         conf += confusion_matrix(logits.argmax(1)[0], y.to(device), num_classes)

@@ -1,7 +1,7 @@
 """The two ways semisup trains: the whole network fine-tuned on the subset, or a logreg on frozen features.
 
 Fine-tuning: backbone + linear head, every parameter trained, BatchNorm in train mode (SyncBN under torchrun),
-per-group learning rates (SwAV's head lr), the preset's schedule per iteration, bf16 autocast on GPU. The state
+per-group learning rates (SwAV's head lr), the preset's schedule per iteration, bf16 autocast on GPU (--amp: any dtype, any device). The state
 after each finished epoch is written atomically to a run directory under the cache keyed by everything that
 determines the run, and a re-run resumes after the last finished epoch.
 """
@@ -22,10 +22,11 @@ from .._io import sha256_json
 from ..errors import BenchError
 from ..backbones.features import compute_features
 from ..data import cache_dir
+from ..precision import Precision
 from ..presets import preset_settings
 from ..distributed import dist_info, maybe_ddp
 from ..train import (RunDir, build_optimizer, check_finite, evaluate_top1_top5, lr_at,
-                     rng_state, scaled_lr, set_lr)
+                     rng_state, scaled_lr, scaled_step, set_lr)
 from ._linear_train import _transforms, make_head
 
 __all__ = ["finetune", "logreg_on_subset", "AFTER_EPOCH_HOOKS"]
@@ -43,12 +44,12 @@ class _Classifier(nn.Module):
         return self.head(compute_features(self.backbone, x, self.mode))
 
 
-def _evaluate(model: nn.Module, loader, device: torch.device) -> tuple[float, float]:
-    return evaluate_top1_top5(model, loader, device, torch.autocast(device.type, dtype=torch.bfloat16,
-                                                                     enabled=device.type == "cuda"))
+def _evaluate(model: nn.Module, loader, device: torch.device, prec: Precision) -> tuple[float, float]:
+    return evaluate_top1_top5(model, loader, device, prec.autocast())
 
 
-def _train_epoch(model, opt, loader, device, epoch: int, steps: int, lr_of: Callable[[float], float]) -> float:
+def _train_epoch(model, opt, loader, device, epoch: int, steps: int, lr_of: Callable[[float], float],
+                 prec: Precision, scaler: torch.amp.GradScaler) -> float:
     from tqdm.auto import tqdm
     model.train()
     total = 0.0
@@ -56,12 +57,10 @@ def _train_epoch(model, opt, loader, device, epoch: int, steps: int, lr_of: Call
                disable=os.environ.get("BENCH_PROGRESS", "1") == "0" or dist_info()[0] != 0)
     for step, (images, target) in enumerate(bar):
         set_lr(opt, lr_of(epoch + step / steps))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with prec.autocast():
             loss = F.cross_entropy(model(images.to(device, non_blocking=True)).float(), target.to(device))
         check_finite(loss, f"semi-supervised fine-tuning epoch {epoch} step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaled_step(loss, opt, scaler)
         total += float(loss.detach())
     return total / max(len(loader), 1)
 
@@ -102,15 +101,19 @@ def _one_run(ctx, preset, train_ds, eval_ds, num_classes: int, tag: str, *, ever
     steps = max(len(loader), 1)
     key = sha256_json({"weights": ctx.backbone.weights_id, "preset": preset_settings(preset), "tag": tag,
                        "batch": batch, "epochs": epochs, "n_train": len(train_ds), "seed": ctx.seed,
-                       "world": world, "resolution": ctx.resolution, "mini": ctx.mini})[:24]
+                       "world": world, "resolution": ctx.resolution, "mini": ctx.mini,
+                       **({"amp": ctx.amp} if ctx.amp != "auto" else {})})[:24]
     run_dir = RunDir((ctx.cache_dir or cache_dir()) / "runs" / "semisup" / key)
     history, start = run_dir.resume(model, opt)
+    prec = ctx.precision("train", "bfloat16")   # bf16 autocast on GPUs, as bench ran before --amp took a dtype
+    scaler = prec.grad_scaler()
     for epoch in range(start, epochs):
         sampler.set_epoch(epoch)
-        loss = _train_epoch(ddp, opt, loader, ctx.device, epoch, steps, lambda t: lr_at(preset.schedule, t, **lr_kw))
+        loss = _train_epoch(ddp, opt, loader, ctx.device, epoch, steps, lambda t: lr_at(preset.schedule, t, **lr_kw),
+                            prec, scaler)
         row = {"epoch": epoch, "train_loss": loss}
         if every_epoch_eval or epoch == epochs - 1:
-            row["top1"], row["top5"] = _evaluate(model, eval_loader, ctx.device)
+            row["top1"], row["top5"] = _evaluate(model, eval_loader, ctx.device, prec)
         history.append(row)
         run_dir.save({"epoch": epoch, "model": model.state_dict(), "opt": opt.state_dict(), "history": history,
                       "rng": rng_state()})

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import DataError
 from ..metrics.transfer import voc07_mean_ap
+from ..precision import Precision
 from ..train import check_finite
 from ._voc_transfer_nets import (ConvTrunk, MLPHead, clip_and_step, freeze_trunk, head_grid, loss_summary, sgd,
                                  step_lr)
@@ -100,8 +101,9 @@ def _transforms(p, pre, crop: int):
     return train, test
 
 
-def _train(model: ClassifierNet, data: VOCMultiLabel, p, geo, *, device, seed: int) -> dict[str, Any]:
-    opt = sgd(model, p)
+def _train(model: ClassifierNet, data: VOCMultiLabel, p, geo, *, device, seed: int, prec: Precision
+           ) -> dict[str, Any]:
+    opt, scaler = sgd(model, p), prec.grad_scaler()
     crit = nn.BCEWithLogitsLoss(reduction="none")
     order = np.random.default_rng(seed).permutation(len(data))   # shuffled once, as VOC2007_dataset does
     loader = DataLoader(torch.utils.data.Subset(data, order.tolist()), batch_size=geo.batch_size, shuffle=False)
@@ -111,13 +113,14 @@ def _train(model: ClassifierNet, data: VOCMultiLabel, p, geo, *, device, seed: i
     while it < geo.iterations:
         for x, y in loader:
             step_lr(opt, it, geo.lr_step, p.lr_gamma)
-            out = model(x.to(device))
+            with prec.autocast():
+                out = model(x.to(device)).float()
             y = y.to(device).float()
             loss = crit(out, y).masked_fill(y == VOC_IGNORE, 0).sum() / y.shape[0]
             check_finite(loss, f"voc_transfer classification iteration {it}", fix="lower the lr")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            clip_and_step(opt, model, p.clip_grad)
+            scaler.scale(loss).backward()
+            clip_and_step(opt, model, p.clip_grad, scaler)
             losses.append(loss.item())
             it += 1
             if it == geo.iterations:
@@ -126,7 +129,8 @@ def _train(model: ClassifierNet, data: VOCMultiLabel, p, geo, *, device, seed: i
 
 
 @torch.no_grad()
-def _scores(model: ClassifierNet, data: VOCMultiLabel, n_passes: int, *, device, batch_size: int) -> np.ndarray:
+def _scores(model: ClassifierNet, data: VOCMultiLabel, n_passes: int, *, device, batch_size: int,
+            prec: Precision) -> np.ndarray:
     """Summed logits over the test passes: `n_passes` random-crop passes, or one pass of 10 fixed crops."""
     model.eval()
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
@@ -136,9 +140,12 @@ def _scores(model: ClassifierNet, data: VOCMultiLabel, n_passes: int, *, device,
         for x, _y in loader:
             if x.ndim == 5:                        # TenCrop: (B, 10, C, H, W) → sum over the crops
                 b, n = x.shape[:2]
-                chunks.append(model(x.flatten(0, 1).to(device)).view(b, n, -1).sum(1).cpu())
+                with prec.autocast():
+                    out = model(x.flatten(0, 1).to(device)).float()
+                chunks.append(out.view(b, n, -1).sum(1).cpu())
             else:
-                chunks.append(model(x.to(device)).cpu())
+                with prec.autocast():
+                    chunks.append(model(x.to(device)).float().cpu())
         s = torch.cat(chunks).double().numpy()
         total = s if total is None else total + s
     return total
@@ -159,10 +166,11 @@ def run_classification(ctx, p, geo) -> tuple[dict[str, float], dict[str, Any]]:
     grid = head_grid(backbone.model)
     model = ClassifierNet(trunk, grid, geo.hidden, len(VOC_CLASSES)).to(ctx.device)
     frozen = freeze_trunk(trunk, p.finetune, p.train_batchnorm)
-    info = _train(model, train, p, geo, device=ctx.device, seed=ctx.seed)
+    prec = ctx.precision("train")   # Caffe trained in float32; --amp autocasts on any device
+    info = _train(model, train, p, geo, device=ctx.device, seed=ctx.seed, prec=prec)
     torch.manual_seed(ctx.seed + 1)       # the random test crops
     passes = p.test_crops if p.test_crop_mode == "random" else 1
-    scores = _scores(model, test, passes, device=ctx.device, batch_size=ctx.batch_size)
+    scores = _scores(model, test, passes, device=ctx.device, batch_size=ctx.batch_size, prec=prec)
     metrics, details = classification_metrics(scores, test.devkit)
     details.update({"train": info, "pool_grid": grid, "head": f"fc6-fc8 ({geo.hidden} wide), re-initialised",
                     "trunk": trunk.kind, **frozen,

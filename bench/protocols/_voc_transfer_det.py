@@ -36,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import BenchError, DataError
+from ..precision import Precision
 from ..train import check_finite
 from ._voc_transfer_nets import ConvTrunk, clip_and_step, init_fc, loss_summary, sgd, shuffled_forever, step_lr
 
@@ -141,7 +142,7 @@ class FastRCNN(nn.Module):
         rh = self.roi_heads
         feats = {"0": self.trunk(x)}
         h = rh.box_head(rh.box_roi_pool(feats, [rois], [size]))
-        logits, deltas = rh.box_predictor(h)
+        logits, deltas = (t.float() for t in rh.box_predictor(h))   # scores and boxes in float32 under autocast
         return F.softmax(logits, -1), rh.box_coder.decode(deltas, [rois]).reshape(len(rois), -1, 4)
 
 
@@ -163,9 +164,9 @@ def _iou_max(boxes: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 
 def _train(model: FastRCNN, data, proposals: list[np.ndarray], p, geo, scales, *, mean, std, device,
-           seed: int) -> dict[str, Any]:
+           seed: int, prec: Precision) -> dict[str, Any]:
     rh = model.roi_heads
-    opt = sgd(model, p)
+    opt, scaler = sgd(model, p), prec.grad_scaler()
     rng = np.random.default_rng(seed)
     model.train()
     model.trunk.eval()
@@ -193,18 +194,20 @@ def _train(model: FastRCNN, data, proposals: list[np.ndarray], p, geo, scales, *
         batch = torch.zeros(len(images), 3, hmax, wmax)
         for b, x in enumerate(images):
             batch[b, :, :x.shape[1], :x.shape[2]] = x
-        _, loss_dict = rh({"0": model.trunk(batch.to(device))}, rois, sizes, targets)
-        loss = sum(loss_dict.values())
+        with prec.autocast():
+            _, loss_dict = rh({"0": model.trunk(batch.to(device))}, rois, sizes, targets)
+            loss = sum(loss_dict.values())
         check_finite(loss, f"voc_transfer detection iteration {it}", fix="lower the lr")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        clip_and_step(opt, model, p.clip_grad)
+        scaler.scale(loss).backward()
+        clip_and_step(opt, model, p.clip_grad, scaler)
         losses.append(loss.item())
     return {"iterations": geo.iterations, **loss_summary(losses)}
 
 
 @torch.no_grad()
-def _detect_image(model: FastRCNN, img, rois: np.ndarray, scales, max_size: int, *, mean, std, device):
+def _detect_image(model: FastRCNN, img, rois: np.ndarray, scales, max_size: int, *, mean, std, device,
+                  prec: Precision):
     """(scores (K, 21), boxes (K, 21, 4)) in original coordinates; each RoI pooled at its test scale."""
     w, h = img.size
     k = len(rois)
@@ -221,8 +224,9 @@ def _detect_image(model: FastRCNN, img, rois: np.ndarray, scales, max_size: int,
             continue
         x, f = _resize(img, s, max_size, mean, std)
         r = torch.as_tensor(rois[keep] * f, dtype=torch.float32).to(device)
-        sc, bx = model.scored_boxes(x[None].to(device), r, tuple(x.shape[-2:]))
-        scores[keep], boxes[keep] = sc.cpu(), bx.cpu() / f
+        with prec.autocast():
+            sc, bx = model.scored_boxes(x[None].to(device), r, tuple(x.shape[-2:]))
+        scores[keep], boxes[keep] = sc.float().cpu(), bx.float().cpu() / f
     boxes[..., 0::2] = boxes[..., 0::2].clamp(0, w)
     boxes[..., 1::2] = boxes[..., 1::2].clamp(0, h)
     return scores.numpy(), boxes.numpy()
@@ -277,7 +281,8 @@ def _proposals_for(ctx, p, data, split: str) -> tuple[list[np.ndarray], str]:
     return read_proposals(path, ids), str(path)
 
 
-def _evaluate(model, data, proposals, scales, max_size, p, *, mean, std, device) -> tuple[float, dict]:
+def _evaluate(model, data, proposals, scales, max_size, p, *, mean, std, device, prec: Precision
+              ) -> tuple[float, dict]:
     from ..data.voc import VOC_CLASSES
     from ..metrics.detection import voc_detection_metrics
     from ._detection_evaluate import _class_detections, voc_ground_truth
@@ -285,7 +290,8 @@ def _evaluate(model, data, proposals, scales, max_size, p, *, mean, std, device)
     per_image = []
     for i in range(len(data)):
         img, t = data[i]
-        scores, boxes = _detect_image(model, img, proposals[i], scales, max_size, mean=mean, std=std, device=device)
+        scores, boxes = _detect_image(model, img, proposals[i], scales, max_size, mean=mean, std=std, device=device,
+                                      prec=prec)
         per_image.append((t["image_id"], scores, boxes))
     predictions = _fast_rcnn_detections(per_image, p)
     metrics, details = voc_detection_metrics(_class_detections(predictions, VOC_CLASSES),
@@ -317,12 +323,13 @@ def run_detection(ctx, p, geo) -> tuple[dict[str, float], dict[str, Any]]:
         _freeze_convs(trunk, p.freeze_convs)
     pre = backbone.preprocessing
     sc = lambda sizes: tuple(max(1, round(s * geo.scale)) for s in sizes)   # noqa: E731
+    prec = ctx.precision("train")   # Caffe trained in float32; --amp autocasts on any device
     info = _train(model, train, train_props, p, geo, sc(p.train_scales), mean=pre.mean, std=pre.std,
-                  device=ctx.device, seed=ctx.seed)
+                  device=ctx.device, seed=ctx.seed, prec=prec)
     ss, ss_details = _evaluate(model, test, test_props, sc(p.test_scales), round(p.max_size * geo.scale), p,
-                               mean=pre.mean, std=pre.std, device=ctx.device)
+                               mean=pre.mean, std=pre.std, device=ctx.device, prec=prec)
     ms, ms_details = _evaluate(model, test, test_props, sc(p.ms_test_scales), round(p.ms_max_size * geo.scale), p,
-                               mean=pre.mean, std=pre.std, device=ctx.device)
+                               mean=pre.mean, std=pre.std, device=ctx.device, prec=prec)
     details = {"train": info, "proposals": {"train": train_src, "test": test_src,
                                             "mean_per_image_test": float(np.mean([len(b) for b in test_props]))},
                "trunk": trunk.kind, "trunk_stride": trunk.stride, **frozen,

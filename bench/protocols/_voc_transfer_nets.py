@@ -137,10 +137,14 @@ def step_lr(opt: torch.optim.Optimizer, it: int, every: int, gamma: float) -> No
             g["lr"] *= gamma
 
 
-def clip_and_step(opt: torch.optim.Optimizer, model: nn.Module, clip: float) -> None:
+def clip_and_step(opt: torch.optim.Optimizer, model: nn.Module, clip: float, scaler: torch.amp.GradScaler) -> None:
+    """Clip (on the unscaled gradients) and step through `scaler` (a no-op scaler unless the run autocasts to
+    float16; a step whose gradients overflowed is skipped and the scale lowered)."""
     if clip > 0:
+        scaler.unscale_(opt)
         nn.utils.clip_grad_norm_(model.parameters(), clip)
-    opt.step()
+    scaler.step(opt)
+    scaler.update()
 
 
 def shuffled_forever(n: int, rng: np.random.Generator) -> Iterator[int]:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..errors import DataError
+from ..precision import Precision
 from ..train import check_finite
 from ._voc_transfer_nets import (ConvTrunk, clip_and_step, freeze_trunk, head_grid, init_fc, loss_summary, sgd,
                                  shuffled_forever, step_lr)
@@ -89,8 +90,9 @@ def _tensor(img, mean, std) -> torch.Tensor:
     return normalize(to_tensor(img), mean, std)
 
 
-def _train(model: FCN32, data: VOCSegmentationClass, p, geo, *, mean, std, device, seed: int) -> dict[str, Any]:
-    opt = sgd(model, p)
+def _train(model: FCN32, data: VOCSegmentationClass, p, geo, *, mean, std, device, seed: int,
+           prec: Precision) -> dict[str, Any]:
+    opt, scaler = sgd(model, p), prec.grad_scaler()
     rng = np.random.default_rng(seed)
     model.train()
     model.trunk.eval()
@@ -105,24 +107,27 @@ def _train(model: FCN32, data: VOCSegmentationClass, p, geo, *, mean, std, devic
             x, y = _tensor(img, mean, std), torch.as_tensor(label, dtype=torch.int64)
             if rng.random() < 0.5:
                 x, y = x.flip(-1), y.flip(-1)
-            out = model(x[None].to(device))
+            with prec.autocast():
+                out = model(x[None].to(device)).float()
             loss = F.cross_entropy(out, y[None].to(device), ignore_index=255) / geo.batch_size
             check_finite(loss, f"voc_transfer segmentation iteration {it}", fix="lower the lr")
-            loss.backward()
+            scaler.scale(loss).backward()
             total += loss.item()
-        clip_and_step(opt, model, p.clip_grad)
+        clip_and_step(opt, model, p.clip_grad, scaler)
         losses.append(total)
     return {"iterations": geo.iterations, "images_per_iteration": geo.batch_size, **loss_summary(losses)}
 
 
 @torch.no_grad()
-def _confusion(model: FCN32, data: VOCSegmentationClass, num_classes: int, *, mean, std, device) -> torch.Tensor:
+def _confusion(model: FCN32, data: VOCSegmentationClass, num_classes: int, *, mean, std, device,
+               prec: Precision) -> torch.Tensor:
     from ..metrics.segmentation import confusion_matrix
     model.eval()
     conf = torch.zeros(num_classes + 1, num_classes, dtype=torch.int64)
     for i in range(len(data)):
         img, label = data[i]
-        pred = model(_tensor(img, mean, std)[None].to(device)).argmax(1)[0].cpu()
+        with prec.autocast():
+            pred = model(_tensor(img, mean, std)[None].to(device)).float().argmax(1)[0].cpu()
         conf += confusion_matrix(pred, torch.as_tensor(label), num_classes)
     return conf
 
@@ -141,8 +146,9 @@ def run_segmentation(ctx, p, geo) -> tuple[dict[str, float], dict[str, Any]]:
     model = FCN32(trunk, grid, geo.hidden, p.num_seg_classes, p.dropout).to(ctx.device)
     frozen = freeze_trunk(trunk, p.finetune, p.train_batchnorm)
     pre = backbone.preprocessing
-    info = _train(model, train, p, geo, mean=pre.mean, std=pre.std, device=ctx.device, seed=ctx.seed)
-    scores = segmentation_scores(_confusion(model, val, p.num_seg_classes, mean=pre.mean, std=pre.std,
+    prec = ctx.precision("train")   # Caffe trained in float32; --amp autocasts on any device
+    info = _train(model, train, p, geo, mean=pre.mean, std=pre.std, device=ctx.device, seed=ctx.seed, prec=prec)
+    scores = segmentation_scores(_confusion(model, val, p.num_seg_classes, mean=pre.mean, std=pre.std, prec=prec,
                                             device=ctx.device))
     iou = scores["per_class_iou"]
     details = {"train": info, "short_side": ctx.resolution or "native", "fc6_kernel": grid, "trunk": trunk.kind, "trunk_stride": trunk.stride, **frozen,

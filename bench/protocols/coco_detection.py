@@ -28,6 +28,7 @@ import torch
 from .._io import sha256_json
 from ..distributed import dist_info
 from ..errors import BenchError
+from ..precision import Precision
 from ..presets import check_choices
 from . import ProtocolResult, register_protocol
 
@@ -74,7 +75,7 @@ class CocoDetPreset:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     weight_decay_norm: float = 1e-4                      # mmdet has no norm exception
-    amp: bool = True                                     # fp16 autocast + GradScaler on GPU only
+    amp: bool = True                                     # fp16 autocast + GradScaler on GPU (--amp: any device)
     checkpoint_every: int = 2000
     quick_iterations: int = 12                           # --quick: iterations (lr steps at 80%)
     eval_batch_size: int = 2
@@ -115,7 +116,8 @@ class CocoSamples(torch.utils.data.Dataset):
 
 @torch.inference_mode()
 def predict_coco(model: torch.nn.Module, dataset, *, device: torch.device, batch_size: int = 2,
-                 workers: int = 0, amp: bool = False, mask_threshold: float = 0.5) -> list[dict[str, Any]]:
+                 workers: int = 0, amp: Precision | None = None, mask_threshold: float = 0.5
+                 ) -> list[dict[str, Any]]:
     """COCO result dicts (bbox and segmentation) for every image, gathered across ranks in dataset order."""
     import torch.distributed as dist
     from torch.utils.data import DataLoader, Subset
@@ -132,7 +134,7 @@ def predict_coco(model: torch.nn.Module, dataset, *, device: torch.device, batch
     order = iter(range(rank, len(dataset), world))
     for images, targets in tqdm(loader, desc="coco detect", unit="batch", leave=False,
                                 disable=rank != 0 or os.environ.get("BENCH_PROGRESS", "1") == "0"):
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
+        with (amp or Precision(device.type)).autocast():
             preds = core([x.to(device) for x in images])
         for t, p in zip(targets, preds):
             masks = p["masks"][:, 0].float().cpu().numpy() if "masks" in p else None
@@ -147,7 +149,7 @@ def predict_coco(model: torch.nn.Module, dataset, *, device: torch.device, batch
 
 
 def evaluate_coco(model: torch.nn.Module, dataset, *, device: torch.device, batch_size: int = 2, workers: int = 0,
-                  amp: bool = False, mask_threshold: float = 0.5) -> tuple[dict[str, float], dict[str, Any]]:
+                  amp: Precision | None = None, mask_threshold: float = 0.5) -> tuple[dict[str, float], dict[str, Any]]:
     """Box metrics as `AP…`, mask metrics as `mask_AP…` (percent), over every image of `dataset`."""
     from ..metrics.coco import coco_ap
     results = predict_coco(model, dataset, device=device, batch_size=batch_size, workers=workers, amp=amp,
@@ -165,7 +167,7 @@ def _run_dir(ctx, preset: CocoDetPreset, seed: int) -> Path | None:
         return None
     key = sha256_json({"weights": ctx.require_backbone("coco_detection").weights_id,
                        "preset": dataclasses.asdict(preset), "root": str(ctx.data_root.path), "seed": seed,
-                       "world": dist_info()[1]})[:24]
+                       "world": dist_info()[1], **({"amp": ctx.amp} if ctx.amp != "auto" else {})})[:24]
     return Path(ctx.cache_dir) / "coco_detection" / key
 
 
@@ -208,11 +210,13 @@ def run_coco_detection(ctx, preset: CocoDetPreset) -> ProtocolResult:
                             distributed=world > 1 and device.type == "cuda").to(device)
     wrapped = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device] if device.type == "cuda" else None)
+    prec = ctx.precision("train", "float16" if preset.amp else None)   # mmdet's fp16 on GPUs
     train = train_detector(wrapped, samples, preset, device=device, seed=ctx.seed,
-                           run_dir=_run_dir(ctx, preset, ctx.seed), workers=ctx.workers, desc="coco_detection")
+                           run_dir=_run_dir(ctx, preset, ctx.seed), workers=ctx.workers, desc="coco_detection",
+                           precision=prec)
     model.transform.min_size, model.transform.max_size = (preset.test_size,), preset.max_size
     metrics, details = evaluate_coco(model, test_set, device=device, batch_size=preset.eval_batch_size,
-                                     workers=ctx.workers, amp=preset.amp, mask_threshold=preset.mask_threshold)
+                                     workers=ctx.workers, amp=prec, mask_threshold=preset.mask_threshold)
     details.update({"train": train, "backbone_input": "layer1-4 + FPN" if is_resnet(backbone.model)
                     else "forward_intermediates (4 stages) + FPN",
                     "quick_settings": QUICK_SETTINGS if ctx.quick else None, "world_size": world,

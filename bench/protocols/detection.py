@@ -86,7 +86,7 @@ class DetectionPreset:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     weight_decay_norm: float = 0.0
-    amp: bool = True                                     # fp16 autocast + GradScaler on GPU only
+    amp: bool = True                                     # fp16 autocast + GradScaler on GPU (--amp: any device)
     checkpoint_every: int = 2000
     quick_iterations: int = 10                           # --quick: iterations (lr steps at 80%); never comparable
     eval_batch_size: int = 4
@@ -144,7 +144,8 @@ def _run_dir(ctx, preset: DetectionPreset, seed: int) -> Path | None:
         return None
     trained_by = {k: v for k, v in dataclasses.asdict(preset).items() if k != "recall_grid"}   # evaluation only
     key = sha256_json({"weights": ctx.require_backbone("detection").weights_id, "preset": trained_by,
-                       "root": str(ctx.data_root.path), "seed": seed, "world": dist_info()[1]})[:24]
+                       "root": str(ctx.data_root.path), "seed": seed, "world": dist_info()[1],
+                       **({"amp": ctx.amp} if ctx.amp != "auto" else {})})[:24]
     return Path(ctx.cache_dir) / "detection" / key
 
 
@@ -159,14 +160,15 @@ def _trial(ctx, preset: DetectionPreset, seed: int, device: torch.device, train_
     if world > 1:
         wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
                                                             else None)
+    prec = ctx.precision("train", "float16" if preset.amp else None)   # the preset's amp: fp16 on GPUs
     train = train_detector(wrapped, train_set, preset, device=device, seed=seed, run_dir=_run_dir(ctx, preset, seed),
-                           workers=ctx.workers, desc=f"detection seed {seed}")
+                           workers=ctx.workers, desc=f"detection seed {seed}", precision=prec)
     if preset.precise_bn_iters > 0:
         train["precise_bn"] = update_bn_stats(wrapped, train_set, preset, device=device, seed=seed,
-                                              workers=ctx.workers)
+                                              workers=ctx.workers, precision=prec)
     set_test_size(model, preset.test_size, preset.max_size)
     metrics, details = evaluate_voc(model, test_set, VOC_CLASSES, device=device, batch_size=preset.eval_batch_size,
-                                    workers=ctx.workers, amp=preset.amp, recall_grid=preset.recall_grid)
+                                    workers=ctx.workers, amp=prec, recall_grid=preset.recall_grid)
     return {"seed": seed, "metrics": metrics, "train": train, **details}
 
 

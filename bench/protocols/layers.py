@@ -163,10 +163,11 @@ def layer_features(ctx, split: str, preset: LayersPreset) -> dict[str, Any]:
         raise BenchError(f"preset gives no pooling for {kind} layers; add pool.{kind} (--set or protocols/layers.yaml)")
     pools = {n: list(preset.pool[kind][n]) for n in preset.layers}
     spec = ctx.transform_spec(preset.transform)
+    prec = ctx.precision("extraction")
     images = ctx.open_images(split, build_eval_transform(spec))
     fields = {n: {"feature_mode": f"layer:{n}:avgpool{pools[n]}", "transform": spec.to_dict(),
                   "dataset": ctx.dataset, "root": str(ctx.data_root.path), "split": split, "n": len(images),
-                  "amp": ctx.amp} for n in preset.layers}
+                  "amp": prec.cache_key} for n in preset.layers}
     entries = {n: Path(ctx.cache_dir) / "features" / _cache_key(backbone, f) if ctx.cache_dir else None
                for n, f in fields.items()}
     cached = {n: _read_cache_entry(e, split, len(images)) if e else None for n, e in entries.items()}
@@ -177,7 +178,7 @@ def layer_features(ctx, split: str, preset: LayersPreset) -> dict[str, Any]:
         tap = _LayerTap(backbone.model, modules, pools)
         _, feats, labels = _run_extraction(tap, images, "layers", batch_size=ctx.batch_size, workers=ctx.workers,
                                            device=ctx.device, desc=f"extract {ctx.dataset}/{split} layers",
-                                           amp=ctx.amp)
+                                           amp=prec)
         bounds = np.cumsum([0] + [tap.dims[n] for n in preset.layers])
         out = {n: FeatureSet(np.ascontiguousarray(feats[:, a:b]), labels)
                for n, a, b in zip(preset.layers, bounds[:-1], bounds[1:])}
@@ -195,7 +196,7 @@ def layer_features(ctx, split: str, preset: LayersPreset) -> dict[str, Any]:
     ctx.inputs[key] = {"source": "extracted", "count": len(images), "kind": kind, "transform": spec.to_dict(),
                        "dims": {n: int(fs.features.shape[1]) for n, fs in out.items()}, "pool": pools,
                        "adaptive_pool": sorted(n for n, fs in out.items() if fs.meta.get("adaptive")),
-                       "cache_hit": hit, "amp": ctx.amp}
+                       "cache_hit": hit, "amp": prec.cache_key}
     return out
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .._io import sha256_json
 from ..errors import BenchError
+from ..precision import amp_key
 from ..presets import check_choices
 from . import ProtocolResult, register_protocol
 
@@ -153,7 +154,7 @@ def _run_dir(ctx, p: SegPreset, geo: _Geometry) -> Path | None:
     if ctx.cache_dir is None:
         return None
     key = {"preset": asdict(p), "geometry": asdict(geo), "weights": ctx.backbone.weights_id, "dataset": ctx.dataset,
-           "data_root": str(ctx.data_root.path), "seed": ctx.seed, "quick": ctx.quick, "amp": ctx.amp}
+           "data_root": str(ctx.data_root.path), "seed": ctx.seed, "quick": ctx.quick, "amp": amp_key(ctx.amp)}
     return Path(ctx.cache_dir) / "segmentation" / sha256_json(key)[:20]
 
 
@@ -188,7 +189,7 @@ def run_segmentation(ctx, preset: SegPreset) -> ProtocolResult:
     heads = torch.nn.ModuleList([model.neck, model.decode] + ([model.aux] if model.aux is not None else []))
     groups = layer_decay_groups(backbone.model, heads, preset.weight_decay, preset.layer_decay,
                                 train_backbone=not preset.freeze_backbone)
-    amp = ctx.device.type == "cuda" and (preset.fp16 or ctx.amp)
+    amp = ctx.precision("train", "float16" if preset.fp16 else None)   # the configs' fp16 on GPUs
     cfg = TrainConfig(geo.iterations, geo.batch_size, preset.lr, min(preset.warmup_iters, geo.iterations // 10)
                       if ctx.quick else preset.warmup_iters, preset.warmup_ratio, preset.poly_power,
                       preset.min_lr_ratio, preset.betas, preset.aux_weight,
@@ -202,7 +203,7 @@ def run_segmentation(ctx, preset: SegPreset) -> ProtocolResult:
     scores = segmentation_scores(conf)
     metrics = {k: scores[k] for k in ("mIoU", "mAcc", "aAcc")}
     iou = scores["per_class_iou"]
-    details = {"geometry": asdict(geo), "warmup_iters": cfg.warmup_iters, "amp_fp16": amp,
+    details = {"geometry": asdict(geo), "warmup_iters": cfg.warmup_iters, "amp": amp.name,
                "backbone_input": "vit-pyramid" if model.features.vit else "cnn-stages",
                "classes_evaluated": int((iou == iou).sum()),
                "pixels_label_out_of_range": scores["pixels_label_out_of_range"],
