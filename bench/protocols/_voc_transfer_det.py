@@ -103,7 +103,8 @@ class _RoIPool(nn.Module):
 
     def forward(self, features, proposals, image_shapes):
         from torchvision.ops import roi_pool
-        return roi_pool(features["0"], proposals, self.size, self.scale)
+        # in float32 on every device: torchvision's CUDA autocast rule for roi_pool, which has none on the CPU
+        return roi_pool(features["0"].float(), [r.float() for r in proposals], self.size, self.scale)
 
 
 class _BoxHead(nn.Module):
