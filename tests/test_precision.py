@@ -231,3 +231,27 @@ def test_cli_amp_flag_is_recorded(mini_root, tmp_path):
     assert rec["precision"] == {"amp": "bf16", "extraction": "bfloat16"} and rec["run_key"]["amp"] is True
     with pytest.raises(SystemExit):
         run_cli("run", "--protocol", "knn", "--amp", "half")
+
+
+# ------------------------------------------------------------------------------- k-NN's device paths, on the CPU
+def test_knn_faiss_index_follows_the_device_and_adds_in_chunks(monkeypatch):
+    """faiss-gpu's index on a GPU when faiss has GPU support, the CPU index otherwise; the training set is added a
+    chunk at a time and gives the torch path's neighbours (float16 stored features, as a 1.28M × 1024 file)."""
+    faiss = pytest.importorskip("faiss")
+    from bench.protocols import knn
+    assert knn.faiss_index_kind("cpu") == "IndexFlatIP"
+    assert knn.faiss_index_kind("cuda") == ("GpuIndexFlatIP" if hasattr(faiss, "StandardGpuResources")
+                                            else "IndexFlatIP")
+
+    class GpuFaiss:
+        StandardGpuResources = object
+    monkeypatch.setattr(knn, "_faiss", lambda: GpuFaiss)
+    assert knn.faiss_index_kind("cuda") == "GpuIndexFlatIP" and knn.faiss_index_kind("cpu") == "IndexFlatIP"
+    monkeypatch.undo()
+    g = torch.Generator().manual_seed(0)
+    train = torch.randn(300, 16, generator=g).numpy().astype("float16")
+    test = torch.nn.functional.normalize(torch.randn(40, 16, generator=g), dim=1)
+    ref = knn.knn_topk_neighbors(train, test, 7, train_chunk=1000, normalize=True)
+    for backend in ("faiss", "torch"):
+        v, i = knn.knn_topk_neighbors(train, test, 7, train_chunk=64, normalize=True, backend=backend)
+        assert torch.equal(i, ref[1]) and torch.allclose(v, ref[0], atol=1e-6), backend

@@ -18,8 +18,10 @@ Ties, defined so that the result never depends on chunk sizes, the backend's sel
 Memory and speed: the training set is streamed once in `train_chunk` rows (converted to float32 and normalised per
 chunk, so fp16 features never get a float32 copy of the whole set), each chunk against every test chunk, with a
 running top-max(k) merge; at most one test_chunk × train_chunk block of similarities exists. The default backend
-is bench's own matmul + topk (`choose_backend`): on the CPU it measured 2–4× faster than faiss's flat index
-(benchmarks/knn_cli_vs_bare.py); faiss runs only when the preset asks for it (`backend: faiss`).
+is bench's own matmul + topk (`choose_backend`), the same lines on the CPU and a GPU: on the CPU it measured 2–4×
+faster than faiss's flat index (benchmarks/knn_cli_vs_bare.py); faiss runs only when the preset asks for it
+(`backend: faiss`), on the GPU (faiss-gpu's GpuIndexFlatIP) when faiss-gpu is installed and the device is a GPU,
+and the record names the index. benchmarks/device_check.py times both against the bare matmul + topk on a GPU.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from ..errors import BenchError
 from ..presets import check_choices
 from . import ProtocolResult, register_protocol
 
-__all__ = ["KnnPreset", "knn_topk_neighbors", "knn_scores", "knn_evaluate", "choose_backend"]
+__all__ = ["KnnPreset", "knn_topk_neighbors", "knn_scores", "knn_evaluate", "choose_backend", "faiss_index_kind"]
 
 
 @dataclass(frozen=True)
@@ -134,15 +136,34 @@ def _as_float32(rows) -> torch.Tensor:
 
 
 def _train_block(train, start: int, stop: int, device: torch.device, normalize: bool) -> torch.Tensor:
-    block = _as_float32(train[start:stop]).to(device=device, dtype=torch.float32, non_blocking=True)
+    rows = train[start:stop]
+    if device.type != "cpu" and isinstance(rows, np.ndarray):
+        rows = torch.from_numpy(np.array(rows))   # to the GPU in the stored dtype (fp16: half the bytes), cast there
+    block = _as_float32(rows).to(device=device, dtype=torch.float32, non_blocking=True)
     return F.normalize(block, dim=1) if normalize else block
 
 
-def _faiss_topk(train, test: torch.Tensor, k: int, normalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def faiss_index_kind(device: str | torch.device) -> str:
+    """The flat inner-product index faiss uses on `device`: faiss-gpu's GpuIndexFlatIP when the query device is a
+    GPU and the installed faiss has GPU support, else the CPU IndexFlatIP (the one device branch: a backend)."""
     faiss = _faiss()
-    x = _train_block(train, 0, len(train), torch.device("cpu"), normalize).numpy()
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(np.ascontiguousarray(x))
+    gpu = torch.device(device).type == "cuda" and faiss is not None and hasattr(faiss, "StandardGpuResources")
+    return "GpuIndexFlatIP" if gpu else "IndexFlatIP"
+
+
+def _faiss_topk(train, test: torch.Tensor, k: int, normalize: bool,
+                train_chunk: int = 65_536) -> tuple[torch.Tensor, torch.Tensor]:
+    faiss = _faiss()
+    d = test.shape[1]
+    if faiss_index_kind(test.device) == "GpuIndexFlatIP":
+        cfg = faiss.GpuIndexFlatConfig()
+        cfg.device = test.device.index or 0
+        index = faiss.GpuIndexFlatIP(faiss.StandardGpuResources(), d, cfg)
+    else:
+        index = faiss.IndexFlatIP(d)
+    for start in range(0, len(train), train_chunk):   # added a chunk at a time: no float32 copy of the whole set
+        index.add(np.ascontiguousarray(_train_block(train, start, start + train_chunk, torch.device("cpu"),
+                                                    normalize).numpy()))
     sims, idx = index.search(np.ascontiguousarray(test.cpu().numpy(), dtype=np.float32), k)
     # boundary ties are faiss's choice; inside the list the order is bench's
     return _order_ties(torch.from_numpy(sims), torch.from_numpy(idx))
@@ -156,7 +177,7 @@ def knn_topk_neighbors(train, test: torch.Tensor, k: int, *, train_chunk: int = 
     n_train = len(train)
     k = min(k, n_train)
     if backend == "faiss":
-        v, i = _faiss_topk(train, test, k, normalize)
+        v, i = _faiss_topk(train, test, k, normalize, train_chunk)
         return v.to(test.device), i.to(test.device)
     best: list = [None] * -(-test.shape[0] // test_chunk)
     for start in range(0, n_train, train_chunk):
@@ -234,6 +255,7 @@ def run_knn(ctx, preset: KnnPreset) -> ProtocolResult:
     metrics = {"top1": res[preset.headline_k][0], "top5": res[preset.headline_k][1]}
     for k, (t1, t5) in sorted(res.items()):
         metrics[f"top1_k{k}"], metrics[f"top5_k{k}"] = t1, t5
-    return ProtocolResult(metrics, details={"backend": backend, "headline_k": preset.headline_k,
+    index = {"faiss_index": faiss_index_kind(ctx.device)} if backend == "faiss" else {}
+    return ProtocolResult(metrics, details={"backend": backend, **index, "headline_k": preset.headline_k,
                                             "n_train": len(train), "n_test": len(test)},
                           headline=("top1", "top5"))
