@@ -142,7 +142,8 @@ def record_files(out_dir: Path, *, skip_bad: bool = False) -> list[tuple[Path, d
         if problem is None:
             out.append((p, rec))
         elif skip_bad:
-            logging.getLogger(__name__).warning("skipping %s: %s (fix or delete it)", p, problem)
+            logging.getLogger(__name__).warning("skipping %s: %s%s", p, problem,
+                                                "" if "delete it" in problem else " (fix or delete it)")
         else:
             raise BenchError(f"{p}: {problem}; fix or delete the record")
     return out

@@ -1,0 +1,152 @@
+"""Issue 33's hostile inputs, one test per item: names that become paths, metadata that becomes code, the site's
+--out, cache entries, resume state, numeric flags, Markdown, YAML tags, semisup's logreg preset, the record schema
+and unsafe pickles. Each drives the real CLI (or its library call) and checks the one-line refusal or the right
+result, and that nothing was written outside the output root."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.records import write_record
+
+
+def _record(dataset="imagenet", name="model.pth", run_id="r0", **extra) -> dict:
+    rec = {"protocol": "knn", "preset": "dino", "metrics": {"top1": 50.0, "top1_k10": 40.0, "top1_k20": 45.0},
+           "checkpoint": {"name": name, "arch": "resnet50", "family": "plain", "sha256": "s"},
+           "dataset": {"name": dataset, "mini": True}, "fingerprint": "0" * 16, "run_id": run_id,
+           "comparable": False, "not_comparable_because": ["miniature data"]}
+    return {**rec, **extra}
+
+
+def _files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*")}
+
+
+def md_cells(line: str) -> list[str]:
+    """A GFM table row's cells: split on every pipe not escaped by a backslash (a backslash escapes the next
+    character, whatever it is, as cmark-gfm's row scanner reads it)."""
+    cells, cur, i = [], "", 0
+    body = line.strip()
+    body = body[1:] if body.startswith("|") else body
+    while i < len(body):
+        if body[i] == "\\" and i + 1 < len(body):
+            cur += body[i:i + 2]
+            i += 2
+            continue
+        if body[i] == "|":
+            cells.append(cur)
+            cur = ""
+        else:
+            cur += body[i]
+        i += 1
+    if cur.strip():
+        cells.append(cur)
+    return cells
+
+
+def assert_rectangular(md: str, where: str = "") -> None:
+    """Every Markdown table in `md` has as many cells in each row as in its header."""
+    width = None
+    for line in md.splitlines():
+        if line.startswith("|"):
+            n = len(md_cells(line))
+            width = n if width is None else width
+            assert n == width, f"{where}: row of {n} cells under a header of {width}: {line[:200]!r}"
+        else:
+            width = None
+
+
+# 1. record fields become file paths ----------------------------------------------------------------------------
+
+def test_item1_record_names_never_place_a_file_outside_the_results(tmp_path):
+    results = tmp_path / "a" / "b" / "results"
+    write_record(_record("../../../../x", run_id="r1"), results / "runs" / "r1.json")
+    write_record(_record("sub/../../y", run_id="r2"), results / "runs" / "r2.json")
+    before = _files(tmp_path) - _files(results)
+    assert main(["table", "--results", str(results)]) == 0
+    assert _files(tmp_path) - _files(results) == before, "bench table wrote outside its results folder"
+    over_k = sorted(p.name for p in results.glob("*over_k.svg"))
+    assert over_k == ["knn__..-..-..-..-x__over_k.svg", "knn__sub-..-..-y__over_k.svg"]
+
+
+def test_item1_writers_refuse_a_path_outside_their_root(tmp_path):
+    from bench._io import atomic_write_text
+    from bench._text import safe_name
+    from bench.errors import BenchError
+    root = tmp_path / "out"
+    root.mkdir()
+    with pytest.raises(BenchError, match="outside the output folder"):
+        atomic_write_text(root / ".." / "made" / "x.md", "x", root=root)
+    assert not (tmp_path / "made").exists()    # the folder was not created on the way
+    for hostile in ("..", ".", "../..", "/etc/passwd", "a/../../b", "\x00", ".hidden", ""):
+        name = safe_name(hostile)
+        assert name not in (".", "..") and "/" not in name and not name.startswith(".") and name
+
+
+# 3. bench site --out replaces only a site bench wrote -------------------------------------------------------------
+
+def test_item3_site_out_refuses_what_bench_did_not_write(tmp_path, capsys):
+    results = tmp_path / "results"
+    write_record(_record(), results / "runs" / "r0.json")
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "thesis.tex").write_text("years of work")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("notes")
+    for out in (thesis, notes, results, tmp_path):
+        capsys.readouterr()
+        assert main(["site", "--results", str(results), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "refused" in err and str(out) in err
+    assert (thesis / "thesis.tex").read_text() == "years of work" and notes.read_text() == "notes"
+    assert (results / "runs" / "r0.json").is_file()
+    site = tmp_path / "site"
+    assert main(["site", "--results", str(results), "--out", str(site)]) == 0
+    assert main(["site", "--results", str(results), "--out", str(site)]) == 0    # its own site: replaced
+    (tmp_path / "empty").mkdir()
+    assert main(["site", "--results", str(results), "--out", str(tmp_path / "empty")]) == 0
+
+
+# 7. Markdown: one escaper for every cell and heading ---------------------------------------------------------------
+
+def test_item7_names_with_newlines_and_pipes_keep_tables_rectangular(tmp_path):
+    from bench._text import md_escape
+    results = tmp_path / "results"
+    hostile = "a\nb|c\\|d\r\u2028<script>"
+    write_record(_record(hostile, name=hostile, run_id="r1", preset="dino"), results / "runs" / "r1.json")
+    assert main(["table", "--results", str(results), "--no-plots"]) == 0
+    for md in results.glob("*.md"):
+        assert_rectangular(md.read_text(), md.name)
+    heading = next(p for p in results.glob("knn__a-b-c-d*.md")).read_text().splitlines()[0]
+    assert heading == f"# knn · {md_escape(hostile)}" and "<script>" not in heading
+    assert md_cells("| " + md_escape("x|y\\") + " | z |") == [" x\\|y\\\\ ", " z "]
+
+
+# 10. the record schema, where records are read -------------------------------------------------------------------
+
+def test_item10_invalid_records_are_named_and_left_out(tmp_path, caplog):
+    results = tmp_path / "results"
+    runs = results / "runs"
+    write_record(_record("imagenet", name="ok$\\frac{.pth", run_id="good"), runs / "good.json")  # mathtext: drawn
+    bad = {"num.json": _record(7), "list.json": _record(["x"]), "reasons.json": _record(not_comparable_because=5),
+           "long.json": _record(name="n" * 200_000), "surrogate.json": _record(name="\ud800")}
+    for fname, rec in bad.items():
+        write_record(rec, runs / fname)
+    (runs / "latin1.json").write_bytes(b'{"protocol": "\xff"}')
+    (runs / "deep.json").write_text("[" * 5000 + "]" * 5000)
+    with caplog.at_level(logging.WARNING):
+        assert main(["table", "--results", str(results)]) == 0
+        assert main(["site", "--results", str(results)]) == 0
+        from bench.results import load
+        frame = load(results)
+    for fname in [*bad, "latin1.json", "deep.json"]:
+        lines = [r.getMessage() for r in caplog.records if fname in r.getMessage()]
+        assert lines and all("\n" not in m for m in lines), fname
+    assert set(frame["record"]) == {"good.json"}
+    assert r"ok$\\frac{.pth" in (results / "knn__imagenet.md").read_text()   # its backslash escaped
+    assert (results / "knn__imagenet__over_k.svg").is_file()
