@@ -150,3 +150,69 @@ def test_item10_invalid_records_are_named_and_left_out(tmp_path, caplog):
     assert set(frame["record"]) == {"good.json"}
     assert r"ok$\\frac{.pth" in (results / "knn__imagenet.md").read_text()   # its backslash escaped
     assert (results / "knn__imagenet__over_k.svg").is_file()
+
+
+# 2. checkpoint metadata may name an architecture and its shape arguments, nothing else ------------------------------
+
+def _with_meta(path: Path, arch: str, kwargs: dict) -> Path:
+    import torch
+    from safetensors.torch import save_file
+    meta = {"arch": arch, "model_kwargs": kwargs, "family": "torchvision-resnet", "layout": "timm",
+            "feature_mode": None, "source": "x", "source_sha256": "y"}
+    save_file({"conv1.weight": torch.zeros(64, 3, 7, 7)}, str(path), metadata={"bench.backbone": json.dumps(meta)})
+    return path
+
+
+@pytest.mark.parametrize("arch, kwargs, named", [
+    ("resnet18", {"checkpoint_path": "/tmp/evil.pth"}, "checkpoint_path"),
+    ("resnet18", {"pretrained_cfg_overlay": {"file": "/tmp/evil.pth"}}, "pretrained_cfg_overlay"),
+    ("hf-hub:someone/evil", {}, "hf-hub:someone/evil"),
+    ("vit_small_patch16_224", {"img_size": "/tmp/x"}, "img_size")])
+def test_item2_metadata_beyond_shape_arguments_is_refused(tmp_path, capsys, arch, kwargs, named):
+    from bench.backbones._export import SHAPE_KWARGS, metadata_problem
+    path = _with_meta(tmp_path / "m.safetensors", arch, kwargs)
+    assert main(["inspect", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "bench metadata refused" in err and named in err
+    assert metadata_problem({"arch": "vit_small_patch16_224", "model_kwargs": {k: 1 for k in SHAPE_KWARGS
+                                                                               if k != "global_pool"}}) is None
+
+
+def test_item2_timm_floor_never_unpickles():
+    """The floor is the first timm whose loaders default to weights_only=True (1.0.26), and the pin agrees."""
+    import tomllib
+    root = Path(__file__).resolve().parent.parent
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    floor = next(d for d in deps if d.startswith("timm"))
+    assert floor == "timm>=1.0.26"
+    pin = next(line for line in (root / "constraints.txt").read_text().splitlines() if line.startswith("timm=="))
+    assert tuple(int(x) for x in pin.split("==")[1].split(".")) >= (1, 0, 26)
+
+
+# 11. a plain pickle is an unsafe pickle; inspect says which globals were stubbed -------------------------------------
+
+def test_item11_plain_pickle_is_named_unsafe_and_inspect_tells_stubbed_from_allowlisted(tmp_path, capsys):
+    import pickle
+    import subprocess
+    import sys
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+    plain = tmp_path / "evil.pkl"
+    plain.write_bytes(pickle.dumps(Evil()))
+    assert main(["inspect", str(plain)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "unsafe pickle" in err and "--trust-checkpoint" in err and "builtins.print" in err
+    assert "corrupt" not in err
+    # a training script's own class (not importable here) beside argparse.Namespace, trusted: one stubbed, one not
+    script = ("import argparse, sys, torch, torchvision\nclass TrainArgs: pass\n"
+              "m = torchvision.models.resnet18()\n"
+              "torch.save({'state_dict': m.state_dict(), 'args': argparse.Namespace(lr=1), 'cfg': TrainArgs()},"
+              " sys.argv[1])\n")
+    ckpt = tmp_path / "stub.pth"
+    subprocess.run([sys.executable, "-c", script, str(ckpt)], check=True)
+    assert main(["inspect", "--trust-checkpoint", str(ckpt)]) == 0
+    out = capsys.readouterr().out
+    assert "pickle global __main__.TrainArgs (stubbed" in out
+    assert "pickle global argparse.Namespace (allowlisted)" in out
