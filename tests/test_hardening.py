@@ -216,3 +216,26 @@ def test_item11_plain_pickle_is_named_unsafe_and_inspect_tells_stubbed_from_allo
     out = capsys.readouterr().out
     assert "pickle global __main__.TrainArgs (stubbed" in out
     assert "pickle global argparse.Namespace (allowlisted)" in out
+
+
+# 8. a !!python tag: one line naming the file and the line --------------------------------------------------------
+
+def test_item8_python_yaml_tags_are_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from bench.presets import presets_dir
+    protos = tmp_path / "protocols"
+    shutil.copytree(presets_dir(), protos)
+    (protos / "knn.yaml").write_text('presets:\n  dino:\n    k: !!python/object/apply:os.system ["echo pwned"]\n')
+    monkeypatch.setenv("BENCH_PROTOCOLS", str(protos))
+    assert main(["run", "--protocol", "knn", "--data-root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"bench: error: {protos / 'knn.yaml'}:3: tag !!python/object/apply:os.system refused (YAML here "
+                   f"is data; tags that build Python objects could run code)")
+    monkeypatch.delenv("BENCH_PROTOCOLS")
+    expected = tmp_path / "expected"
+    expected.mkdir()
+    (expected / "e.yaml").write_text("args: [run]\nmetrics: !!python/name:os.system\ntolerance: 1\n")
+    assert main(["check", "--expected", str(expected)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"{expected / 'e.yaml'}:2: tag !!python/name:os.system refused" in err
