@@ -239,3 +239,37 @@ def test_item8_python_yaml_tags_are_refused_in_one_line(tmp_path, capsys, monkey
     assert main(["check", "--expected", str(expected)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and f"{expected / 'e.yaml'}:2: tag !!python/name:os.system refused" in err
+
+
+# 6. every numeric flag is range-checked before work starts ----------------------------------------------------------
+
+def _all_actions():
+    import argparse
+
+    from bench.cli import build_parser
+    from bench.protocols import get_protocol, list_protocols
+    parser, _ = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for verb, p in subs.choices.items():
+        yield from ((f"bench {verb}", a) for a in p._actions)
+    for name in list_protocols():
+        spec = get_protocol(name)
+        if spec.add_arguments:
+            p = argparse.ArgumentParser()
+            spec.add_arguments(p)
+            yield from ((f"bench run --protocol {name}", a) for a in p._actions)
+
+
+def test_item6_numeric_flags_are_range_checked(capsys):
+    unchecked = [f"{where} {a.option_strings[0]}" for where, a in _all_actions()
+                 if a.type in (int, float) and not a.choices]
+    assert not unchecked, f"numeric flags without a range check: {unchecked}"
+    for argv, flag in ((["run", "--protocol", "linear", "--micro-batch", "-2"], "--micro-batch"),
+                       (["run", "--protocol", "knn", "--batch-size", "0"], "--batch-size"),
+                       (["run", "--protocol", "knn", "--workers", "-1"], "--workers"),
+                       (["run", "--protocol", "semisup", "--fraction", "Infinity"], "--fraction"),
+                       (["extract", "--out", "x", "--crop", "-224"], "--crop")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert e.value.code == 2 and f"argument {flag}:" in err and "out of range" in err, err

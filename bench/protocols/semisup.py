@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._argtypes import float_range
 from ..data import cache_dir
 from ..data.subsets import (SIMCLR_SUBSET_SIZES, balanced_fraction, find_subset_file, read_subset_list,
                             subset_indices)
@@ -74,7 +75,8 @@ def _add_arguments(p) -> None:
     p.add_argument("--labels-percent", type=int, choices=[1, 10, 100], default=10,
                    help="SimCLR's 1%% or 10%% ImageNet list (default 10); 100: every train image")
     p.add_argument("--subset-file", help="a subset list in SimCLR's format (one train file name per line)")
-    p.add_argument("--fraction", type=float, help="seeded class-balanced fraction instead of a list (other datasets)")
+    p.add_argument("--fraction", type=float_range(0, 1, lo_open=True),
+                   help="seeded class-balanced fraction instead of a list (other datasets)")
 
 
 def _options(args) -> dict:
