@@ -86,6 +86,8 @@ def presets_dir() -> Path:
 
 
 def load_protocol_yaml(protocol: str) -> dict[str, Any]:
+    if not re.fullmatch(r"[A-Za-z0-9_]{1,64}", str(protocol)):   # a record's protocol never picks another file
+        raise PresetError(f"{str(protocol)[:80]!r} is not a protocol name (letters, digits, _)")
     path = presets_dir() / f"{protocol}.yaml"
     if not path.is_file():
         raise PresetError(f"{path}: preset file for protocol {protocol!r} not found; is bench installed from its "
