@@ -273,3 +273,29 @@ def test_item6_numeric_flags_are_range_checked(capsys):
             main(argv)
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert e.value.code == 2 and f"argument {flag}:" in err and "out of range" in err, err
+
+
+# 9. docs/semisup.md's `--preset logreg --features DIR` runs ------------------------------------------------------
+
+def test_item9_semisup_logreg_runs_on_features_and_finetuning_presets_say_why_not(tmp_path, capsys):
+    import numpy as np
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16)) * 10     # three far-apart clusters: any fitted linear head separates them
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    for split, n in (("train", 90), ("val", 30)):
+        labels = np.arange(n) % 3
+        x = (centres[labels] + rng.normal(size=(n, 16))).astype(np.float32)
+        np.savez(feats / f"{split}.npz", features=x, labels=labels)
+    out = tmp_path / "out"
+    assert main(["run", "--protocol", "semisup", "--preset", "logreg", "--fraction", "0.5", "--features", str(feats),
+                 "--out", str(out), "--quick"]) == 0
+    rec = json.loads(next((out / "runs").glob("*.json")).read_text())
+    assert rec["metrics"]["top1"] == 100.0 and rec["details"]["subset"]["count"] == 45
+    capsys.readouterr()
+    assert main(["run", "--protocol", "semisup", "--preset", "logreg", "--labels-percent", "1", "--features",
+                 str(feats), "--out", str(out)]) == 2
+    assert "add --data-root DIR" in capsys.readouterr().err
+    assert main(["run", "--protocol", "semisup", "--preset", "simclr", "--fraction", "0.5", "--features", str(feats),
+                 "--out", str(out)]) == 2
+    assert "needs --model/--ckpt, not --features" in capsys.readouterr().err
