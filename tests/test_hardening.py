@@ -299,3 +299,39 @@ def test_item9_semisup_logreg_runs_on_features_and_finetuning_presets_say_why_no
     assert main(["run", "--protocol", "semisup", "--preset", "simclr", "--fraction", "0.5", "--features", str(feats),
                  "--out", str(out)]) == 2
     assert "needs --model/--ckpt, not --features" in capsys.readouterr().err
+
+
+# 4. a cache entry with the right name and other content is set aside and recomputed -----------------------------
+
+def test_item4_foreign_cache_entry_is_set_aside_and_recomputed(mini_root, tmp_path, caplog):
+    import numpy as np
+
+    from bench import load_backbone
+    from bench.cache import FeatureSet, extract_features, save_feature_split
+    from bench.data import TransformSpec, build_eval_transform, open_dataset
+    spec = TransformSpec(resize=36, crop=32)
+    ds = open_dataset("imagenet", mini_root, "val", build_eval_transform(spec), mini=True)
+
+    def extract(bb):
+        return extract_features(bb, ds, split="val", dataset_name="imagenet", feature_mode="pool",
+                                transform=spec.to_dict(), data_root=str(mini_root), cache_dir=tmp_path,
+                                batch_size=128)
+    bb = load_backbone(None, "resnet18")
+    good = extract(bb)
+    entry = Path(good.meta["cache"])
+    # same name, other content: another backbone's features of the same shape (a shared cache, a copied folder)
+    other = FeatureSet(np.random.default_rng(0).normal(size=good.features.shape).astype(np.float32), good.labels)
+    save_feature_split(entry, "val", other)
+    with caplog.at_level(logging.WARNING):
+        again = extract(bb)
+    assert not again.meta["cache_hit"]
+    np.testing.assert_allclose(again.features, good.features, rtol=1e-5, atol=1e-5)
+    lines = [r.getMessage() for r in caplog.records if "feature cache" in r.getMessage()]
+    assert len(lines) == 1 and "checksum" in lines[0] and "set aside" in lines[0] and "\n" not in lines[0]
+    assert (entry / "val.npz.set-aside").is_file()
+    assert extract(bb).meta["cache_hit"]                       # the recomputed entry is trusted again
+    meta = json.loads((entry / "val.meta.json").read_text())   # an entry claiming other inputs is not used either
+    (entry / "val.meta.json").write_text(json.dumps({**meta, "weights_id": "another"}))
+    with caplog.at_level(logging.WARNING):
+        assert not extract(bb).meta["cache_hit"]
+    assert "computed from other inputs (weights_id)" in caplog.records[-1].getMessage()
