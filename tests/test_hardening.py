@@ -335,3 +335,69 @@ def test_item4_foreign_cache_entry_is_set_aside_and_recomputed(mini_root, tmp_pa
     with caplog.at_level(logging.WARNING):
         assert not extract(bb).meta["cache_hit"]
     assert "computed from other inputs (weights_id)" in caplog.records[-1].getMessage()
+
+
+# 5. saved training state that does not fit the run: set aside, start over, nothing else touched ------------------
+
+def _seg_run(run_dir: Path):
+    import torch
+
+    from bench.backbones import load_backbone
+    from bench.protocols._segmentation_optim import layer_decay_groups
+    from bench.protocols._segmentation_train import TrainConfig, train_segmentation
+    from bench.protocols.segmentation import SegPreset, build_seg_model
+
+    class Data(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            g = torch.Generator().manual_seed(i)
+            return torch.randn(3, 32, 32, generator=g), torch.randint(0, 3, (32, 32), generator=g)
+    torch.manual_seed(0)
+    bb = load_backbone(None, "test_resnet")
+    model = build_seg_model(bb, SegPreset(aux_weight=0), crop=32, channels=8)
+    cfg = TrainConfig(2, 2, 1e-3, 0, 1e-6, 1.0, 0.0, (0.9, 0.999), 0.0, 2, False)
+    info = train_segmentation(model, layer_decay_groups(bb.model, model.decode, 0.05, 0.65), Data(), cfg,
+                              device=torch.device("cpu"), run_dir=run_dir)
+    return model, info
+
+
+def _hostile_states(reference: dict) -> dict:
+    import io
+    import pickle
+
+    import torch
+
+    def saved(obj) -> bytes:
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        return buf.getvalue()
+    good = saved(reference)
+    # another architecture: every tensor moved (so a partial load would show) and one of another shape
+    other = {k: v + 1 if v.is_floating_point() else v for k, v in reference["model"].items()}
+    first = next(k for k, v in other.items() if v.ndim == 4)
+    other[first] = torch.zeros(1, 1, 1, 1)
+    return {"truncated": good[: len(good) // 2], "other-arch": saved({**reference, "model": other}),
+            "missing-keys": saved({"iteration": 2}), "non-tensor": pickle.dumps({"model": logging.Logger}),
+            "not-a-dict": saved([torch.zeros(2)])}
+
+
+def test_item5_unusable_resume_state_is_set_aside_and_the_run_starts_over(tmp_path, caplog):
+    import torch
+    reference, _ = _seg_run(tmp_path / "reference")
+    saved = torch.load(tmp_path / "reference" / "last.pt", weights_only=True)
+    for name, data in _hostile_states(saved).items():
+        run = tmp_path / name
+        run.mkdir()
+        (run / "last.pt").write_bytes(data)
+        (run / "notes.txt").write_text("mine")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            model, info = _seg_run(run)
+        assert info["resumed_from"] == 0, name
+        warned = [r.getMessage() for r in caplog.records if "cannot resume" in r.getMessage()]
+        assert len(warned) == 1 and "\n" not in warned[0], (name, warned)
+        assert (run / "last.pt.unusable").read_bytes() == data and (run / "notes.txt").read_text() == "mine"
+        for k, v in reference.state_dict().items():     # started over from scratch: the uninterrupted weights
+            assert torch.equal(v, model.state_dict()[k]), (name, k)
