@@ -401,3 +401,34 @@ def test_item5_unusable_resume_state_is_set_aside_and_the_run_starts_over(tmp_pa
         assert (run / "last.pt.unusable").read_bytes() == data and (run / "notes.txt").read_text() == "mine"
         for k, v in reference.state_dict().items():     # started over from scratch: the uninterrupted weights
             assert torch.equal(v, model.state_dict()[k]), (name, k)
+
+
+# 10 (COCO): annotations that cannot become targets are refused up front, in one line --------------------------
+
+def test_item10_bad_coco_annotations_are_one_line_errors(tmp_path):
+    from bench.data.coco import COCOInstances
+    from bench.errors import DataError
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "val2017").mkdir()
+    image = {"id": 1, "file_name": "1.jpg", "height": 10, "width": 10}
+    ann = {"id": 7, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5], "iscrowd": 0, "area": 25,
+           "segmentation": [[1, 1, 6, 1, 6, 6]]}
+    base = {"images": [image], "annotations": [ann], "categories": [{"id": 1, "name": "cat"}]}
+    cases = {"no segmentation": ({**base, "annotations": [{k: v for k, v in ann.items() if k != "segmentation"}]},
+                                 "annotation 7 no segmentation"),
+             "2-point polygon": ({**base, "annotations": [{**ann, "segmentation": [[1, 1, 6, 6]]}]},
+                                 "annotation 7 segmentation polygons need 3 or more"),
+             "no images": ({**base, "images": [], "annotations": []}, "no images in val2017"),
+             "file name path": ({**base, "images": [{**image, "file_name": "../../x.jpg"}]}, "not a file name"),
+             "a list": ([], "not a COCO instances json")}
+    path = tmp_path / "annotations" / "instances_val2017.json"
+    for name, (data, message) in cases.items():
+        path.write_text(json.dumps(data))
+        with pytest.raises(DataError) as e:
+            COCOInstances(tmp_path, "val2017")
+        assert message in str(e.value) and str(path) in str(e.value) and "\n" not in str(e.value), name
+    path.write_text("[" * 5000 + "]" * 5000)
+    with pytest.raises(DataError, match="not a COCO instances json"):
+        COCOInstances(tmp_path, "val2017")
+    path.write_text(json.dumps(base))
+    assert len(COCOInstances(tmp_path, "val2017")) == 1       # the well-formed file still loads
