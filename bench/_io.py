@@ -13,16 +13,26 @@ from typing import Any
 import numpy as np
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_save_npz", "sha256_file",
-           "sha256_json", "to_jsonable", "safe_unpickle", "remove_stale_temps"]
+           "sha256_json", "to_jsonable", "safe_unpickle", "remove_stale_temps", "inside_root"]
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    return _atomic_write(path, lambda f: f.write(data))
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, root: str | os.PathLike | None = None) -> Path:
+    return _atomic_write(path, lambda f: f.write(data), root)
 
 
-def _atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call write(file) on a temp file beside `path`, then rename it into place."""
-    path = Path(path)
+def inside_root(path: str | os.PathLike, root: str | os.PathLike) -> Path:
+    """`path`, when it lies under `root` once `..` and symlinks are resolved; else BenchError. Writers whose file
+    names come from records pass their output root, so a name never places a file (or a folder) elsewhere."""
+    real, top = os.path.realpath(path), os.path.realpath(root)
+    if os.path.commonpath([real, top]) != top or real == top:
+        from .errors import BenchError
+        raise BenchError(f"{path}: outside the output folder {root}; refused (a name taken from a record?)")
+    return Path(path)
+
+
+def _atomic_write(path: str | os.PathLike, write, root: str | os.PathLike | None = None) -> Path:
+    """Call write(file) on a temp file beside `path`, then rename it into place; with `root`, only under it."""
+    path = Path(path) if root is None else inside_root(path, root)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -47,8 +57,8 @@ def default_file_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike, text: str, *, root: str | os.PathLike | None = None) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"), root=root)
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -21,17 +21,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ._io import atomic_save_npz, atomic_write_json, sha256_json
+from ._io import atomic_save_npz, atomic_write_json, sha256_file, sha256_json
 from .backbones import Backbone
 from .data import IndexedDataset
 from .errors import DataError, NonFiniteError
 from .precision import Precision
 
-__all__ = ["FeatureSet", "extract_features", "load_feature_split", "save_feature_split", "FEATURE_CACHE_VERSION",
-           "check_feature_arrays", "MAX_CLASSES"]
+__all__ = ["FeatureSet", "extract_features", "load_feature_split", "save_feature_split", "write_cache_entry",
+           "FEATURE_CACHE_VERSION", "check_feature_arrays", "MAX_CLASSES"]
 
 _logger = logging.getLogger(__name__)
-FEATURE_CACHE_VERSION = 1
+FEATURE_CACHE_VERSION = 2   # 2: each entry's meta carries its key fields and the sha256 of its .npz
 
 
 @dataclass
@@ -259,7 +259,7 @@ def extract_features(backbone: Backbone, dataset: Dataset, *, split: str, datase
     entry = None
     if cache_dir is not None:
         entry = Path(cache_dir) / "features" / _cache_key(backbone, key_fields)
-        cached = _read_cache_entry(entry, split, len(dataset), mmap=mmap)
+        cached = _read_cache_entry(entry, split, len(dataset), meta, mmap=mmap)
         if cached is not None:
             _logger.info("features %s/%s from cache %s", dataset_name, split, entry)
             return FeatureSet(cached.features, cached.labels, {**meta, "cache": str(entry), "cache_hit": True})
@@ -274,18 +274,57 @@ def extract_features(backbone: Backbone, dataset: Dataset, *, split: str, datase
     fs = FeatureSet(feats, labels, {**meta, "cache": str(entry) if entry else None, "cache_hit": False,
                                     "world_size": shard[1]})
     if entry is not None and dd.is_main():
-        save_feature_split(entry, split, fs)
-        atomic_write_json(entry / f"{split}.meta.json", {**meta, "count": len(fs), "dim": int(feats.shape[1])})
+        write_cache_entry(entry, split, fs, meta)
     dd.barrier()
     return fs
 
 
-def _read_cache_entry(entry: Path, split: str, n: int, *, mmap: bool = False) -> FeatureSet | None:
-    if not (entry / f"{split}.npz").is_file() or not (entry / f"{split}.meta.json").is_file():
-        return None
+def write_cache_entry(entry: Path, split: str, fs: FeatureSet, meta: dict[str, Any], **extra: Any) -> None:
+    """The .npz, then its meta: what it was computed from (`meta`, checked on every read) and its sha256."""
+    npz = save_feature_split(entry, split, fs)
+    atomic_write_json(entry / f"{split}.meta.json", {**meta, **extra, "count": len(fs),
+                                                     "dim": int(fs.features.shape[1]), "v": FEATURE_CACHE_VERSION,
+                                                     "sha256": sha256_file(npz)})
+
+
+def _entry_problem(entry: Path, split: str, expected: dict[str, Any]) -> str | None:
+    """Why a cache entry is not what this run would compute (another input, other bytes), or None. The name is a
+    hash of the inputs, but a file with the right name can hold anything: a shared cache, a copy from another
+    machine, a disk error."""
     try:
-        fs = load_feature_split(entry, split, mmap=mmap)
-    except (DataError, NonFiniteError):
-        _logger.warning("ignoring unreadable cache entry %s/%s.npz; re-extracting", entry, split)
+        stored = json.loads((entry / f"{split}.meta.json").read_text())
+    except (OSError, ValueError) as e:
+        return f"unreadable meta.json ({e})"
+    if not isinstance(stored, dict) or stored.get("v") != FEATURE_CACHE_VERSION:
+        return "written by another bench version"
+    differs = sorted(k for k, v in json.loads(json.dumps(expected, default=str)).items() if stored.get(k) != v)
+    if differs:
+        return f"computed from other inputs ({', '.join(differs[:3])})"
+    if sha256_file(entry / f"{split}.npz") != stored.get("sha256"):
+        return "its contents do not match their recorded checksum"
+    return None
+
+
+def _set_aside(entry: Path, split: str, problem: str) -> None:
+    for name in (f"{split}.npz", f"{split}.meta.json"):
+        if (entry / name).exists():
+            os.replace(entry / name, entry / f"{name}.set-aside")
+    _logger.warning("feature cache %s/%s.npz: %s; set aside as %s.npz.set-aside, recomputing", entry, split,
+                    problem, split)
+
+
+def _read_cache_entry(entry: Path, split: str, n: int, expected: dict[str, Any], *,
+                      mmap: bool = False) -> FeatureSet | None:
+    if not (entry / f"{split}.npz").is_file():
         return None
-    return fs if len(fs) == n else None
+    problem = _entry_problem(entry, split, expected)
+    if problem is None:
+        try:
+            fs = load_feature_split(entry, split, mmap=mmap)
+            problem = None if len(fs) == n else f"{len(fs)} rows, the dataset has {n}"
+        except (DataError, NonFiniteError) as e:
+            problem = f"unreadable ({str(e).split(': ', 1)[-1]})"
+    if problem is not None:
+        _set_aside(entry, split, problem)
+        return None
+    return fs

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
+from ._yaml import read_yaml
 from .errors import BenchError
 from .records import read_record
 
@@ -52,10 +52,7 @@ def _number(path: Path, where: str, value: Any) -> float:
 
 def load_expectation(path: Path | str) -> Expectation:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise BenchError(f"{path}: unreadable expectation ({e})") from e
+    data = read_yaml(path, BenchError)
     if not isinstance(data, dict) or not {"args", "metrics", "tolerance"} <= set(data):
         raise BenchError(f"{path}: an expectation needs 'args', 'metrics' and 'tolerance' (see bench/checks.py)")
     args = data["args"]

@@ -11,6 +11,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from ._argtypes import POSITIVE_INT
 from .errors import BenchError
 
 __all__ = ["add_launcher_args", "strip_launcher_args", "submit"]
@@ -25,10 +26,10 @@ def add_launcher_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--launcher", choices=["none", "slurm", "submitit-local"], default="none",
                    help="run here (none), as a SLURM job, or through submitit's local executor")
     g.add_argument("--partition", help="SLURM partition")
-    g.add_argument("--gpus", type=int, default=1, help="GPUs (= tasks) per job (default 1)")
-    g.add_argument("--time", type=int, default=240, help="job time limit in minutes (default 240)")
-    g.add_argument("--cpus-per-task", type=int, default=10)
-    g.add_argument("--mem-gb", type=int, default=64)
+    g.add_argument("--gpus", type=POSITIVE_INT, default=1, help="GPUs (= tasks) per job (default 1)")
+    g.add_argument("--time", type=POSITIVE_INT, default=240, help="job time limit in minutes (default 240)")
+    g.add_argument("--cpus-per-task", type=POSITIVE_INT, default=10)
+    g.add_argument("--mem-gb", type=POSITIVE_INT, default=64)
     g.add_argument("--job-dir", default="results/jobs", help="submitit logs and pickles (default results/jobs)")
     g.add_argument("--wait", action="store_true", help="wait for the job and return its exit status")
 

@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from ._io import atomic_write_bytes  # noqa: E402
+from ._text import mpl_text, safe_name  # noqa: E402
 from .reference import canonical_method  # noqa: E402
 from .tables import (LOWER_IS_BETTER, Measured, Table, _doc_rows, _method_arch_match, label_fraction,  # noqa: E402
                      measurements, ordered_rows)
@@ -52,15 +53,16 @@ def metric_label(metric: str) -> str:
     name = f"top-1, {layer[1]}" if layer else _METRIC_NAMES.get(base, base)
     if fraction:
         name += f" at {fraction} labels"
-    return f"{name} (%, lower is better)" if base in LOWER_IS_BETTER else f"{name} (%)"
+    return mpl_text(f"{name} (%, lower is better)" if base in LOWER_IS_BETTER else f"{name} (%)")
 
 
-def _save(fig, stem: Path) -> list[Path]:
+def _save(fig, root: Path, stem: str) -> list[Path]:
+    """PNG + SVG of `fig` as ROOT/<stem>.<ext>; `stem` is a safe_name, and nothing is written outside ROOT."""
     out = []
     for ext, meta in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):
         buf = io.BytesIO()
         fig.savefig(buf, format=ext, metadata=meta, bbox_inches="tight")
-        out.append(atomic_write_bytes(stem.with_suffix(f".{ext}"), buf.getvalue()))
+        out.append(atomic_write_bytes(root / f"{stem}.{ext}", buf.getvalue(), root=root))
     plt.close(fig)
     return out
 
@@ -75,11 +77,11 @@ def _legend(ax, entries: list[tuple[str, Any]], **kw) -> None:
 
 
 def _doc_label(d) -> str:
-    return " ".join(p for p in (d.method, d.arch) if p) + f" ({d.table})"
+    return mpl_text(" ".join(p for p in (d.method, d.arch) if p) + f" ({d.table})")
 
 
-def _measured_label(m: Measured) -> str:
-    return f"{m.method} {m.arch} [{m.checkpoint}, {m.preset}]"
+def _measured_label(m: Measured) -> str:   # record text: drawn literally (bench._text.mpl_text)
+    return mpl_text(f"{m.method} {m.arch} [{m.checkpoint}, {m.preset}]")
 
 
 def _plot_metrics(table: Table) -> list[str]:
@@ -131,7 +133,7 @@ def vs_documented_figure(table: Table):
         ax.invert_yaxis()
         ax.set_xlabel(metric_label(metric))
         note = f" ({dropped} more documented rows in the table)" if dropped else ""
-        ax.set_title(f"{table.protocol} · {table.dataset}: {metric}{note}")
+        ax.set_title(mpl_text(f"{table.protocol} · {table.dataset}: {metric}{note}", limit=200))
         kinds = {(c, h) for _, _, c, h in bars}
         entries += [(name, Patch(facecolor=c, hatch=h, edgecolor="black", linewidth=0.3))
                     for name, c, h in (("documented (paper)", DOC_COLOUR, ""), ("measured", MEASURED_COLOUR, ""),
@@ -147,7 +149,7 @@ def knn_over_k_figures(records: list[dict[str, Any]]) -> dict[str, Any]:
     for m in measurements([r for r in records if r.get("protocol") == "knn"]):
         ks = sorted(int(k[len("top1_k"):]) for k in m.values if re.fullmatch(r"top1_k\d+", k))
         if ks:
-            label = _measured_label(m) + (" *" if m.reasons else "")
+            label = _measured_label(m) + (" *" if m.reasons else "")   # a record's dataset, escaped in the title
             by_dataset.setdefault(m.dataset, []).append((label, ks, [m.values[f"top1_k{k}"] for k in ks]))
     out = {}
     for dataset, lines in sorted(by_dataset.items()):
@@ -162,7 +164,7 @@ def knn_over_k_figures(records: list[dict[str, Any]]) -> dict[str, Any]:
         ax.minorticks_off()
         ax.set_xlabel("k (neighbours)")
         ax.set_ylabel(metric_label("top1"))
-        ax.set_title(f"k-NN top-1 over k · {dataset} (* not comparable)")
+        ax.set_title(mpl_text(f"k-NN top-1 over k · {dataset} (* not comparable)", limit=200))
         _legend(ax, entries, fontsize=6)
         out[dataset] = fig
     return out
@@ -178,7 +180,8 @@ def label_efficiency_points(records: list[dict[str, Any]]) -> dict[str, list[tup
         if frac is None or "top1" not in top1:
             continue
         ck = r.get("checkpoint") or {}
-        label = f"{ck.get('name')} {ck.get('arch')} [{r.get('preset')}]" + ("" if r.get("comparable") else " *")
+        label = mpl_text(f"{ck.get('name')} {ck.get('arch')} [{r.get('preset')}]")
+        label += "" if r.get("comparable") else " *"
         lines.setdefault(label, []).append((float(frac.rstrip("%")), float(top1["top1"])))
     return {label: sorted(points) for label, points in sorted(lines.items())}
 
@@ -244,8 +247,8 @@ def transfer_figure(records: list[dict[str, Any]], tables: list[Table]):
     for ds in datasets:
         for _, cells, d in _doc_rows(per[ds]) if ds in per else []:
             doc_series.setdefault(_doc_label(d), {})[ds] = float(cells[d.metric])
-    series = [(f"{(r.get('checkpoint') or {}).get('name')} {(r.get('checkpoint') or {}).get('arch')} "
-               f"[{r.get('preset')}]" + ("" if r.get("comparable") else " *"),
+    series = [(mpl_text(f"{(r.get('checkpoint') or {}).get('name')} {(r.get('checkpoint') or {}).get('arch')} "
+                        f"[{r.get('preset')}]") + ("" if r.get("comparable") else " *"),
                [(r.get("metrics") or {}).get(d, float("nan")) for d in datasets], None) for r in rows]
     shades = ["0.45", "0.6", "0.75", "0.85"]
     series += [(f"paper: {label}", [vals.get(d, float("nan")) for d in datasets], shades[i % len(shades)])
@@ -256,7 +259,8 @@ def transfer_figure(records: list[dict[str, Any]], tables: list[Table]):
     for i, (label, ys, colour) in enumerate(series):
         bars = ax.bar([j + i * width for j in range(len(datasets))], ys, width, color=colour)
         entries.append((label, bars))
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(datasets))], datasets, rotation=45, ha="right")
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(datasets))], [mpl_text(d) for d in datasets], rotation=45,
+                  ha="right")
     ax.set_ylabel("score (%)")
     ax.set_title("Transfer per dataset: its metric (top-1, mean per-class accuracy or 11-point mAP)\n"
                  "grey: papers; * not comparable")
@@ -269,11 +273,11 @@ def write_plots(results: Path, tables: list[Table], records: list[dict[str, Any]
         out = []
         for t in tables:
             if t.measured and (fig := vs_documented_figure(t)) is not None:
-                out += _save(fig, results / t.stem)
-        for dataset, fig in knn_over_k_figures(records).items():
-            out += _save(fig, results / f"knn__{dataset}__over_k")
+                out += _save(fig, results, t.stem)
+        for dataset, fig in knn_over_k_figures(records).items():   # the dataset name is a record's: sanitised
+            out += _save(fig, results, safe_name(f"knn__{dataset}__over_k"))
         if (fig := label_efficiency_figure(records, tables)) is not None:
-            out += _save(fig, results / "semisup__label_efficiency")
+            out += _save(fig, results, "semisup__label_efficiency")
         if (fig := transfer_figure(records, tables)) is not None:
-            out += _save(fig, results / "transfer__per_dataset")
+            out += _save(fig, results, "transfer__per_dataset")
     return out

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from ._yaml import read_yaml, yaml_error_line
 from .errors import PresetError
 
 __all__ = ["presets_dir", "check_choices", "check_ranges", "load_protocol_yaml", "resolve_preset", "parse_overrides", "preset_settings",
@@ -85,6 +86,8 @@ def presets_dir() -> Path:
 
 
 def load_protocol_yaml(protocol: str) -> dict[str, Any]:
+    if not re.fullmatch(r"[A-Za-z0-9_]{1,64}", str(protocol)):   # a record's protocol never picks another file
+        raise PresetError(f"{str(protocol)[:80]!r} is not a protocol name (letters, digits, _)")
     path = presets_dir() / f"{protocol}.yaml"
     if not path.is_file():
         raise PresetError(f"{path}: preset file for protocol {protocol!r} not found; is bench installed from its "
@@ -92,15 +95,8 @@ def load_protocol_yaml(protocol: str) -> dict[str, Any]:
     st = path.stat()
     key = (str(path), st.st_mtime_ns, st.st_size)
     if key not in _YAML_CACHE:
-        try:
-            # yaml.safe_load with the C loader when PyYAML has it: the Python one made `bench list presets` ~1 s
-            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(path.read_text())
-            try:
-                data = loader.get_single_data()
-            finally:
-                loader.dispose()
-        except yaml.YAMLError as e:
-            raise PresetError(f"{path}: invalid YAML ({e})") from e
+        # the C safe loader when PyYAML has it: the Python one made `bench list presets` ~1 s
+        data = read_yaml(path, PresetError)
         if not isinstance(data, dict) or not isinstance(data.get("presets"), dict):
             raise PresetError(f"{path}: expected a mapping with a 'presets' section")
         _YAML_CACHE[key] = data
@@ -118,7 +114,10 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise PresetError(f"--set {item!r}: expected key=value, e.g. --set temperature=0.1")
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise PresetError(yaml_error_line(f"--set {item!r}", e).replace(":1:", ":", 1)) from None
     return out
 
 

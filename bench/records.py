@@ -15,14 +15,15 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import re
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ._io import atomic_write_json, sha256_json
+from ._text import safe_name
 from .errors import BenchError
+from .record_schema import MAX_RECORD_BYTES, record_problem
 
 __all__ = ["SCHEMA_VERSION", "fingerprint", "stable_inputs", "run_id", "record_run_id", "record_path", "write_record",
            "read_record", "read_records", "record_problem", "record_files", "environment"]
@@ -59,7 +60,7 @@ def record_run_id(record: dict[str, Any]) -> str:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", text).strip("-")[:60] or "x"
+    return safe_name(text, limit=60)
 
 
 def record_path(out_dir: Path, *, protocol: str, preset: str, backbone_tag: str, dataset: str, run_id_: str) -> Path:
@@ -107,7 +108,14 @@ def write_record(record: dict[str, Any], path: Path) -> Path:
 
 def read_record(path: Path) -> dict[str, Any]:
     try:
-        rec = json.loads(Path(path).read_text())
+        if Path(path).stat().st_size > MAX_RECORD_BYTES:
+            raise BenchError(f"{path}: {Path(path).stat().st_size} bytes is no run record (at most "
+                             f"{MAX_RECORD_BYTES}); delete it and re-run")
+        rec = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise BenchError(f"{path}: not UTF-8 text (byte {e.start}); not a run record, delete it and re-run") from None
+    except RecursionError:
+        raise BenchError(f"{path}: JSON nested too deep to be a run record; delete it and re-run") from None
     except (OSError, json.JSONDecodeError) as e:
         raise BenchError(f"{path}: unreadable run record ({e}); delete it and re-run") from e
     if not isinstance(rec, dict):
@@ -115,24 +123,6 @@ def read_record(path: Path) -> dict[str, Any]:
     if rec.get("schema_version") != SCHEMA_VERSION:
         raise BenchError(f"{path}: record schema {rec.get('schema_version')} is not {SCHEMA_VERSION}; re-run it")
     return rec
-
-
-def record_problem(rec: Any) -> str | None:
-    """What makes a parsed record unusable for tables (a hand-edited or foreign file), or None."""
-    if not isinstance(rec, dict):
-        return "not a JSON object"
-    if not isinstance(rec.get("metrics"), dict):
-        return f"'metrics' must be a mapping of name → number, not {type(rec.get('metrics')).__name__}"
-    bad = [k for k, v in rec["metrics"].items() if isinstance(v, bool) or not isinstance(v, (int, float))]
-    if bad:
-        return f"metric(s) {bad[:3]} are not numbers"
-    for key in ("checkpoint", "dataset"):
-        if not isinstance(rec.get(key), dict):
-            return f"'{key}' must be a mapping, not {type(rec.get(key)).__name__}"
-    for key in ("protocol", "preset"):
-        if not isinstance(rec.get(key), str):
-            return f"'{key}' must be a string"
-    return None
 
 
 def record_files(out_dir: Path, *, skip_bad: bool = False) -> list[tuple[Path, dict[str, Any]]]:
@@ -152,7 +142,8 @@ def record_files(out_dir: Path, *, skip_bad: bool = False) -> list[tuple[Path, d
         if problem is None:
             out.append((p, rec))
         elif skip_bad:
-            logging.getLogger(__name__).warning("skipping %s: %s (fix or delete it)", p, problem)
+            logging.getLogger(__name__).warning("skipping %s: %s%s", p, problem,
+                                                "" if "delete it" in problem else " (fix or delete it)")
         else:
             raise BenchError(f"{p}: {problem}; fix or delete the record")
     return out

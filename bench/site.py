@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from ._io import atomic_write_bytes, atomic_write_text
+from .errors import BenchError
 from .records import record_files
 from .tables import Measured, Table, _doc_rows, build_tables, delta_parts, ordered_rows, table_rows
 
@@ -29,6 +30,9 @@ __all__ = ["write_site"]
 _logger = logging.getLogger(__name__)
 
 FILTERS = ("method", "arch", "preset")
+# inside every site bench writes: `--out` replaces a folder only when it is one (or an empty one), never the user's
+SITE_MARKER = ".bench-site"
+_ASSETS = ("style.css", "site.js")
 MINIATURE_NOTE = ("Rows marked <span class=\"tag\">miniature</span> ran on the bundled miniature datasets: they show "
                   "what a leaderboard looks like and are never compared with the papers.")
 
@@ -166,6 +170,7 @@ def write_site(results: Path | str, out: Path | str | None = None) -> Path:
     """Write the site for RESULTS/runs/ into OUT (default RESULTS/site/), replacing what was there. Returns OUT."""
     results = Path(results)
     out = results / "site" if out is None else Path(out)
+    _check_replaceable(out, results)
     files = record_files(results, skip_bad=True)
     records = [rec for _, rec in files]
     names = {id(rec): path.name for path, rec in files}
@@ -173,22 +178,58 @@ def write_site(results: Path | str, out: Path | str | None = None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
+        atomic_write_text(tmp / SITE_MARKER, "written by `bench site`: `bench site --out` replaces this folder whole\n")
         for path, _ in files:
-            atomic_write_bytes(tmp / "runs" / path.name, path.read_bytes())
+            atomic_write_bytes(tmp / "runs" / path.name, path.read_bytes(), root=tmp)
         plots = _draw_plots(tmp / "plots", tables, records)
         used = set()
         for t in tables:
             mine = _plots_of(t, plots)
             used.update(mine)
-            atomic_write_text(tmp / f"{t.stem}.html", _table_page(t, names, mine))
+            atomic_write_text(tmp / f"{t.stem}.html", _table_page(t, names, mine), root=tmp)
         atomic_write_text(tmp / "index.html", _index_page(tables, [p for p in plots if p not in used], len(files)))
-        for asset in ("style.css", "site.js"):
+        for asset in _ASSETS:
             atomic_write_bytes(tmp / asset, (Path(__file__).parent / "site_assets" / asset).read_bytes())
         _swap(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
     return out
+
+
+def _is_old_site(folder: Path) -> bool:
+    """A site written before SITE_MARKER existed: the pages, the assets, runs/*.json and plots/*.svg, nothing else."""
+    if not all((folder / f).is_file() for f in ("index.html", *_ASSETS)):
+        return False
+    for p in folder.iterdir():
+        if p.is_symlink():
+            return False
+        if p.is_dir():
+            if p.name not in ("runs", "plots") or any(q.is_dir() or q.suffix not in (".json", ".svg")
+                                                      for q in p.iterdir()):
+                return False
+        elif p.suffix != ".html" and p.name not in _ASSETS:
+            return False
+    return True
+
+
+def _check_replaceable(out: Path, results: Path) -> None:
+    """Refuse (one line, nothing touched) an OUT that is not a site bench wrote, an empty folder or a new path:
+    the swap below removes what was there."""
+    if not out.exists() and not out.is_symlink():
+        return
+    fix = "pass --out a new or empty folder (or a site folder bench wrote)"
+    if out.is_symlink() or not out.is_dir():
+        raise BenchError(f"{out}: exists and is not a folder; bench site replaces its --out whole, so it is refused; "
+                         f"{fix}")
+    if results.resolve() == out.resolve() or out.resolve() in results.resolve().parents:
+        raise BenchError(f"{out}: holds the results folder {results}; bench site replaces its --out whole, so it is "
+                         f"refused; {fix}")
+    if (out / SITE_MARKER).is_file() or not any(out.iterdir()) or _is_old_site(out):
+        return
+    other = sorted(p.name for p in out.iterdir())
+    raise BenchError(f"{out}: not a site folder bench wrote (no {SITE_MARKER}; holds {', '.join(other[:3])}"
+                     f"{', …' if len(other) > 3 else ''}); refused, nothing replaced; {fix}")
 
 
 def _swap(new: Path, out: Path) -> None:

@@ -24,6 +24,7 @@ continues from the next epoch, restoring model, optimizer, scaler, RNG states an
 """
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import math
@@ -32,7 +33,7 @@ import pickle
 import random
 import zipfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 import numpy as np
 import torch
@@ -196,39 +197,72 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class RunDir:
-    """A training run's folder: `last.pt` holds the state after the last finished epoch, written atomically."""
+T = TypeVar("T")
+# what a saved state that does not fit the run raises when applied: missing keys (KeyError), another architecture
+# (load_state_dict's RuntimeError), optimiser groups of another size (ValueError), a value of the wrong type
+_MISFIT = (KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError)
 
-    def __init__(self, path: str | os.PathLike):
+
+class RunDir:
+    """A training run's folder: `last.pt` holds the state after the last finished epoch (or iteration), written
+    atomically. Every training protocol resumes through `restore`: state that fails to load or to fit the run is
+    set aside (`last.pt.unusable`) with one warning and the run starts over; nothing else in the folder is touched.
+    """
+
+    def __init__(self, path: str | os.PathLike, name: str = "last.pt"):
         self.path = Path(path)
+        self.name = name
 
     @property
     def checkpoint(self) -> Path:
-        return self.path / "last.pt"
+        return self.path / self.name
+
+    def set_aside(self, why: str) -> None:
+        aside = self.checkpoint.with_name(self.checkpoint.name + ".unusable")
+        os.replace(self.checkpoint, aside)
+        _logger.warning("%s: cannot resume from it (%s); moved to %s, training from the start", self.checkpoint,
+                        " ".join(why.split())[:160], aside.name)
 
     def load(self) -> dict[str, Any] | None:
         if not self.checkpoint.is_file():
             return None
         try:
-            return torch.load(self.checkpoint, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as e:
+            state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as e:
             # an older bench's file (pickled numpy RNG state), a foreign or a damaged one: never unpickled in
             # full; set aside, and the run starts over
-            aside = self.checkpoint.with_suffix(".pt.unusable")
-            os.replace(self.checkpoint, aside)
-            _logger.warning("%s: cannot resume from it (%s); moved to %s, training from the start",
-                            self.checkpoint, str(e).splitlines()[0][:120], aside.name)
+            self.set_aside(str(e).splitlines()[0] if str(e) else type(e).__name__)
+            return None
+        if not isinstance(state, dict):
+            self.set_aside(f"holds a {type(state).__name__}, not a training state")
+            return None
+        return state
+
+    def restore(self, apply: Callable[[dict[str, Any]], T], *, protect: tuple = ()) -> T | None:
+        """`apply(state)` with the saved state (it loads the model, optimiser, ... and returns where to go on), or
+        None to start over: no state, or state that does not fit (another architecture, missing keys). Then the
+        objects in `protect` (anything with state_dict/load_state_dict) get back what they held before."""
+        if (state := self.load()) is None:
+            return None
+        before = [copy.deepcopy(obj.state_dict()) for obj in protect]
+        try:
+            return apply(state)
+        except _MISFIT as e:
+            for obj, sd in zip(protect, before):
+                obj.load_state_dict(sd)
+            self.set_aside(f"does not fit this run: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             return None
 
     def resume(self, module: torch.nn.Module, opt: torch.optim.Optimizer, key: str = "model"
                ) -> tuple[list[dict], int]:
         """Restore `state[key]`, optimiser and RNG from the last finished epoch: (history, first epoch to run)."""
-        if (state := self.load()) is None:
-            return [], 0
-        module.load_state_dict(state[key])
-        opt.load_state_dict(state["opt"])
-        set_rng_state(state["rng"])
-        return state["history"], state["epoch"] + 1
+        def apply(state):
+            module.load_state_dict(state[key])
+            opt.load_state_dict(state["opt"])
+            history, epoch = list(state["history"]), int(state["epoch"]) + 1
+            set_rng_state(state["rng"])
+            return history, epoch
+        return self.restore(apply, protect=(module, opt)) or ([], 0)
 
     def save(self, state: dict[str, Any]) -> None:
         if not is_main():

@@ -278,3 +278,34 @@ def test_bad_alexnet_records_are_one_line_errors_naming_the_file(alexnet_and_mod
           f"no AlexNet flip probability for {gone}")
     check({**alex, "details": {"imagenet_p_flip_prob": {**fp, gone: 0.0}}}, f"is 0 for {gone}")
     check(alex, "given twice", preset=RobustnessPreset(alexnet_flip_prob={gone: 0.5}))
+
+
+def test_tampered_alexnet_records_are_one_line_errors(alexnet_and_model_records, tmp_path):
+    """Issue 33: a tampered --alexnet-record (fields of the wrong type, non-finite or out-of-range flip
+    probabilities, not UTF-8, nested thousands deep) is refused in one line naming the file, never a traceback."""
+    import json
+    from types import SimpleNamespace
+    from bench.errors import BenchError
+    from bench.protocols.robustness import RobustnessPreset, alexnet_flip_probs
+    alex_path, _, _ = alexnet_and_model_records
+    alex = json.loads(alex_path.read_text())
+    fp = dict(alex["details"]["imagenet_p_flip_prob"])
+    measured = {p: 0.1 for p in fp}
+    one = sorted(fp)[0]
+    variants = {"checkpoint list": {**alex, "checkpoint": ["alexnet"]},
+                "run_key string": {**alex, "run_key": "mini"},
+                "details list": {**alex, "details": [1]},
+                "flip probs list": {**alex, "details": {"imagenet_p_flip_prob": [1, 2]}},
+                "flip prob text": {**alex, "details": {"imagenet_p_flip_prob": {**fp, one: "5"}}},
+                "flip prob Infinity": {**alex, "details": {"imagenet_p_flip_prob": {**fp, one: float("inf")}}},
+                "flip prob NaN": {**alex, "details": {"imagenet_p_flip_prob": {**fp, one: float("nan")}}},
+                "flip prob 1000": {**alex, "details": {"imagenet_p_flip_prob": {**fp, one: 1000.0}}},
+                "arch number": {**alex, "checkpoint": {**alex["checkpoint"], "arch": 5}}}
+    raw = {"not UTF-8": b'{"protocol": "\xff"}', "deep": b"[" * 5000 + b"]" * 5000}
+    for name, content in [*((n, json.dumps(v).encode()) for n, v in variants.items()), *raw.items()]:
+        path = tmp_path / f"{name}.json"
+        path.write_bytes(content)
+        ctx = SimpleNamespace(options={"alexnet_record": str(path)}, mini=True, quick=True, seed=alex["seed"])
+        with pytest.raises(BenchError) as e:
+            alexnet_flip_probs(ctx, RobustnessPreset(), measured)
+        assert "\n" not in str(e.value) and str(e.value).startswith(str(path)), name

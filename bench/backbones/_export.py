@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_bytes
 from ..errors import CheckpointError
 
-__all__ = ["save_backbone", "read_bench_metadata", "METADATA_KEY"]
+__all__ = ["save_backbone", "read_bench_metadata", "metadata_problem", "METADATA_KEY", "SHAPE_KWARGS"]
 
 METADATA_KEY = "bench.backbone"
 
@@ -45,7 +46,55 @@ def read_bench_metadata(path: str | os.PathLike) -> dict[str, Any] | None:
     if raw is None:
         return None
     try:
-        return json.loads(raw)
-    except json.JSONDecodeError as e:
+        meta = json.loads(raw)
+    except (json.JSONDecodeError, RecursionError) as e:
         raise CheckpointError(f"{path}: damaged bench metadata ({e}); re-run bench convert") from None
+    problem = metadata_problem(meta)
+    if problem:
+        raise CheckpointError(f"{path}: bench metadata refused ({problem}); the file may name an architecture and "
+                              f"its shape arguments only; re-create it with bench convert") from None
+    return meta
+
+
+# What metadata read from a file may pass to the model constructor: the shape arguments bench's own arch inference
+# sets (bench/backbones/_arch.py, _assemble.py), nothing that names a file, a URL or a pretrained download
+# (timm's checkpoint_path, pretrained, pretrained_cfg_overlay, ...).
+SHAPE_KWARGS = frozenset({"img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "reg_tokens",
+                          "no_embed_class", "class_token", "init_values", "global_pool", "dynamic_img_size",
+                          "use_abs_pos_emb", "use_shared_rel_pos_bias", "use_rel_pos_bias", "sobel", "qkv_bias",
+                          "in_chans"})
+_ARCH = re.compile(r"((timm|tv|torchvision)[:/])?[A-Za-z0-9_]{1,80}(\.[A-Za-z0-9_]{1,40})?")
+_WORD = re.compile(r"[A-Za-z0-9_./+-]{0,64}")
+_TEXT_FIELDS = ("family", "layout", "feature_mode", "ckpt_key", "registry_name")
+
+
+def _shape_value(v: Any) -> bool:
+    if v is None or isinstance(v, (bool, int, float)):
+        return True
+    if isinstance(v, str):
+        return bool(re.fullmatch(r"[a-z_]{0,16}", v))     # global_pool: 'avg', 'token', ''
+    return isinstance(v, list) and len(v) <= 4 and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+
+
+def metadata_problem(meta: Any) -> str | None:
+    """Why a file's bench metadata may not drive the model build (a key outside SHAPE_KWARGS, an arch that is not
+    a plain model name, a field of the wrong type), or None."""
+    if not isinstance(meta, dict):
+        return "not a JSON object"
+    arch = meta.get("arch")
+    if not isinstance(arch, str) or not _ARCH.fullmatch(arch):
+        return f"arch {str(arch)[:60]!r} is not a plain timm/torchvision model name"
+    kwargs = meta.get("model_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        return "model_kwargs is not a mapping"
+    foreign = sorted(str(k)[:40] for k in kwargs if k not in SHAPE_KWARGS)
+    if foreign:
+        return f"model argument(s) {', '.join(foreign[:3])} not allowed"
+    bad = sorted(k for k, v in kwargs.items() if not _shape_value(v))
+    if bad:
+        return f"model argument(s) {', '.join(bad[:3])} have values that are no shape"
+    for key in _TEXT_FIELDS:
+        if meta.get(key) is not None and not (isinstance(meta[key], str) and _WORD.fullmatch(meta[key])):
+            return f"{key} is not a short name"
+    return None
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import pickletools
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -87,7 +89,8 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False, stubbed: li
             stubbed.extend(sorted(set(StubbingUnpickler.stubbed)))
         return obj
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
+        with torch.serialization.safe_globals(SAFE_GLOBALS), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")   # the refusal below says it all
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
@@ -97,6 +100,8 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False, stubbed: li
                 f"{path}: refused to unpickle {name} (checkpoints are untrusted; only tensors and "
                 f"argparse.Namespace load safely); if you trust this file pass --trust-checkpoint, or convert "
                 f"it once with `bench convert --trust-checkpoint {path} OUT.safetensors`") from None
+        if msg.startswith("Weights only load failed"):   # the safe unpickler refused an opcode or object
+            raise CheckpointError(_unsafe_pickle_message(path, kind)) from None
         first = next((ln for ln in msg.splitlines() if ln.strip()), "unpickling failed")
         raise CheckpointError(f"{path}: corrupt checkpoint ({first}); re-download it") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, IndexError, KeyError, TypeError,
@@ -117,6 +122,31 @@ def _sniff(path: Path) -> str | None:
     if head[:1] == b"\x80":   # pickle protocol 2+ (torch's legacy format)
         return "pickle"
     return None
+
+
+def _unsafe_pickle_message(path: Path, kind: str | None) -> str:
+    names = _pickle_global_names(path) if kind == "pickle" else []
+    naming = f" that names {', '.join(names[:3])}{', …' if len(names) > 3 else ''}" if names else ""
+    what = f"a plain Python pickle{naming}, not a PyTorch checkpoint" if kind == "pickle" else "a pickle"
+    return (f"{path}: unsafe pickle ({what}; loading it could run code), refused; pass --trust-checkpoint "
+            f"if the file is trusted")
+
+
+def _pickle_global_names(path: Path, limit: int = 64 << 20) -> list[str]:
+    """The globals a plain pickle imports, read from its opcodes without running it (for the message only)."""
+    names, strings = [], []
+    try:
+        with open(path, "rb") as f:
+            for op, arg, _ in pickletools.genops(f.read(limit)):
+                if isinstance(arg, str):
+                    strings = (strings + [arg])[-2:]
+                if op.name == "GLOBAL":
+                    names.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) == 2:
+                    names.append(".".join(strings))
+    except Exception:  # a damaged pickle: the refusal stands without names
+        pass
+    return sorted(set(names))
 
 
 def _offending_global(msg: str) -> str:

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from .._io import default_file_mode, remove_stale_temps, sha256_file
+from .._yaml import read_yaml
 from ..errors import CheckpointError
 
 __all__ = ["CheckpointEntry", "PRETRAIN_KEYS", "check_pretrain", "registry_path", "load_registry", "get_entry",
@@ -94,10 +94,7 @@ def load_registry(path: str | os.PathLike | None = None) -> dict[str, Checkpoint
 @functools.lru_cache(maxsize=8)
 def _parse_registry(path_s: str, _mtime_ns: int, _size: int) -> dict[str, CheckpointEntry]:
     path = Path(path_s)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise CheckpointError(f"{path}: cannot read the checkpoint registry ({' '.join(str(e).split())})") from None
+    data = read_yaml(path, CheckpointError)
     items = data.get("checkpoints") if isinstance(data, dict) else None
     if isinstance(items, dict):
         items = [{**v, "name": k} if isinstance(v, dict) else v for k, v in items.items()]

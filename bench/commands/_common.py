@@ -5,6 +5,7 @@ import argparse
 import os
 from pathlib import Path
 
+from .._argtypes import NONNEGATIVE_INT, POSITIVE_INT, SEED
 from ..errors import BenchError
 
 __all__ = ["add_backbone_args", "add_data_args", "load_backbone_from_args", "make_context", "device_from_arg",
@@ -26,7 +27,7 @@ def add_backbone_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--allow-partial", action="store_true", help="evaluate even if the load is incomplete")
     g.add_argument("--trust-checkpoint", action="store_true",
                    help="allow full unpickling of --ckpt (executes code in the file; trusted files only)")
-    g.add_argument("--seed", type=int, default=0, help="seed for random init and any sampling (default 0)")
+    g.add_argument("--seed", type=SEED, default=0, help="seed for random init and any sampling (default 0)")
 
 
 def add_data_args(p: argparse.ArgumentParser, default_dataset: str | None = "imagenet") -> None:
@@ -34,9 +35,9 @@ def add_data_args(p: argparse.ArgumentParser, default_dataset: str | None = "ima
     g.add_argument("--data-root", help="folder holding the datasets (default $BENCH_DATA, else the miniatures)")
     g.add_argument("--dataset", default=default_dataset, help=f"dataset name (default {default_dataset})")
     g.add_argument("--feature-mode", help="cls, avgpool, cls+avgpool, cls+avgpool-interleaved, last4-cls, pool")
-    g.add_argument("--resolution", type=int, help="centre-crop size (resize scaled alike); miniatures default 64")
-    g.add_argument("--batch-size", type=int, default=64)
-    g.add_argument("--workers", type=int,
+    g.add_argument("--resolution", type=POSITIVE_INT, help="centre-crop size (resize scaled alike); miniatures default 64")
+    g.add_argument("--batch-size", type=POSITIVE_INT, default=64)
+    g.add_argument("--workers", type=NONNEGATIVE_INT,
                    help="DataLoader workers (default: 0 on CPU; on GPU the usable cores, at most 8); feature "
                         "extraction on the CPU decodes in this many threads instead (0: torch's thread count)")
     g.add_argument("--skip-bad-images", action="store_true",

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .._argtypes import POSITIVE_INT
 from ._common import add_backbone_args, add_data_args, check_run_args, load_backbone_from_args, make_context
 
 HELP = "extract features to DIR/<split>.npz + meta.json"
@@ -13,8 +14,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     ext = sub.add_parser("extract", help=HELP)
     ext.add_argument("--split", default="train,val", help="comma-separated splits (default train,val)")
     ext.add_argument("--out", required=True, help="output folder")
-    ext.add_argument("--resize", type=int, default=256)
-    ext.add_argument("--crop", type=int, default=224)
+    ext.add_argument("--resize", type=POSITIVE_INT, default=256)
+    ext.add_argument("--crop", type=POSITIVE_INT, default=224)
     ext.add_argument("--interpolation", default="bicubic")
     add_backbone_args(ext)
     add_data_args(ext)

@@ -25,9 +25,19 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _global_status(name: str, rep: dict) -> str:
+    """How the load treated a global the file names: allowlisted (safe), stubbed or unpickled (--trust-checkpoint)."""
+    from ..backbones._safe_load import SAFE_GLOBALS
+    if name in (rep.get("stubbed_globals") or ()):
+        return "stubbed: not importable here, --trust-checkpoint"
+    if name in {f"{g.__module__}.{g.__qualname__}" for g in SAFE_GLOBALS}:
+        return "allowlisted"
+    return "unpickled: --trust-checkpoint"
+
+
 def _lines(rep: dict) -> list[str]:
     pre = rep["preprocessing"]
-    beyond = rep["extra_objects"] + [f"pickle global {g} (allowlisted)" for g in rep["pickle_globals"]]
+    beyond = rep["extra_objects"] + [f"pickle global {g} ({_global_status(g, rep)})" for g in rep["pickle_globals"]]
     lines = [
         f"file:          {rep['source']}" + (f"  [{rep['registry_name']}]" if rep["registry_name"] else ""),
         f"sha256:        {rep['sha256']}",

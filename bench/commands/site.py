@@ -12,7 +12,8 @@ HELP = "write the leaderboards as a static site (opens from disk, no server)"
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("site", help=HELP)
     p.add_argument("--results", default="results", help="results folder: reads RESULTS/runs/ (default results)")
-    p.add_argument("--out", help="site folder, replaced as a whole (default RESULTS/site)")
+    p.add_argument("--out", help="site folder (default RESULTS/site); replaced as a whole, so it must be new, empty "
+                                 "or a site bench wrote (anything else is refused)")
     return p
 
 

@@ -36,16 +36,47 @@ def _read_annotations(path: Path):
                         f"coco folder (or run `bench data mini` for the miniature)")
     try:
         data = json.loads(path.read_bytes())
+        if not isinstance(data, dict):
+            raise TypeError(f"a JSON {type(data).__name__}, not an object")
         coco = COCO()
         coco.dataset = data
         with contextlib.redirect_stdout(io.StringIO()):   # pycocotools prints progress
             coco.createIndex()
         # COCOeval's loadRes copies these; a file without them is not an instances file
         _ = data["images"], data["annotations"], data["categories"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise DataError(f"{path}: not a COCO instances json ({type(e).__name__}: {e}); re-extract "
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        reason = " ".join(str(e).split())[:160]
+        raise DataError(f"{path}: not a COCO instances json ({type(e).__name__}: {reason}); re-extract "
                         f"annotations_trainval2017.zip") from None
     return coco
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def _annotation_problem(a: Any, masks: bool) -> str | None:
+    """What keeps one annotation from becoming a training target (so a bad file fails before training, in one
+    line, not in a DataLoader worker), or None."""
+    if not isinstance(a, dict):
+        return "not an object"
+    bbox = a.get("bbox")
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(_number(v) for v in bbox)):
+        return "bbox is not [x, y, w, h]"
+    if not masks:
+        return None
+    if "segmentation" not in a:
+        return "no segmentation (mask training needs one per annotation)"
+    seg = a["segmentation"]
+    if isinstance(seg, list):
+        if not seg or not all(isinstance(poly, list) and len(poly) >= 6 and len(poly) % 2 == 0
+                              and all(_number(v) for v in poly) for poly in seg):
+            return "segmentation polygons need 3 or more (x, y) points each"
+        return None
+    if not (isinstance(seg, dict) and isinstance(seg.get("size"), list) and len(seg["size"]) == 2
+            and isinstance(seg.get("counts"), (str, list))):
+        return "segmentation is neither polygons nor RLE {size, counts}"
+    return None
 
 
 def coco_targets(anns: list[dict], h: int, w: int, label_of: dict[int, int], *, masks: bool,
@@ -84,7 +115,19 @@ class COCOInstances(Dataset):
         self.ids = sorted(self.coco.imgs)
         self.category_ids = sorted(self.coco.cats)
         self.label_of = {c: i + 1 for i, c in enumerate(self.category_ids)}
-        self.class_names = tuple(self.coco.cats[c]["name"] for c in self.category_ids)
+        self.class_names = tuple(str(self.coco.cats[c].get("name", c)) for c in self.category_ids)
+        if not self.ids:
+            raise DataError(f"{self.ann_file}: no images in {split}; re-extract annotations_trainval2017.zip")
+        for img_id in self.ids:
+            info = self.coco.imgs[img_id]
+            name = info.get("file_name") if isinstance(info, dict) else None
+            if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+                raise DataError(f"{self.ann_file}: image {img_id} has file_name {name!r}, not a file name in "
+                                f"{split}/; re-extract the annotations")
+        for ann in self.coco.dataset["annotations"]:
+            if problem := _annotation_problem(ann, masks):
+                ann_id = ann.get("id") if isinstance(ann, dict) else None
+                raise DataError(f"{self.ann_file}: annotation {ann_id} {problem}; re-extract the annotations")
         if not (self.root / split).is_dir():
             raise DataError(f"{self.root / split}: COCO image folder not found; extract {split}.zip under "
                             f"{self.root}")

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .._io import atomic_write_bytes
 from ..distributed import dist_info
 from ..precision import Precision, resolve_precision
-from ..train import check_finite, scaled_step
+from ..train import RunDir, check_finite, scaled_step
 
 __all__ = ["TrainStream", "DetectionSamples", "train_detector", "lr_factor", "collate_lists", "to_tensor_target",
            "update_bn_stats", "preset_precision"]
@@ -137,20 +137,22 @@ def _state(model, opt, sched, scaler, it: int) -> dict:
 
 def _resume(run_dir: Path | None, model, opt, sched, scaler) -> int:
     """The iteration to start from: 0, or that of the last checkpoint in `run_dir` (state restored)."""
-    path = run_dir / "last.pt" if run_dir else None
-    if path is None or not path.is_file():
+    if run_dir is None:
         return 0
-    ck = torch.load(path, map_location="cpu", weights_only=True)
     core = model.module if hasattr(model, "module") else model
-    core.load_state_dict(ck["model"])
-    opt.load_state_dict(ck["optimizer"])
-    sched.load_state_dict(ck["scheduler"])
-    scaler.load_state_dict(ck["scaler"])
-    torch.set_rng_state(ck["torch_rng"])
-    if ck["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(ck["cuda_rng"])
-    _logger.info("resuming detection training from %s at iteration %d", path, ck["iteration"])
-    return int(ck["iteration"])
+
+    def apply(ck):
+        core.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        scaler.load_state_dict(ck["scaler"])
+        it = int(ck["iteration"])
+        torch.set_rng_state(ck["torch_rng"])
+        if ck["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ck["cuda_rng"])
+        _logger.info("resuming detection training from %s at iteration %d", run_dir / "last.pt", it)
+        return it
+    return RunDir(run_dir).restore(apply, protect=(core, opt, sched, scaler)) or 0
 
 
 def preset_precision(preset: Any, device: torch.device, amp: str = "auto") -> Precision:

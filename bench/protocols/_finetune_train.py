@@ -297,18 +297,21 @@ def finetune(ctx, preset: FinetunePreset) -> tuple[dict, dict]:
 
     run_dir = RunDir((ctx.cache_dir or cache_dir()) / "runs" / "finetune" / _run_key(ctx, preset, batch, epochs, micro,
                                                                               (lr, warmup_lr, min_lr)))
-    history, start_epoch, start_update, pending_rng, partial = [], 0, 0, None, (0.0, 0)
-    if (state := run_dir.load()) is not None:
+    def apply(state):
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         scaler.load_state_dict(state["scaler"])
         if ema is not None:
             ema.module.load_state_dict(state["ema"])
-        history, start_epoch, start_update = state["history"], int(state["epoch"]), int(state["update"])
+        epoch, update = int(state["epoch"]), int(state["update"])
         partial = (float(state["loss_sum"][0]), int(state["loss_sum"][1]))   # the resumed epoch's loss so far
-        if start_update >= steps:
-            start_epoch, start_update, partial = start_epoch + 1, 0, (0.0, 0)
-        pending_rng = state["rng"]
+        if update >= steps:
+            epoch, update, partial = epoch + 1, 0, (0.0, 0)
+        return list(state["history"]), epoch, update, dict(state["rng"]), partial
+
+    protect = (model, opt, scaler) + ((ema.module,) if ema is not None else ())
+    history, start_epoch, start_update, pending_rng, partial = (run_dir.restore(apply, protect=protect)
+                                                                or ([], 0, 0, None, (0.0, 0)))
     resumed_from = {"epoch": start_epoch, "update": start_update} if pending_rng is not None else None
     every = int(ctx.options.get("ckpt_every") or 0)
 

@@ -30,7 +30,7 @@ from ..errors import DataError
 from ..distributed import dist_info
 from ..precision import Precision, resolve_precision
 from ..metrics.segmentation import IGNORE_INDEX, confusion_matrix
-from ..train import check_finite, rng_state, scaled_step, set_rng_state
+from ..train import RunDir, check_finite, rng_state, scaled_step, set_rng_state
 from ._segmentation_model import SegModel, slide_inference
 from ._segmentation_optim import poly_warmup_factor
 
@@ -75,17 +75,19 @@ def _save(run_dir: Path, model: SegModel, opt, scaler, it: int) -> None:
 
 
 def _resume(run_dir: Path | None, model: SegModel, opt, scaler, device) -> int:
-    path = run_dir / CKPT_NAME if run_dir else None
-    if path is None or not path.is_file():
+    if run_dir is None:
         return 0
-    state = torch.load(path, map_location=device, weights_only=True)
-    model.load_state_dict(state["model"], strict=not model.features.frozen)
-    opt.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
-    if "rng" in state:
-        set_rng_state(state["rng"])
-    _logger.info("resuming segmentation training from %s at iteration %d", path, state["iteration"])
-    return int(state["iteration"])
+
+    def apply(state):
+        model.load_state_dict(state["model"], strict=not model.features.frozen)
+        opt.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        it = int(state["iteration"])
+        if "rng" in state:
+            set_rng_state(state["rng"])
+        _logger.info("resuming segmentation training from %s at iteration %d", run_dir / CKPT_NAME, it)
+        return it
+    return RunDir(run_dir, CKPT_NAME).restore(apply, protect=(model, opt, scaler)) or 0
 
 
 class _Positioned(Dataset):

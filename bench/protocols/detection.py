@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._argtypes import POSITIVE_INT
 from .._io import sha256_json
 from ..data.voc import VOC_CLASSES
 from ..distributed import dist_info
@@ -102,7 +103,7 @@ class DetectionPreset:
 
 
 def _add_arguments(p) -> None:
-    p.add_argument("--trials", type=int, default=1, help="independent fine-tunings (seeds seed…seed+N-1); "
+    p.add_argument("--trials", type=POSITIVE_INT, default=1, help="independent fine-tunings (seeds seed…seed+N-1); "
                                                          "MoCo reports the mean of 5")
     p.add_argument("--backend", choices=("torchvision", "detectron2"), default="torchvision")
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from .._argtypes import NONNEGATIVE_INT, POSITIVE_INT
 from ..errors import BenchError
 from ..presets import check_choices
 from . import ProtocolResult, register_protocol
@@ -117,10 +118,10 @@ def scaled_finetune_lr(preset: FinetunePreset, batch: int) -> tuple[float, float
 
 
 def _add_arguments(p) -> None:
-    p.add_argument("--micro-batch", type=int, default=None,
+    p.add_argument("--micro-batch", type=POSITIVE_INT, default=None,
                    help="per-process batch actually run; the preset's global batch is reached by gradient "
                         "accumulation (default: the whole per-process batch at once)")
-    p.add_argument("--ckpt-every", type=int, default=0,
+    p.add_argument("--ckpt-every", type=NONNEGATIVE_INT, default=0,
                    help="also write the resumable run checkpoint every N optimiser updates (default: each epoch)")
 
 

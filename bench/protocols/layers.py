@@ -145,8 +145,7 @@ def layer_features(ctx, split: str, preset: LayersPreset) -> dict[str, Any]:
     """{layer: FeatureSet} of one split: from `--features DIR/<layer>/<split>.npz`, the cache, or one extraction
     pass that fills every layer's cache entry."""
     from ..cache import FeatureSet, _cache_key, _read_cache_entry, _run_extraction, load_feature_split, \
-        save_feature_split
-    from .._io import atomic_write_json
+        write_cache_entry
     from ..data import build_eval_transform
     key = f"{ctx.dataset}/{split}"
     if ctx.features_dir is not None:
@@ -170,7 +169,8 @@ def layer_features(ctx, split: str, preset: LayersPreset) -> dict[str, Any]:
                   "amp": prec.cache_key} for n in preset.layers}
     entries = {n: Path(ctx.cache_dir) / "features" / _cache_key(backbone, f) if ctx.cache_dir else None
                for n, f in fields.items()}
-    cached = {n: _read_cache_entry(e, split, len(images)) if e else None for n, e in entries.items()}
+    expected = {n: {"weights_id": backbone.weights_id, **f} for n, f in fields.items()}
+    cached = {n: _read_cache_entry(e, split, len(images), expected[n]) if e else None for n, e in entries.items()}
     hit = all(fs is not None for fs in cached.values())
     if hit:
         out = cached
@@ -185,10 +185,7 @@ def layer_features(ctx, split: str, preset: LayersPreset) -> dict[str, Any]:
         for n, fs in out.items():
             fs.meta["adaptive"] = n in tap.adaptive
             if entries[n] is not None:
-                save_feature_split(entries[n], split, fs)
-                atomic_write_json(entries[n] / f"{split}.meta.json",
-                                  {"weights_id": backbone.weights_id, **fields[n], "count": len(fs),
-                                   "dim": int(fs.features.shape[1]), "adaptive": n in tap.adaptive})
+                write_cache_entry(entries[n], split, fs, expected[n], adaptive=n in tap.adaptive)
     if hit:   # whether a layer was adaptively pooled is a property of the map size, kept with its cache entry
         import json
         for n, e in entries.items():

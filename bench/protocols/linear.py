@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .._argtypes import POSITIVE_INT
 from ..presets import check_choices
 from . import ProtocolResult, register_protocol
 
@@ -80,7 +81,7 @@ class LinearPreset:
 
 @register_protocol("linear", preset_cls=LinearPreset, accepts_features=True,
                    add_arguments=lambda p: p.add_argument(
-                       "--micro-batch", type=int, default=None,
+                       "--micro-batch", type=POSITIVE_INT, default=None,
                        help="per-process batch actually run; the preset's batch is reached by gradient "
                             "accumulation (default: the whole per-process batch at once)"),
                    options=lambda a: {"micro_batch": a.micro_batch} if a.micro_batch else {})

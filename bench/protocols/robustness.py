@@ -22,6 +22,7 @@ Metrics are keyed `<dataset>:<metric>` (bench/tables.py spreads them over one ta
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -227,8 +228,8 @@ def alexnet_flip_probs(ctx, preset: RobustnessPreset, measured: dict[str, float]
     """mFR's normaliser {perturbation: AlexNet flip probability (fraction)} and where it came from: the record
     of a robustness run of AlexNet (`--alexnet-record`; the paper's normaliser is AlexNet measured on the same
     sequences) or the preset's transcribed `alexnet_flip_prob`. Every refusal is one line naming the file."""
-    import json
     from .._io import sha256_file
+    from ..records import read_record, record_problem
     path = (ctx.options or {}).get("alexnet_record")
     if not path:
         given = dict(preset.alexnet_flip_prob)
@@ -238,13 +239,16 @@ def alexnet_flip_probs(ctx, preset: RobustnessPreset, measured: dict[str, float]
                          "alexnet_flip_prob; keep one")
     path = Path(path)
     hint = "run `bench run --protocol robustness --model tv:alexnet --ckpt alexnet-owt-7be5be79.pth` and pass its record"
-    try:
-        rec = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BenchError(f"{path}: AlexNet record not found; {hint}") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise BenchError(f"{path}: not a readable record ({type(e).__name__}); {hint}") from None
-    if not isinstance(rec, dict) or rec.get("protocol") != "robustness":
+    if not path.is_file():
+        raise BenchError(f"{path}: AlexNet record not found; {hint}")
+    try:   # the record schema every reader of records applies (bench.record_schema): types, lengths, text
+        rec = read_record(path)
+    except BenchError as e:
+        reason = str(e).removeprefix(f"{path}: ").split("; ")[0]
+        raise BenchError(f"{path}: not a readable record ({reason}); {hint}") from None
+    if problem := record_problem(rec):
+        raise BenchError(f"{path}: not a valid run record ({problem}); {hint}")
+    if rec.get("protocol") != "robustness":
         raise BenchError(f"{path}: not a robustness record; {hint}")
     ckpt = rec.get("checkpoint") or {}
     arch = str(ckpt.get("arch") or "")
@@ -260,10 +264,17 @@ def alexnet_flip_probs(ctx, preset: RobustnessPreset, measured: dict[str, float]
                          f"{key.get('quick')}, seed {key.get('seed')}) than this run; rerun it with the same data "
                          f"options")
     fp = (rec.get("details") or {}).get("imagenet_p_flip_prob") or {}
+    if not isinstance(fp, dict):
+        raise BenchError(f"{path}: details.imagenet_p_flip_prob must map perturbation → percent; {hint}")
     missing = sorted(set(measured) - set(fp))
     if missing:
         raise BenchError(f"{path}: no AlexNet flip probability for {', '.join(missing)}; rerun AlexNet on the same "
                          f"ImageNet-P folder")
+    bad = sorted(p for p in measured if isinstance(fp[p], bool) or not isinstance(fp[p], (int, float))
+                 or not math.isfinite(fp[p]) or fp[p] > 100)
+    if bad:
+        raise BenchError(f"{path}: AlexNet's flip probability for {', '.join(bad)} is not a percentage in [0, 100] "
+                         f"({fp[bad[0]]!r}); {hint}")
     zero = sorted(p for p in measured if not fp[p] > 0)
     if zero:
         raise BenchError(f"{path}: AlexNet's flip probability is 0 for {', '.join(zero)}, which cannot normalise; "

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._argtypes import float_range
 from ..data import cache_dir
 from ..data.subsets import (SIMCLR_SUBSET_SIZES, balanced_fraction, find_subset_file, read_subset_list,
                             subset_indices)
@@ -74,7 +75,8 @@ def _add_arguments(p) -> None:
     p.add_argument("--labels-percent", type=int, choices=[1, 10, 100], default=10,
                    help="SimCLR's 1%% or 10%% ImageNet list (default 10); 100: every train image")
     p.add_argument("--subset-file", help="a subset list in SimCLR's format (one train file name per line)")
-    p.add_argument("--fraction", type=float, help="seeded class-balanced fraction instead of a list (other datasets)")
+    p.add_argument("--fraction", type=float_range(0, 1, lo_open=True),
+                   help="seeded class-balanced fraction instead of a list (other datasets)")
 
 
 def _options(args) -> dict:
@@ -115,21 +117,51 @@ def resolve_subset(ctx, samples: list[tuple[str, int]]) -> tuple[np.ndarray, dic
                  "count": len(idx)}
 
 
-@register_protocol("semisup", preset_cls=SemisupPreset, accepts_features=False, add_arguments=_add_arguments,
+def _requested_percent(ctx) -> float:
+    opts = ctx.options
+    return 100 * opts["fraction"] if opts.get("fraction") else (opts.get("labels_percent") or 10)
+
+
+def _train_samples(ctx) -> list[tuple[str, int]]:
+    """(file, label) of the train split in feature-row order: from the images when a data root is known; with
+    --features alone, the labels only (enough for --fraction and 100%; a SimCLR list selects by file name)."""
+    from torchvision.datasets import ImageFolder
+    if ctx.data_root is not None:
+        train_root = ctx.open_images("train", None)
+        if not isinstance(train_root, ImageFolder):
+            raise BenchError(f"semisup needs an ImageFolder-style train split; {ctx.dataset} is not one")
+        if ctx.features_dir is not None:   # rows are matched to files by position: they must be the same split
+            labels = np.load(Path(ctx.features_dir) / "train.npz")["labels"]
+            if len(labels) != len(train_root.samples) or any(int(a) != b for a, (_, b) in zip(labels,
+                                                                                          train_root.samples)):
+                raise BenchError(f"{ctx.features_dir}/train.npz: its {len(labels)} rows are not the train images of "
+                                 f"{ctx.data_root.path} ({len(train_root.samples)}); pass the --data-root the "
+                                 f"features were extracted from")
+        return train_root.samples
+    opts = ctx.options
+    if not opts.get("fraction") and (opts.get("subset_file") or (opts.get("labels_percent") or 10) != 100):
+        raise BenchError("semisup --features: a label list (--labels-percent 1/10, --subset-file) selects images by "
+                         "file name; add --data-root DIR (the images the features came from) or use --fraction F")
+    labels = np.load(Path(ctx.features_dir) / "train.npz")["labels"]
+    return [("", int(t)) for t in labels]
+
+
+@register_protocol("semisup", preset_cls=SemisupPreset, accepts_features=True, add_arguments=_add_arguments,
                    options=_options)
 def run_semisup(ctx, preset: SemisupPreset) -> ProtocolResult:
-    """Fine-tune on 1% / 10% of ImageNet labels (SimCLR, SimCLR v2, BYOL, SwAV) or logreg on the subset."""
+    """Fine-tune on 1% / 10% of ImageNet labels (SimCLR, SimCLR v2, BYOL, SwAV) or logreg on the subset; the
+    logreg mode also runs on `--features DIR` (frozen features are all it reads)."""
     from ._semisup_train import finetune, logreg_on_subset
-    from torchvision.datasets import ImageFolder
-    train_root = ctx.open_images("train", None)
-    if not isinstance(train_root, ImageFolder):
-        raise BenchError(f"semisup needs an ImageFolder-style train split; {ctx.dataset} is not one")
-    idx, subset = resolve_subset(ctx, train_root.samples)
+    if ctx.backbone is None and effective_preset(preset, _requested_percent(ctx)).mode != "logreg":
+        raise BenchError("semisup: this preset fine-tunes the backbone and needs --model/--ckpt, not --features "
+                         "(the logreg preset runs on --features)")
+    samples = _train_samples(ctx)
+    idx, subset = resolve_subset(ctx, samples)
     eff = effective_preset(preset, subset["percent"])
     if eff.mode == "logreg":
         metrics, details = logreg_on_subset(ctx, eff, idx)
     else:
-        metrics, details = finetune(ctx, eff, idx, train_root.samples)
+        metrics, details = finetune(ctx, eff, idx, samples)
     # label_percent is what the leaderboard's label-efficiency plot reads (always a percentage)
     details.update(subset=subset, label_percent=subset["percent"], effective_preset=dataclasses.asdict(eff))
     return ProtocolResult(metrics, details, headline=("top1", "top5"))

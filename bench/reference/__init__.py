@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from .._text import md_escape
 from ..errors import BenchError
 
 __all__ = ["DATA_DIR", "Documented", "paper_rows", "reference_index", "reference_table", "reference_mapping",
@@ -367,6 +368,4 @@ def render_reference_table(name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _md(text: str) -> str:
-    """A Markdown-safe cell: pipes escaped, newlines flattened."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
+_md = md_escape   # the one Markdown escaper (bench._text)
