@@ -93,8 +93,8 @@ def run_correspondence(ctx, preset: CorrespondencePreset) -> ProtocolResult:
             from PIL import Image
             with Image.open(split.images_dir / pair.src) as im:
                 sizes[pair.src] = (im.height, im.width)
-        src_map = torch.from_numpy(np.asarray(feats.maps[0][row[pair.src]])).float().to(ctx.device)
-        trg_map = torch.from_numpy(np.asarray(feats.maps[0][row[pair.trg]])).float().to(ctx.device)
+        src_map = torch.from_numpy(np.array(feats.maps[0][row[pair.src]])).float().to(ctx.device)
+        trg_map = torch.from_numpy(np.array(feats.maps[0][row[pair.trg]])).float().to(ctx.device)
         pred = transfer_keypoints(src_map, trg_map, pair.src_kps, sizes[pair.src], pair.trg_size)
         x1, y1, x2, y2 = pair.trg_bbox
         ok_bbox.append(pck_correct(pred, pair.trg_kps, max(y2 - y1, x2 - x1), preset.alpha))

@@ -88,7 +88,7 @@ def _sequence(ctx, p: VideoSegPreset, seq, spec: DenseSpec, short_side: int):
                                                   "frames": [f.name for f in seq.frames], "mean": list(mean),
                                                   "std": list(std), "root": str(ctx.data_root.path)},
                           desc=f"frames {seq.name}")
-    maps = torch.from_numpy(np.asarray(feats.maps[0])).float().to(ctx.device)
+    maps = torch.from_numpy(np.array(feats.maps[0])).float().to(ctx.device)
     h, w = maps.shape[-2:]
     patch = size[0] // h
     first_ids = first.copy()
