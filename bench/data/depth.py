@@ -101,7 +101,7 @@ class DepthImages(Dataset):
         return len(self.images)
 
     def rgb(self, i: int) -> np.ndarray:
-        img = np.asarray(load_rgb(self.images[i]))
+        img = np.array(load_rgb(self.images[i]))
         return _kb(img) if self.layout.kb_crop else img
 
     def depth(self, i: int) -> np.ndarray:
