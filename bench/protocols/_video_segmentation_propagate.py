@@ -1,7 +1,7 @@
 """Label propagation as DINO's eval_video_segmentation.py, written as batched matrix work.
 
 For frame t the sources are the first frame and the `n_last_frames` previous predictions (queue, :45-71); the
-affinity is exp(cos / 0.1) between the target's patches and every source patch (one bmm over the context,
+affinity is exp(cos / 0.1) between the target's patches and every source patch of the window (one matmul,
 :122-129), restricted to a (2r+1)² spatial neighbourhood (:85-99, :131-135; here one broadcast comparison instead
 of four nested loops), the top-k sources per target patch kept and normalised (:137-142), and the sources' soft
 labels averaged with those weights (:144-150). The soft label map goes back into the queue; the output is that
@@ -33,20 +33,20 @@ def to_one_hot(seg: torch.Tensor, n: int) -> torch.Tensor:
 def propagate_step(feat_tar: torch.Tensor, feat_sources: torch.Tensor, segs: torch.Tensor, *, h: int, w: int,
                    topk: int, mask: torch.Tensor | None, temperature: float = 0.1) -> torch.Tensor:
     """feat_tar (hw, d), feat_sources (n_ctx, d, hw) raw features; segs (n_ctx, C, h, w) → (1, C, h, w)."""
-    n_ctx = feat_sources.shape[0]
+    n_ctx, d, hw = feat_sources.shape
     tar = F.normalize(feat_tar, dim=1, p=2)
-    src = F.normalize(feat_sources, dim=1, p=2)
-    aff = torch.exp(torch.bmm(tar.unsqueeze(0).expand(n_ctx, -1, -1), src) / temperature)
+    src = F.normalize(feat_sources, dim=1, p=2).permute(1, 0, 2).reshape(d, n_ctx * hw)
+    # one (targets × every source patch of the window) matrix; DINO's transpose to (sources, targets) is left out:
+    # its top-k over sources and column sums are this matrix's row top-k and row sums
+    aff = torch.exp(tar @ src / temperature)
     if mask is not None:
-        aff = aff * mask
-    aff = aff.transpose(2, 1).reshape(-1, h * w)                       # (n_ctx·hw sources, hw targets)
-    tk_val, _ = torch.topk(aff, dim=0, k=topk)
-    tk_min, _ = torch.min(tk_val, dim=0)
-    aff[aff < tk_min] = 0
-    aff = aff / torch.sum(aff, keepdim=True, dim=0)
+        aff = (aff.view(hw, n_ctx, hw) * mask[:, None, :]).view(hw, n_ctx * hw)
+    kth = torch.topk(aff, dim=1, k=topk).values[:, -1:]
+    aff = aff.masked_fill_(aff < kth, 0)
+    aff = aff / aff.sum(dim=1, keepdim=True)
     c = segs.shape[1]
-    flat = segs.reshape(n_ctx, c, -1).transpose(2, 1).reshape(-1, c).T   # (C, n_ctx·hw)
-    return torch.mm(flat, aff).reshape(1, c, h, w)
+    flat = segs.reshape(n_ctx, c, -1).transpose(2, 1).reshape(-1, c)      # (n_ctx·hw, C)
+    return (aff @ flat).T.reshape(1, c, h, w)
 
 
 def norm_mask(mask: torch.Tensor) -> torch.Tensor:
