@@ -123,6 +123,17 @@ def test_linear_bins_head_is_the_expectation_over_uniform_bins():
     assert torch.allclose(out, torch.full_like(out, (0.1 * 1 + 0.1 * 2 + 1.0 * 3) / 1.2))
 
 
+def test_dpt_head_on_vit_grid_and_cnn_pyramid():
+    from bench.protocols._depth_heads import DPTHead, head_input
+    vit = DPTHead([8] * 4, channels=16, post_process_channels=(4, 8, 8, 8), min_depth=0.5)
+    maps = head_input([(torch.randn(2, 8, 6, 8), torch.randn(2, 8)) for _ in range(4)])
+    out = vit(maps)
+    assert out.shape == (2, 1, 6 * 16, 8 * 16) and (out >= 0.5).all()    # back to the input size of a /16 ViT
+    cnn = DPTHead([4, 8, 16, 32], channels=16, post_process_channels=(4, 8, 8, 8), resample=False)
+    out = cnn([torch.randn(1, c, 32 // s, 48 // s) for c, s in ((4, 1), (8, 2), (16, 4), (32, 8))])
+    assert out.shape[-2:] == (32 * 4, 48 * 4)                            # the finest stage (stride 4) × 4
+
+
 # ------------------------------------------------------------------ layouts refused in one line
 
 

@@ -86,14 +86,16 @@ class _Fusion(nn.Module):
 class DPTHead(nn.Module):
     def __init__(self, in_channels: list[int], channels: int = 256,
                  post_process_channels: tuple[int, ...] = (96, 192, 384, 768), min_depth: float = 1e-3,
-                 max_depth: float = 10.0):
+                 max_depth: float = 10.0, resample: bool = True):
         super().__init__()
         if len(in_channels) != 4:
             raise ValueError(f"the DPT head takes 4 layers, got {len(in_channels)}")
         pc = post_process_channels
         self.projects = nn.ModuleList(nn.Conv2d(c, o, 1) for c, o in zip(in_channels, pc))
+        # a ViT's four maps share one grid and are resampled into a pyramid; a CNN's stages already are one
         self.resize = nn.ModuleList([nn.ConvTranspose2d(pc[0], pc[0], 4, 4), nn.ConvTranspose2d(pc[1], pc[1], 2, 2),
-                                     nn.Identity(), nn.Conv2d(pc[3], pc[3], 3, 2, 1)])
+                                     nn.Identity(), nn.Conv2d(pc[3], pc[3], 3, 2, 1)] if resample
+                                    else [nn.Identity() for _ in range(4)])
         self.convs = nn.ModuleList(nn.Conv2d(o, channels, 3, padding=1, bias=False) for o in pc)
         self.fusion = nn.ModuleList(_Fusion(channels, i == 0) for i in range(4))
         self.project = nn.Conv2d(channels, channels, 3, padding=1)

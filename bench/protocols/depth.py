@@ -109,7 +109,9 @@ def _build_head(p: DepthPreset, feats, lo: float, hi: float):
     from ._depth_heads import DPTHead, LinearBinsHead
     chans = [s[0] * (2 if c is not None else 1) for s, c in zip(feats.meta["shapes"], feats.cls)]
     if p.head == "dpt":
-        return DPTHead([s[0] for s in feats.meta["shapes"]], p.dpt_channels, p.dpt_post_process_channels, lo, hi)
+        same_grid = len({tuple(s[1:]) for s in feats.meta["shapes"]}) == 1
+        return DPTHead([s[0] for s in feats.meta["shapes"]], p.dpt_channels, p.dpt_post_process_channels, lo, hi,
+                       resample=same_grid)
     return LinearBinsHead(sum(chans), p.n_bins, lo, hi, p.upsample, p.bins, p.bin_norm)
 
 
