@@ -108,9 +108,13 @@ METRIC_ORDER: dict[str, tuple[str, ...]] = {
     "retrieval": ("mAP_M", "mAP_H", "mAP_E", "mAP"),
     "voc_transfer": ("mAP", "mAP_ms", "mAP_11pt", "mIoU"),
     "robustness": ("top1", "mCE", "mFR", "mFP"),
+    "depth": ("rmse", "abs_rel", "d1", "silog"),
+    "video_segmentation": ("J&F", "J", "F"),
+    "correspondence": ("pck_bbox", "pck_img", "pck_bbox_category_mean"),
 }
 # error rates: lower is better, so these tables sort ascending
-LOWER_IS_BETTER = frozenset({"mCE", "mFR", "mFP", "relative_mCE"})
+LOWER_IS_BETTER = frozenset({"mCE", "mFR", "mFP", "relative_mCE",
+                             "rmse", "abs_rel", "sq_rel", "rmse_log", "silog", "log10"})   # depth errors
 
 
 def _is_headline(m: Measured, column: str) -> bool:
