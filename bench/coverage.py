@@ -12,8 +12,9 @@ Reads checkpoints.yaml and the reference tables only: no record, no network, no 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
-__all__ = ["RowCoverage", "entry_problems", "coverage_rows", "render_coverage"]
+__all__ = ["RowCoverage", "entry_problems", "coverage_rows", "render_coverage", "registered_for"]
 
 LOADS, REGISTERED, UNAVAILABLE, NONE = "loads", "registered", "no public checkpoint", "not registered"
 
@@ -59,9 +60,12 @@ def entry_problems(entry) -> list[str]:
     return out
 
 
+def _cites_item(n: dict, table: str, method: str, arch: str) -> bool:
+    return n.get("table") == f"{table}.csv" and n.get("method") == method and n.get("arch", arch) == arch
+
+
 def _cites(entry, table: str, method: str, arch: str) -> bool:
-    return any(n.get("table") == f"{table}.csv" and n.get("method") == method and n.get("arch", arch) == arch
-               for n in entry.numbers)
+    return any(_cites_item(n, table, method, arch) for n in entry.numbers)
 
 
 def _method_meets(label: str | None, arch_of: str | None, method: str, arch: str) -> bool:
@@ -78,6 +82,24 @@ def _unavailable_for(items, table: str, method: str, arch: str):
         if u.arch is None or canonical_arch(u.arch) == canonical_arch(arch):
             return u
     return None
+
+
+def registered_for(table: str, method: str, arch: str, values: Iterable[str]) -> str:
+    """The checkpoints.yaml entries whose `numbers` cite this documented row (table, method, arch and one of its
+    printed `values`: rows that differ only in setting, like iBOT's IN-1K and IN-22K ViT-L, stay apart),
+    space-separated: the leaderboards' checkpoint cell of a documented row. Reads checkpoints.yaml only."""
+    from .backbones.zoo import load_registry
+    printed = {_number(v) for v in values} - {None}
+    return " ".join(e.name for e in load_registry().values()
+                    if any(_cites_item(n, table, method, arch) and _number(n.get("value")) in printed
+                           for n in e.numbers))
+
+
+def _number(v) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
 
 
 def coverage_rows(registry: dict | None = None, unavailable: tuple | None = None) -> list[RowCoverage]:
