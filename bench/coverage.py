@@ -84,15 +84,16 @@ def _unavailable_for(items, table: str, method: str, arch: str):
     return None
 
 
-def registered_for(table: str, method: str, arch: str, values: Iterable[str]) -> str:
-    """The checkpoints.yaml entries whose `numbers` cite this documented row (table, method, arch and one of its
-    printed `values`: rows that differ only in setting, like iBOT's IN-1K and IN-22K ViT-L, stay apart),
-    space-separated: the leaderboards' checkpoint cell of a documented row. Reads checkpoints.yaml only."""
+def registered_for(table: str, method: str, arch: str, values: Iterable[str], setting: str = "") -> str:
+    """The checkpoints.yaml entries whose `numbers` cite this documented row (table, method, arch, one of its
+    printed `values`, and the item's `setting` text if it gives one: rows that differ only in setting, like iBOT's
+    IN-1K and IN-22K ViT-L or DeiT's ablation rows, stay apart), space-separated: the leaderboards' checkpoint cell
+    of a documented row. Reads checkpoints.yaml only."""
     from .backbones.zoo import load_registry
     printed = {_number(v) for v in values} - {None}
     return " ".join(e.name for e in load_registry().values()
                     if any(_cites_item(n, table, method, arch) and _number(n.get("value")) in printed
-                           for n in e.numbers))
+                           and str(n.get("setting", "")) in setting for n in e.numbers))
 
 
 def _number(v) -> float | None:

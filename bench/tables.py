@@ -343,7 +343,7 @@ def table_rows(table: Table) -> tuple[list[str], list[list[str]]]:
                         + [delta_cell(m, table), " ".join(m.run_ids)])
         else:
             cells, d = item
-            ckpt = registered_for(d.table, d.method, d.arch, cells.values())
+            ckpt = registered_for(d.table, d.method, d.arch, cells.values(), d.setting)
             rows.append([d.table, d.method, d.arch, ckpt, d.preset, d.setting]
                         + [cells.get(c, "") for c in metrics]
                         + ["", ""])

@@ -66,3 +66,15 @@ def test_coverage_of_the_real_registry(capsys):
     assert "| MAE [25] | ViT-B/16 | loads | mae_vit_base |" in out
     assert "| EsViT | Swin-T/7 | registered | esvit_swin_tiny_w7 |" in out or \
         "| EsViT | Swin-T/7 | loads | esvit_swin_tiny_w7 |" in out   # loads once its layout is in this bench
+
+
+def test_leaderboard_checkpoint_cell_of_a_documented_row():
+    """Same table, method and arch, told apart by the printed value: iBOT's ViT-L/16 pre-trained on IN-1K (81.0,
+    ibot_vitl16's row) and on IN-22K (82.3, no registered checkpoint)."""
+    from bench.coverage import registered_for
+    assert registered_for("ibot_knn_linear", "iBOT", "ViT-L/16", ["81.0", ""]) == "ibot_vitl16"
+    assert registered_for("ibot_knn_linear", "iBOT", "ViT-L/16", ["82.3"]) == ""
+    row1, row3 = ("pre-trained 224; ablation row 1 of 13; pre-training optimizer=adamw",
+                  "pre-trained 224; ablation row 3 of 13; pre-training optimizer=adamw")
+    assert registered_for("deit_ablation", "DeiT", "", ["81.8"], row1) == "deit_base"
+    assert registered_for("deit_ablation", "DeiT", "", ["81.8"], row3) == ""     # same number, other recipe
