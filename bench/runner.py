@@ -207,7 +207,8 @@ def _checkpoint_block(ctx: RunContext) -> dict[str, Any]:
             "path": None if rep.family == "random" else rep.source, "sha256": rep.sha256, "arch": rep.arch,
             "family": rep.family, "layout": rep.layout, "ckpt_key": rep.ckpt_key,
             "coverage_pct": round(100 * rep.coverage, 3), "library": rep.library,
-            "registry_name": rep.registry_name}
+            "registry_name": rep.registry_name, "pos_embed_rule": rep.pos_embed_rule,
+            **({"pos_embed_rule_set": True} if rep.pos_embed_rule_set else {})}
 
 
 def _pretrain(ctx: RunContext) -> dict[str, Any]:
@@ -301,6 +302,8 @@ def run_protocol(protocol: str, ctx: RunContext, *, preset: str | None = None,
     settings = {"protocol": protocol, "preset": preset_name, "preset_version": version,
                 "preset_settings": preset_settings(preset_obj),
                 "inputs": stable_inputs(ctx.inputs), "options": ctx.options, "quick": ctx.quick, "mini": ctx.mini}
+    if ctx.backbone is not None and ctx.backbone.report.pos_embed_rule_set:   # a hand-set rule moves the number
+        settings["pos_embed_rule"] = ctx.backbone.report.pos_embed_rule
     reasons = _not_comparable(ctx, overrides)
     if skipped:
         reasons.append(f"{len(skipped)} unreadable image(s) skipped (--skip-bad-images)")

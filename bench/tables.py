@@ -28,6 +28,7 @@ from .presets import preset_version
 from .records import read_records, record_run_id
 from .reference import (Documented, _md, arch_matches, canonical_arch, canonical_method, documented_entries,
                         pretrain_matches, pretrain_value, reference_dataset)
+from .coverage import registered_for
 from .sweep import catalog_entry_for
 
 __all__ = ["Measured", "Table", "DeltaPart", "METRIC_ORDER", "measurements", "build_tables", "delta_parts",
@@ -346,7 +347,9 @@ def table_rows(table: Table) -> tuple[list[str], list[list[str]]]:
                         + [delta_cell(m, table), " ".join(m.run_ids)])
         else:
             cells, d = item
-            rows.append([d.table, d.method, d.arch, "", d.preset, d.setting] + [cells.get(c, "") for c in metrics]
+            ckpt = registered_for(d.table, d.method, d.arch, cells.values(), d.setting)
+            rows.append([d.table, d.method, d.arch, ckpt, d.preset, d.setting]
+                        + [cells.get(c, "") for c in metrics]
                         + ["", ""])
     return header, rows
 
@@ -356,6 +359,9 @@ def render_markdown(table: Table) -> str:
     papers = list(dict.fromkeys(f"`{d.table}` ({d.paper}; preset `{d.preset}`)" for d in table.documented))
     lines = [f"# {md_escape(table.protocol)} · {md_escape(table.dataset)}", ""]
     lines += [f"Documented rows: {', '.join(papers)}." if papers else "No documented rows for this pair.", ""]
+    if papers:
+        lines += ["A documented row's checkpoint names the checkpoints.yaml entries registered for it (`--ckpt NAME`; "
+                  "`bench table --coverage` says which load and why others cannot).", ""]
     lines += ["Measured rows: run records (`record` = run id, the hash of settings + weights that ends the record's "
               "file name). Δ = measured − documented, given only for a comparable record run with the documented "
               "preset.", ""]

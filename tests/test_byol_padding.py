@@ -75,7 +75,12 @@ def test_byol_convert_file_gives_byol_convert_features(byol_file, size):
     with torch.no_grad():
         expected = byol_convert_forward(sd, x)
         torch.testing.assert_close(bb.features(x), expected, rtol=1e-5, atol=1e-5)
-        plain = load_backbone(path, "from-keys")     # torchvision's symmetric padding: the silent failure
+        # the published file by path is that entry (its name), so it pads as BYOL too
+        by_path = load_backbone(path, "from-keys")
+        assert by_path.report.registry_name == "tiny_byol" and by_path.weights_id.endswith(":tf-same")
+        # renamed, nothing says it is BYOL: torchvision's symmetric padding, the silent failure
+        import shutil
+        plain = load_backbone(shutil.copy(path, path.with_name("renamed_resnet.pth")), "from-keys")
         assert plain.report.coverage == 1.0 and (plain.features(x) - expected).abs().max() > 1e-3
 
 

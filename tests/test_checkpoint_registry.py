@@ -21,9 +21,24 @@ REFERENCE = [Path(os.environ.get("BENCH_REFERENCE", "/nonexistent")), Path(__fil
              Path("/work/shared/reference")]
 
 
+# Publisher layouts / families named in checkpoints.yaml ahead of their loaders (issue 32's loading half): an entry
+# may name one of these before this bench registers it; `bench table --coverage` reports such rows as not loading.
+PENDING_LAYOUTS = {"simmim-vit", "simmim-vit-finetuned", "simmim-swin", "esvit-swin", "vissl-trunk",
+                   "solo-learn-resnet", "mmpretrain-vit", "mmpretrain-swin", "timm-arch"}
+PENDING_FAMILIES = {"simmim", "esvit", "um-mae", "cae", "timm-arch"}
+
+
+def _buildable(arch):
+    name = arch.removeprefix("tv:")
+    return timm.is_model(name) or name in torchvision.models.list_models() or name in DEEPCLUSTER_ARCHS
+
+
 def test_every_entry_names_known_things():
     entries = zoo.load_registry()
-    layouts = {lay.name for lay in list_layouts()}
+    layouts = {lay.name for lay in list_layouts()} | PENDING_LAYOUTS
+    families = set(FAMILIES.names()) | PENDING_FAMILIES
+    used = {e.layout for e in entries.values()} | {e.family for e in entries.values()}
+    assert (PENDING_LAYOUTS | PENDING_FAMILIES) <= used      # no stale pending name
     wanted = ["mae_vit_base", "mae_vit_large", "mae_vit_huge", "dino_vits16", "dino_vits8", "dino_vitb16",
               "dino_vitb8", "dino_resnet50", "dinov2_vits14", "mocov2_800ep", "mocov3_r50_1000ep",
               "mocov3_vit_small", "mocov3_vit_base", "simclrv1_r50_1x", "simclrv2_r50_1x_sk0", "byol_r50",
@@ -31,10 +46,15 @@ def test_every_entry_names_known_things():
               "data2vec_vit_base", "deepclusterv2_800ep", "deepcluster_alexnet", "deepcluster_vgg16"]
     assert set(wanted) <= set(entries)
     for e in entries.values():
-        assert e.family in FAMILIES and e.layout in layouts and e.feature_mode in FEATURE_MODES, e.name
-        assert (timm.is_model(e.arch) or e.arch in torchvision.models.list_models()
-                or e.arch in DEEPCLUSTER_ARCHS), e.name
+        assert e.family in families and e.feature_mode in FEATURE_MODES, e.name
+        # layout null: the file's keys could not be read at a source; no arch: no timm/torchvision model has it
+        assert e.layout in layouts or (e.layout is None and (e.notes or e.how_to_get)), e.name
+        assert _buildable(e.arch) if e.arch else e.notes, e.name
         assert e.url or e.how_to_get, e.name
+        if e.url and not e.url.startswith(zoo.MINI_SCHEME):
+            assert e.url.startswith("https://") and "drive.google.com" not in e.url, e.name   # Drive: how_to_get
+        if e.sha256_prefix:   # the publisher's file name carries it (torch.hub / OpenMMLab convention)
+            assert set(e.sha256_prefix) <= set("0123456789abcdef") and e.sha256_prefix in e.url.rsplit("/", 1)[-1]
         if e.url and e.url.startswith(zoo.MINI_SCHEME):   # bench's own miniature checkpoints: no paper numbers
             assert not e.numbers, e.name
             continue
@@ -56,6 +76,8 @@ def test_numbers_are_the_cited_tables_rows():
             rows = df[(df.method == n["method"]) & (df.protocol == n["protocol"]) & (df.metric == n["metric"])]
             if "arch" in n:
                 rows = rows[rows.arch == n["arch"]]
+            if "setting" in n:
+                rows = rows[rows.split_or_setting.str.contains(n["setting"], regex=False)]
             assert any(float(v) == n["value"] for v in rows.value if v), (e.name, n)
             checked += 1
     assert checked >= 30
@@ -174,11 +196,54 @@ def test_truncated_http_body_keeps_nothing(http_server, tmp_path, monkeypatch):
     assert not list((tmp_path / "checkpoints").iterdir())
 
 
-@pytest.mark.parametrize("checksum", [{"sha256": "0" * 64}, {"md5_prefix": "ffff"}])
+@pytest.mark.parametrize("checksum", [{"sha256": "0" * 64}, {"md5_prefix": "ffff"}, {"sha256_prefix": "ffffffff"}])
 def test_wrong_hash_over_http_is_set_aside(checksum, http_server, tmp_path, monkeypatch):
     base, body = http_server                                             # its md5 starts with 1576, not ffff
     entry = _served_entry(monkeypatch, f"{base}/good.pth", **checksum)
-    with pytest.raises(CheckpointError, match="sha256 differs|md5 does not start"):
+    with pytest.raises(CheckpointError, match="sha256 differs|md5 does not start|sha256 does not start"):
         zoo.fetch_checkpoint("served", tmp_path)
     dest = zoo.checkpoint_file(entry, tmp_path)
     assert not dest.exists() and Path(str(dest) + ".bad").read_bytes() == body
+
+
+def test_sha256_prefix_of_the_published_name_is_checked(http_server, tmp_path, monkeypatch):
+    import hashlib
+    base, body = http_server
+    _served_entry(monkeypatch, f"{base}/good.pth", sha256_prefix=hashlib.sha256(body).hexdigest()[:8])
+    path, _ = zoo.fetch_checkpoint("served", tmp_path)
+    assert path.read_bytes() == body
+
+
+def _registry(tmp_path, monkeypatch, text):
+    (tmp_path / "checkpoints.yaml").write_text(text)
+    monkeypatch.setattr(zoo, "registry_path", lambda: tmp_path / "checkpoints.yaml")
+
+
+def test_no_public_checkpoint_section_is_parsed_and_checked(tmp_path, monkeypatch):
+    _registry(tmp_path, monkeypatch, "checkpoints: []\nno_public_checkpoint:\n"
+              "  - {method: PeCo, tables: [milan_finetune], reason: none released}\n"
+              "  - {method: UM-MAE, arch: Swin-L, reason: no link}\n")
+    items = zoo.load_unavailable()
+    assert [(u.method, u.arch, u.tables) for u in items] == [("PeCo", None, ("milan_finetune",)),
+                                                           ("UM-MAE", "Swin-L", ())]
+    _registry(tmp_path, monkeypatch, "checkpoints: []\nno_public_checkpoint:\n  - {method: PeCo, why: typo}\n")
+    with pytest.raises(CheckpointError, match="needs method and reason"):
+        zoo.load_unavailable()
+
+
+def test_recognise_file_by_sha256_then_unique_published_name(tmp_path, monkeypatch):
+    _registry(tmp_path, monkeypatch, """checkpoints:
+  - {name: a, url: "https://x.invalid/a/model-0123abcd.pth", sha256_prefix: "0123abcd", family: dino}
+  - {name: b, url: "https://x.invalid/b/checkpoint_best.pth", family: dino}
+  - {name: c, url: "https://x.invalid/c/checkpoint_best.pth", file: c_own.pth, family: dino}
+  - {name: d, url: "https://x.invalid/d/full.pth", sha256: "%s", family: dino}
+  - {name: mini_x, url: "mini:mini_x", file: mini_x-v3.pth, family: dino}
+""" % ("ab" * 32))
+    assert zoo.recognise_file("renamed.pth", "0123abcd" + "0" * 56)[0].name == "a"     # sha256 beats the name
+    assert zoo.recognise_file("full.pth", "AB" * 32) == (zoo.get_entry("d"), "sha256")
+    assert zoo.recognise_file("dir/model-0123abcd.pth") == (zoo.get_entry("a"), "file name")
+    assert zoo.recognise_file("c_own.pth")[0].name == "c"
+    assert zoo.recognise_file("b-checkpoint_best.pth")[0].name == "b"    # where --ckpt NAME caches it
+    assert zoo.recognise_file("checkpoint_best.pth") is None             # two entries publish that name
+    assert zoo.recognise_file("mini_x-v3.pth") is None                   # bench's miniatures: by name only
+    assert zoo.recognise_file("other.pth", "ff" * 32) is None

@@ -23,8 +23,8 @@ from ._safe_load import pickle_globals, read_checkpoint
 from .families import IMAGENET_MEAN, IMAGENET_STD, family_spec
 from .features import compute_features, default_feature_mode, is_vit
 from .layouts import Converted, detect_layout, list_layouts
-from .pos_embed import install_pos_embed_rule, pos_embed_rule_for
-from .zoo import CheckpointEntry, fetch_checkpoint, get_entry
+from .pos_embed import POS_EMBED_RULES, install_pos_embed_rule, pos_embed_rule_for
+from .zoo import CheckpointEntry, fetch_checkpoint, get_entry, recognise_file
 
 __all__ = ["Backbone", "LoadReport", "Preprocessing", "load_backbone", "DEFAULT_ARCH"]
 
@@ -64,6 +64,7 @@ class LoadReport:
     dropped_keys: dict[str, list[str]] = field(default_factory=dict)  # group → its first keys, for inspection
     stubbed_globals: list[str] = field(default_factory=list)     # --trust-checkpoint: globals not importable here
     pos_embed_rule: str | None = None     # how a ViT's position grid is resampled off its grid (pos_embed.py)
+    pos_embed_rule_set: bool = False      # True: chosen by hand (--pos-embed-rule), not by the family
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -209,9 +210,20 @@ def _pretrained_backbone(arch: str) -> Backbone:
     return Backbone(model.eval(), report, pre, weights_id=f"hf-hub:{hub_id}:{report.sha256}")
 
 
-def _pos_embed_rule(model: nn.Module, family: str, kind: str | None) -> str | None:
-    """Install the family's position-grid rule on a timm ViT with an absolute embedding; its name, or None."""
-    if not (isinstance(getattr(model, "pos_embed", None), torch.Tensor) and hasattr(model, "_pos_embed")):
+def _pos_embed_rule(model: nn.Module, family: str, kind: str | None, chosen: str | None = None) -> str | None:
+    """Install the family's position-grid rule (or `chosen`, --pos-embed-rule) on a timm ViT with an absolute
+    embedding; its name, or None."""
+    has_grid = isinstance(getattr(model, "pos_embed", None), torch.Tensor) and hasattr(model, "_pos_embed")
+    if chosen is not None:
+        if chosen not in POS_EMBED_RULES.names():
+            raise CheckpointError(f"--pos-embed-rule {chosen}: unknown rule; choose one of "
+                                  f"{', '.join(POS_EMBED_RULES.names())}")
+        if not has_grid:
+            raise CheckpointError(f"--pos-embed-rule {chosen}: this backbone has no absolute position grid to "
+                                  f"resample (a CNN, or relative positions); drop the flag")
+        install_pos_embed_rule(model, chosen)
+        return chosen
+    if not has_grid:
         return None
     rule = pos_embed_rule_for(family, kind, has_registers=getattr(model, "reg_token", None) is not None)
     if rule is not None:
@@ -228,8 +240,16 @@ def _resolve_source(source: str) -> tuple[Path, CheckpointEntry | None]:
     return fetch_checkpoint(source)
 
 
+def _recognised(path: Path, sha: str, entry: CheckpointEntry | None, meta: dict | None) -> tuple | None:
+    """A file given by path that is a registry entry (its sha256, else its unique published name): (entry, how)."""
+    if entry is not None or meta is not None:
+        return None
+    return recognise_file(path, sha)
+
+
 def load_backbone(source: str | os.PathLike | None = None, arch: str | None = None, *, ckpt_key: str | None = None,
-                  allow_partial: bool = False, trust_checkpoint: bool = False, seed: int = 0) -> Backbone:
+                  allow_partial: bool = False, trust_checkpoint: bool = False, seed: int = 0,
+                  pos_embed_rule: str | None = None) -> Backbone:
     """Build a backbone with its weights and a report of how it was loaded.
 
     Args:
@@ -242,6 +262,8 @@ def load_backbone(source: str | os.PathLike | None = None, arch: str | None = No
         allow_partial: load even if some backbone tensors are missing or unexpected (recorded in the report).
         trust_checkpoint: allow full unpickling; only for files from a source you trust.
         seed: seeds random initialisation, so a "random" backbone is reproducible.
+        pos_embed_rule: how a ViT resamples its position grid off the stored size (bench.backbones.pos_embed
+            rules: dino, dinov2, mae, timm, ...), instead of its family's own rule.
     """
     if source is None:
         return _pretrained_backbone(arch) if names_pretrained_weights(arch) else _random_backbone(arch, seed)
@@ -249,7 +271,14 @@ def load_backbone(source: str | os.PathLike | None = None, arch: str | None = No
     stubbed: list[str] = []
     obj = read_checkpoint(path, trust=trust_checkpoint, stubbed=stubbed)
     meta = read_bench_metadata(path) if path.suffix == ".safetensors" else None
+    sha = sha256_file(path)
+    # a released file given by path is its registry entry: by sha256 at once; by file name only if its keys agree
+    recognised = _recognised(path, sha, entry, meta)
+    if recognised is not None and recognised[1] == "sha256":
+        entry = recognised[0]
     layout, conv = _convert(obj, str(path), ckpt_key if entry is None or ckpt_key else entry.ckpt_key, meta)
+    if recognised is not None and entry is None and recognised[0].layout in (None, layout):
+        entry = recognised[0]
     if entry is not None and entry.layout and layout != entry.layout:
         raise CheckpointError(f"{path}: is a {layout!r} checkpoint, but checkpoints.yaml says {entry.name} is "
                               f"{entry.layout!r}; delete the file and fetch {entry.url}")
@@ -262,18 +291,22 @@ def load_backbone(source: str | os.PathLike | None = None, arch: str | None = No
                           f"{meta.get('layout')} layout)")
     torch.manual_seed(seed)
     model, library = create_model(plan.arch, **plan.kwargs)
-    rule = _pos_embed_rule(model, family.name, plan.kind)
+    rule = _pos_embed_rule(model, family.name, plan.kind, pos_embed_rule)
     fit_resolution(plan, model, rule)
     mode = (entry.feature_mode if entry else None) or (meta or {}).get("feature_mode") or (
         family.feature_mode(plan.kind, plan.width) if plan.kind else default_feature_mode(model))
     report = LoadReport(
         source=str(path), arch=plan.arch, library=library, family=family.name, layout=layout,
-        sha256=sha256_file(path), ckpt_key=conv.ckpt_key or ckpt_key,
+        sha256=sha, ckpt_key=conv.ckpt_key or ckpt_key,
         dropped={g: len(k) for g, k in {**conv.dropped, **plan.dropped}.items()},
         dropped_keys={g: k[:5] for g, k in {**conv.dropped, **plan.dropped}.items()},
         extra_objects=_extra_objects(obj), feature_mode=mode, notes=list(conv.notes) + plan.notes,
         model_kwargs=dict(plan.kwargs), registry_name=entry.name if entry else None,
-        pickle_globals=pickle_globals(path), pos_embed_rule=rule, stubbed_globals=stubbed)
+        pickle_globals=pickle_globals(path), pos_embed_rule=rule, stubbed_globals=stubbed,
+        pos_embed_rule_set=pos_embed_rule is not None)
+    if recognised is not None and entry is recognised[0]:
+        report.notes.append(f"recognised as checkpoints.yaml {entry.name} by its {recognised[1]}: family, "
+                            f"position-grid rule and feature are that entry's")
     if stubbed:
         report.notes.append(f"--trust-checkpoint: stubbed globals the file names but this process cannot import "
                             f"(training-script objects; no tensor depends on them): {', '.join(stubbed)}")
@@ -283,7 +316,8 @@ def load_backbone(source: str | os.PathLike | None = None, arch: str | None = No
                             f"{family.name} was trained")
     if rule is not None:
         report.notes.append(f"position grid resampled off {tuple(model.patch_embed.grid_size)} with the "
-                            f"{rule!r} rule (bench.backbones.pos_embed)")
+                            f"{rule!r} rule (bench.backbones.pos_embed"
+                            + (", set by --pos-embed-rule)" if pos_embed_rule is not None else ")"))
     load_strict(model, plan.state_dict, report, allow_partial)
     overrides = {**family.preprocessing(), **(entry.preprocessing if entry else {}),
                  **((meta or {}).get("preprocessing") or {})}

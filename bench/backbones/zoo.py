@@ -25,13 +25,13 @@ from .._io import default_file_mode, remove_stale_temps, sha256_file
 from .._yaml import read_yaml
 from ..errors import CheckpointError
 
-__all__ = ["CheckpointEntry", "PRETRAIN_KEYS", "check_pretrain", "registry_path", "load_registry", "get_entry",
-           "checkpoint_file", "fetch_checkpoint"]
+__all__ = ["CheckpointEntry", "Unavailable", "PRETRAIN_KEYS", "check_pretrain", "registry_path", "load_registry",
+           "load_unavailable", "get_entry", "published_names", "recognise_file", "checkpoint_file", "fetch_checkpoint"]
 
 _logger = logging.getLogger(__name__)
 MINI_SCHEME = "mini:"     # url of a reference miniature checkpoint: trained locally by bench/data/mini_checkpoints.py
-_FIELDS = {"name", "url", "file", "path", "sha256", "md5_prefix", "family", "layout", "arch", "ckpt_key", "preprocessing",
-           "feature_mode", "numbers", "source", "how_to_get", "notes", "method", "pretrain"}
+_FIELDS = {"name", "url", "file", "path", "sha256", "sha256_prefix", "md5_prefix", "family", "layout", "arch", "ckpt_key",
+           "preprocessing", "feature_mode", "numbers", "source", "how_to_get", "notes", "method", "pretrain"}
 # Pre-training settings an ablation table can tell apart (checkpoints.yaml `pretrain:`, `bench run --ckpt-meta`);
 # a closed list, so a typo (momentun) is an error rather than a silently unmatched row.
 PRETRAIN_KEYS = ("momentum", "temperature", "mlp", "aug_plus", "cos", "stop_grad", "epochs", "batch", "objective",
@@ -48,6 +48,7 @@ class CheckpointEntry:
     file: str | None = None            # cache file name (default: the URL's last component)
     path: str | None = None            # a file already on this machine: used as is (still checksum-verified)
     sha256: str | None = None
+    sha256_prefix: str | None = None   # the hex in the publisher's file name (torch.hub check_hash, OpenMMLab)
     md5_prefix: str | None = None
     layout: str | None = None          # the layout the file must be detected as
     ckpt_key: str | None = None
@@ -110,7 +111,7 @@ def _parse_registry(path_s: str, _mtime_ns: int, _size: int) -> dict[str, Checkp
         item = {**item, "name": str(item["name"])}
         if item["name"] in out:
             raise CheckpointError(f"{path}: checkpoint {item['name']!r} listed twice")
-        for key in ("sha256", "md5_prefix"):   # unquoted hex like 59fd9945 would be read as a number
+        for key in ("sha256", "sha256_prefix", "md5_prefix"):   # unquoted hex like 59fd9945 would be read as a number
             if item.get(key) is not None and not isinstance(item[key], str):
                 raise CheckpointError(f"{path}: {item['name']}: quote {key} ({item[key]!r}) as a string")
         item = {**item, "numbers": tuple(item.get("numbers") or ()), "source": str(item.get("source") or ""),
@@ -119,6 +120,46 @@ def _parse_registry(path_s: str, _mtime_ns: int, _size: int) -> dict[str, Checkp
         _check_filename(path, entry)
         out[item["name"]] = entry
     return out
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """A system of the reference tables with no public checkpoint (or none whose URL could be read at a source):
+    checkpoints.yaml `no_public_checkpoint:`. `arch` None covers every arch of the method."""
+    method: str
+    reason: str
+    arch: str | None = None
+    tables: tuple[str, ...] = ()
+
+
+def load_unavailable(path: str | os.PathLike | None = None) -> tuple[Unavailable, ...]:
+    """checkpoints.yaml `no_public_checkpoint:` (absent: none); a bad item is one CheckpointError naming the file."""
+    path = Path(path or registry_path())
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read the checkpoint registry ({e.strerror})") from None
+    return _parse_unavailable(str(path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_unavailable(path_s: str, _mtime_ns: int, _size: int) -> tuple[Unavailable, ...]:
+    path = Path(path_s)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise CheckpointError(f"{path}: cannot read the checkpoint registry ({' '.join(str(e).split())})") from None
+    items = (data or {}).get("no_public_checkpoint") or [] if isinstance(data, dict) else []
+    out = []
+    for item in items if isinstance(items, list) else [items]:
+        if not isinstance(item, dict) or not item.get("method") or not item.get("reason") \
+                or set(item) - {"method", "arch", "tables", "reason"}:
+            raise CheckpointError(f"{path}: each 'no_public_checkpoint' item needs method and reason (optional arch, "
+                                  f"tables), not {item!r}")
+        out.append(Unavailable(str(item["method"]), str(item["reason"]),
+                               str(item["arch"]) if item.get("arch") else None,
+                               tuple(str(t) for t in item.get("tables") or ())))
+    return tuple(out)
 
 
 def check_pretrain(meta: Any, where: str) -> dict[str, Any]:
@@ -150,6 +191,35 @@ def get_entry(name: str) -> CheckpointEntry | None:
     return load_registry().get(name)
 
 
+def published_names(entry: CheckpointEntry) -> set[str]:
+    """File names a registry checkpoint is known by: the URL's last part (URL-decoded), `file`, and the name
+    `--ckpt NAME` caches it under."""
+    from urllib.parse import unquote
+    names = {entry.filename}
+    if entry.url and not entry.url.startswith(MINI_SCHEME):
+        names.add(unquote(entry.url.rstrip("/").rsplit("/", 1)[-1]))
+    if entry.file:
+        names.add(entry.file)
+    return names
+
+
+def recognise_file(path: str | os.PathLike, sha256: str | None = None) -> tuple[CheckpointEntry, str] | None:
+    """The registry entry a file given by path is, and how it was told: its sha256 equals an entry's `sha256` or
+    starts with its `sha256_prefix`; failing that, its file name is one entry's published name and no other
+    entry's (checkpoint_best.pth, resnet50.pth ... name several files and are never enough). bench's miniature
+    checkpoints are never matched: they are loaded by name. None when nothing matches."""
+    entries = [e for e in load_registry().values() if not (e.url or "").startswith(MINI_SCHEME)]
+    if sha256:
+        sha256 = sha256.lower()
+        hits = [e for e in entries if (e.sha256 and e.sha256.lower() == sha256)
+                or (e.sha256_prefix and sha256.startswith(e.sha256_prefix.lower()))]
+        if len(hits) == 1:
+            return hits[0], "sha256"
+    name = Path(path).name
+    hits = [e for e in entries if name in published_names(e)]
+    return (hits[0], "file name") if len(hits) == 1 else None
+
+
 def checkpoint_file(entry: CheckpointEntry, cache: Path | None = None) -> Path:
     from ..data import cache_dir
     return Path(cache or cache_dir()) / "checkpoints" / entry.filename
@@ -160,6 +230,9 @@ def _verify(path: Path, entry: CheckpointEntry, shown: Path | None = None) -> No
     if entry.sha256 and sha256_file(path) != entry.sha256:
         raise CheckpointError(f"{shown}: sha256 differs from checkpoints.yaml ({entry.name}); delete it and "
                               f"re-download {entry.url}")
+    if entry.sha256_prefix and not sha256_file(path).startswith(entry.sha256_prefix.lower()):
+        raise CheckpointError(f"{shown}: sha256 does not start with {entry.sha256_prefix} as its published name "
+                              f"says ({entry.name}); delete it and re-download {entry.url}")
     if entry.md5_prefix:
         h = hashlib.md5(usedforsecurity=False)
         with open(path, "rb") as f:

@@ -8,7 +8,7 @@ from pathlib import Path
 from .._argtypes import NONNEGATIVE_INT, POSITIVE_INT, SEED
 from ..errors import BenchError
 
-__all__ = ["add_backbone_args", "add_data_args", "load_backbone_from_args", "make_context", "device_from_arg",
+__all__ = ["add_backbone_args", "add_pos_embed_rule_arg", "add_data_args", "load_backbone_from_args", "make_context", "device_from_arg",
            "check_run_args", "check_writable_dir"]
 
 
@@ -28,6 +28,15 @@ def add_backbone_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--trust-checkpoint", action="store_true",
                    help="allow full unpickling of --ckpt (executes code in the file; trusted files only)")
     g.add_argument("--seed", type=SEED, default=0, help="seed for random init and any sampling (default 0)")
+    add_pos_embed_rule_arg(g)
+
+
+def add_pos_embed_rule_arg(p) -> None:
+    # no `choices`: listing the rules would import torch at parser construction; a bad name is refused at load
+    p.add_argument("--pos-embed-rule", metavar="RULE",
+                   help="how a ViT --ckpt resamples its position grid off the stored size, instead of its family's "
+                        "own rule: dino (DINO's bicubic, +0.1 offset), dinov2, dinov2-reg, mae, moco-v3, timm; recorded in the "
+                        "record")
 
 
 def add_data_args(p: argparse.ArgumentParser, default_dataset: str | None = "imagenet") -> None:
@@ -99,7 +108,10 @@ def load_backbone_from_args(args):
     from ..backbones import load_backbone
     if args.ckpt:
         return load_backbone(args.ckpt, args.arch or args.model, ckpt_key=args.ckpt_key,
-                             allow_partial=args.allow_partial, trust_checkpoint=args.trust_checkpoint, seed=args.seed)
+                             allow_partial=args.allow_partial, trust_checkpoint=args.trust_checkpoint, seed=args.seed,
+                             pos_embed_rule=getattr(args, "pos_embed_rule", None))
+    if getattr(args, "pos_embed_rule", None):
+        raise BenchError(f"--pos-embed-rule {args.pos_embed_rule}: applies to a checkpoint file; give --ckpt")
     if args.arch and args.model and args.arch != args.model:
         raise BenchError(f"--model {args.model} and --arch {args.arch} disagree; give one")
     return load_backbone(None, args.model or args.arch, seed=args.seed)

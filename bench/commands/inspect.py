@@ -22,6 +22,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     add_file_args(p)
     p.add_argument("--allow-partial", action="store_true", help="report an incomplete load instead of failing")
     p.add_argument("--json", action="store_true", help="print the load report as JSON")
+    from ._common import add_pos_embed_rule_arg
+    add_pos_embed_rule_arg(p)
     return p
 
 
@@ -61,7 +63,7 @@ def _lines(rep: dict) -> list[str]:
 def run(args) -> int:
     from ..backbones import load_backbone
     bb = load_backbone(args.file, args.arch, ckpt_key=args.ckpt_key, allow_partial=args.allow_partial,
-                       trust_checkpoint=args.trust_checkpoint)
+                       trust_checkpoint=args.trust_checkpoint, pos_embed_rule=args.pos_embed_rule)
     rep = bb.report.to_dict()
     print(json.dumps(rep, indent=2, sort_keys=True) if args.json else "\n".join(_lines(rep)))
     return 0

@@ -1,5 +1,6 @@
 """bench table [--results DIR] [--check]: regenerate the leaderboards (Markdown, CSV, plots) from DIR/runs/*.json,
-or with --check only verify that the committed ones are what the records regenerate (CI runs it)."""
+or with --check only verify that the committed ones are what the records regenerate (CI runs it). --coverage: which
+reference-table rows a registered checkpoint can measure (bench/coverage.py)."""
 from __future__ import annotations
 
 import argparse
@@ -18,10 +19,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 when a table or plot in RESULTS/ differs from what the records "
                         "regenerate, is missing, or is stale")
+    p.add_argument("--coverage", action="store_true",
+                   help="print, for each reference table, which documented rows a registered checkpoint "
+                        "(checkpoints.yaml) can measure, and why the others cannot (reads no records)")
     return p
 
 
 def run(args) -> int:
+    if args.coverage:
+        from ..coverage import coverage_rows, render_coverage
+        print(render_coverage(coverage_rows()), end="")
+        return 0
     from ..tables import check_tables, write_tables
     results = Path(args.results)
     if not results.is_dir():
