@@ -290,7 +290,7 @@ CASES = {
     "beitv2": (beitv2_pretrained, "flat", "beit-v2",
                {"BEiT lm head", "mask token (MAE/BEiT/data2vec)", "relative position index (recomputed)",
                 "BEiT-v2 patch aggregation layers"}, "beit_base_patch16_224"),
-    "beit_finetuned": (beit_finetuned_deepspeed, "flat", "beit", {"classifier head"}, "beit_base_patch16_224"),
+    "beit_finetuned": (beit_finetuned_deepspeed, "flat", "beit-finetuned", {"classifier head"}, "beit_base_patch16_224"),
     "data2vec": (data2vec_pretrained, "model+model_ema", "data2vec",
                  {"BEiT lm head", "mask token (MAE/BEiT/data2vec)", "model_ema (other network)"},
                  "beit_base_patch16_224"),

@@ -57,8 +57,8 @@ def arch_kind(sd: dict[str, torch.Tensor]) -> str | None:
     if "register_tokens" in sd or "blocks.0.mlp.w12.weight" in sd or (
             "blocks.0.ls1.gamma" in sd and patch is not None and tuple(patch.shape[-2:]) == (14, 14)):
         return "dinov2"
-    if "cls_token" in sd and "blocks.0.attn.qkv.weight" in sd:
-        return "vit"
+    if "cls_token" in sd and "blocks.0.attn.qkv.weight" in sd and "pos_embed" in sd and "patch_embed.proj.weight" in sd:
+        return "vit"   # XCiT (cls_token + qkv, but a conv patch embedding and no pos_embed) is not one
     if "conv1.weight" in sd and "layer1.0.conv1.weight" in sd:
         return "resnet"
     w = sd.get("features.0.weight")

@@ -52,12 +52,22 @@ def haiku_converted(sd: Mapping[str, torch.Tensor]) -> bool:
     return any(order) and order.index(True) == len(order) - sum(order)
 
 
+def simmim_container(obj) -> bool:
+    """microsoft/SimMIM utils.save_checkpoint: `model` beside `max_accuracy`, `lr_scheduler` and the yacs `config`
+    (read as a plain mapping: _safe_load allowlists yacs' CfgNode as an OrderedDict)."""
+    cfg = obj.get("config")
+    return isinstance(obj.get("model"), Mapping) and (
+        "max_accuracy" in obj or (isinstance(cfg, Mapping) and "MODEL" in cfg and "DATA" in cfg))
+
+
 def _flat_family(kind: str | None, sd: Mapping[str, torch.Tensor], dropped: dict) -> str:
     """What the keys alone reveal; a registry entry can name the method more precisely."""
     if kind == "dinov2":
         return "dinov2"
     if kind == "beit":
-        return "beit-v2" if any(g.startswith("BEiT-v2") for g in dropped) else "beit"
+        if any(g.startswith("BEiT-v2") for g in dropped):
+            return "beit-v2"
+        return "beit-finetuned" if "fc_norm.weight" in sd else "beit"
     if kind == "vit":
         if "MAE decoder" in dropped:
             return "mae"
@@ -89,8 +99,16 @@ def _flat_matches(obj) -> bool:
     return sd is not None and arch_kind(sd) not in (None, "deepcluster")
 
 
+def _flat_convert(obj, opts) -> Converted:
+    conv = _backbone(single_backbone(obj))
+    if conv.family in ("beit", "beit-finetuned") and simmim_container(obj):
+        # SimMIM's ViT is BEiT's code (q/v bias, layerscale, relative positions), fine-tuned with ImageNet mean/std
+        conv.family = "simmim-finetuned" if conv.family == "beit-finetuned" else "simmim"
+    return conv
+
+
 register_layout("flat", "timm ViT / DINOv2 / BEiT / torchvision ResNet keys, bare or under model/state_dict/module")(
-    (_flat_matches, lambda obj, opts: _backbone(single_backbone(obj))))
+    (_flat_matches, _flat_convert))
 
 
 # 2. DDP-wrapped flat ResNet/ViT with SSL heads: SwAV, DeepCluster-v2, SeLa-v2 (`module.` on every key).
@@ -381,3 +399,38 @@ def _um_mae_convert(obj, opts) -> Converted:
 register_layout("um-mae-pyramid", "UM-MAE PVT / Swin (blocks.N + PatchMerge downsample): recognised and refused, "
                                   "no timm model has their blocks")((lambda obj: um_mae_kind(obj) is not None,
                                                                      _um_mae_convert))
+
+
+# 14. SimMIM pre-training checkpoint (microsoft/SimMIM main_simmim.py → utils.save_checkpoint): `model` holds the
+#     SimMIM module, `encoder.*` (ViT: BEiT-style keys + mask_token; Swin: Swin-Transformer keys + mask_token) and
+#     `decoder.0.*` (1×1 conv before the pixel shuffle), beside optimizer, lr_scheduler, max_accuracy and the config.
+def _simmim_matches(obj) -> bool:
+    sd = single_backbone(obj)
+    return bool(sd) and any(k.startswith("encoder.") for k in sd) and any(k.startswith("decoder.") for k in sd) \
+        and all(k.startswith(("encoder.", "decoder.")) for k in sd)
+
+
+def swin_window_kwargs(sd: Mapping[str, torch.Tensor]) -> dict:
+    """A Swin's window, read from its first relative-position table ((2W-1)² rows); the image side is 32·W as in
+    every Swin configuration, so timm builds the window the file was trained with instead of resizing tables."""
+    table = sd.get("layers.0.blocks.0.attn.relative_position_bias_table")
+    if table is None:
+        return {}
+    window = (int(round(table.shape[0] ** 0.5)) + 1) // 2
+    return {"window_size": window, "img_size": 32 * window}
+
+
+def _simmim_convert(obj, opts) -> Converted:
+    sd = single_backbone(obj)
+    enc = strip_prefix({k: v for k, v in sd.items() if k.startswith("encoder.")}, "encoder.")
+    conv = _backbone(enc, "simmim")
+    conv.dropped["SimMIM decoder (1x1 conv + pixel shuffle)"] = sorted(k for k in sd if k.startswith("decoder."))
+    if arch_kind(conv.state_dict) is None:   # Swin: timm's swin filter maps it under --arch; the mask token goes
+        kept, mask = split_groups(conv.state_dict, {"mask token (MAE/BEiT/data2vec)": ("mask_token",)})
+        conv.state_dict, conv.model_kwargs = kept, swin_window_kwargs(kept)
+        conv.dropped.update(mask)
+    return conv
+
+
+register_layout("simmim", "SimMIM pre-training: model with encoder.* (kept) and decoder.* (dropped)")(
+    (_simmim_matches, _simmim_convert))

@@ -25,9 +25,19 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _global_status(name: str, rep: dict) -> str:
+    """How a pickle global of the file was handled: allowlisted (safe load), stubbed or imported (trusted load)."""
+    from ..backbones._safe_load import safe_global_names
+    if name in rep["stubbed_globals"]:
+        return "stubbed: not importable here, --trust-checkpoint"
+    if name in safe_global_names():
+        return "allowlisted"
+    return "imported: --trust-checkpoint"
+
+
 def _lines(rep: dict) -> list[str]:
     pre = rep["preprocessing"]
-    beyond = rep["extra_objects"] + [f"pickle global {g} (allowlisted)" for g in rep["pickle_globals"]]
+    beyond = rep["extra_objects"] + [f"pickle global {g} ({_global_status(g, rep)})" for g in rep["pickle_globals"]]
     lines = [
         f"file:          {rep['source']}" + (f"  [{rep['registry_name']}]" if rep["registry_name"] else ""),
         f"sha256:        {rep['sha256']}",

@@ -1,0 +1,239 @@
+"""Publishers' own files (issue 32), each re-stated here from the publisher's model and save code (keys,
+containers, pickled configs), loaded with no flag but `--arch` where the file names no architecture, at 100%
+coverage, and compared with a reference network written from the publisher's structure (not timm's).
+
+The tiny models are no published configuration, so the loads say `--arch from-keys` as a user would.
+"""
+import math
+import sys
+import types
+from contextlib import contextmanager
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from bench import load_backbone
+from bench.errors import CheckpointError
+from conftest import run_cli
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+X32 = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+
+
+def _perturb(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            if t.is_floating_point():
+                t.add_(torch.randn(t.shape, generator=g) * 0.05)
+    return model.eval()
+
+
+def _close(a, b):
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@contextmanager
+def foreign_module(dotted, **classes):
+    """Classes living in a module (yacs.config, a training script's package) that the loading process lacks: they
+    exist while the file is written, and are gone when bench reads it."""
+    names = [".".join(dotted.split(".")[:i + 1]) for i in range(dotted.count(".") + 1)]
+    for name in names:
+        sys.modules[name] = types.ModuleType(name)
+    for n, c in classes.items():
+        c.__module__, c.__qualname__ = dotted, n
+        setattr(sys.modules[dotted], n, c)
+    try:
+        yield
+    finally:
+        for name in names:
+            del sys.modules[name]
+
+
+class CfgNode(dict):
+    """The shape of yacs.config.CfgNode as pickled: a dict subclass with its flags in __dict__."""
+
+    def __init__(self, init=None):
+        super().__init__(init or {})
+        self.__dict__["__immutable__"] = True
+
+
+def _simmim_config(kind="vit"):
+    return CfgNode({"MODEL": CfgNode({"TYPE": kind, "NAME": "simmim"}), "DATA": CfgNode({"IMG_SIZE": 224})})
+
+
+def _save_with_yacs(obj, path):
+    with foreign_module("yacs.config", CfgNode=CfgNode):
+        torch.save(obj, path)
+
+
+# ------------------------------------------------------- SimMIM's ViT (microsoft/SimMIM models/vision_transformer.py)
+def _rel_index(w):
+    """BEiT/SimMIM relative-position index for a w×w grid plus CLS: token pairs by (dy, dx), then the three CLS
+    entries (cls→token, token→cls, cls→cls) at the end of the table."""
+    ys, xs = torch.meshgrid(torch.arange(w), torch.arange(w), indexing="ij")
+    ys, xs = ys.flatten(), xs.flatten()
+    n_rel = (2 * w - 1) ** 2
+    idx = torch.zeros(w * w + 1, w * w + 1, dtype=torch.long)
+    idx[1:, 1:] = (ys[:, None] - ys[None, :] + w - 1) * (2 * w - 1) + (xs[:, None] - xs[None, :] + w - 1)
+    idx[0, :], idx[:, 0], idx[0, 0] = n_rel, n_rel + 1, n_rel + 2
+    return idx
+
+
+class SimMIMAttention(nn.Module):
+    def __init__(self, dim, heads, window=None):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.q_bias, self.v_bias = nn.Parameter(torch.zeros(dim)), nn.Parameter(torch.zeros(dim))
+        self.window = window
+        if window:
+            self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2 + 3, heads))
+            self.register_buffer("relative_position_index", _rel_index(window))
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x, shared_bias=None):
+        b, n, c = x.shape
+        bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
+        q, k, v = F.linear(x, self.qkv.weight, bias).reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        attn = (q * (c // self.heads) ** -0.5) @ k.transpose(-2, -1)
+        if self.window:
+            attn = attn + self.relative_position_bias_table[self.relative_position_index.view(-1)].view(
+                n, n, -1).permute(2, 0, 1)
+        if shared_bias is not None:
+            attn = attn + shared_bias
+        return self.proj((attn.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c))
+
+
+class SimMIMBlock(nn.Module):
+    def __init__(self, dim, heads, window):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
+        self.attn = SimMIMAttention(dim, heads, window)
+        self.mlp = nn.Sequential()
+        self.mlp.fc1, self.mlp.act, self.mlp.fc2 = nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim)
+        self.gamma_1, self.gamma_2 = nn.Parameter(0.1 * torch.ones(dim)), nn.Parameter(0.1 * torch.ones(dim))
+
+    def forward(self, x, shared_bias=None):
+        x = x + self.gamma_1 * self.attn(self.norm1(x), shared_bias)
+        return x + self.gamma_2 * self.mlp(self.norm2(x))
+
+
+class SimMIMViT(nn.Module):
+    """USE_APE False; fine-tune: USE_RPB (per block) + USE_MEAN_POOLING; pre-train: USE_SHARED_RPB, CLS after norm.
+    64-d heads, as bench infers the head count from the width."""
+
+    def __init__(self, dim=128, depth=2, heads=2, patch=16, img=32, finetune=True, num_classes=10):
+        super().__init__()
+        w = img // patch
+        self.patch_embed = nn.Module()
+        self.patch_embed.proj = nn.Conv2d(3, dim, patch, patch)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        if not finetune:
+            self.rel_pos_bias = nn.Module()
+            self.rel_pos_bias.relative_position_bias_table = nn.Parameter(torch.zeros((2 * w - 1) ** 2 + 3, heads))
+            self.rel_pos_bias.register_buffer("relative_position_index", _rel_index(w))
+        self.blocks = nn.ModuleList(SimMIMBlock(dim, heads, w if finetune else None) for _ in range(depth))
+        self.norm = nn.Identity() if finetune else nn.LayerNorm(dim, eps=1e-6)
+        self.fc_norm = nn.LayerNorm(dim, eps=1e-6) if finetune else None
+        self.head = nn.Linear(dim, num_classes) if num_classes else nn.Identity()
+        self.w = w
+
+    def forward_features(self, x):
+        x = self.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], 1)
+        shared = None
+        if self.fc_norm is None:
+            rp = self.rel_pos_bias
+            n = self.w * self.w + 1
+            shared = rp.relative_position_bias_table[rp.relative_position_index.view(-1)].view(n, n, -1).permute(
+                2, 0, 1)
+        for blk in self.blocks:
+            x = blk(x, shared)
+        x = self.norm(x)
+        return self.fc_norm(x[:, 1:].mean(1)) if self.fc_norm is not None else x[:, 0]
+
+
+class SimMIMPretrain(nn.Module):
+    """models/simmim.py: `encoder` (the ViT + mask_token, no head) and `decoder` (1×1 conv, pixel shuffle)."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = SimMIMViT(finetune=False, num_classes=0)
+        self.encoder.mask_token = nn.Parameter(torch.zeros(1, 1, 128))
+        self.decoder = nn.Sequential(nn.Conv2d(128, 16 ** 2 * 3, 1), nn.PixelShuffle(16))
+
+
+def _simmim_save_state(model):
+    """utils.save_checkpoint's container."""
+    return {"model": model.state_dict(), "optimizer": {"state": {}, "param_groups": []},
+            "lr_scheduler": {"last_epoch": 99}, "max_accuracy": 83.8, "epoch": 99, "config": _simmim_config()}
+
+
+def test_simmim_finetuned_vit_reads_fc_norm_mean_with_imagenet_normalisation(tmp_path):
+    ref = _perturb(SimMIMViT())
+    _save_with_yacs(_simmim_save_state(ref), tmp_path / "simmim_finetune__vit.pth")
+    bb = load_backbone(tmp_path / "simmim_finetune__vit.pth", "from-keys")   # no --trust-checkpoint: yacs is data
+    rep = bb.report
+    assert (rep.layout, rep.family, rep.coverage, rep.feature_mode) == ("flat", "simmim-finetuned", 1.0, "pool")
+    assert rep.preprocessing["mean"] == IMAGENET_MEAN and rep.preprocessing["interpolation"] == "bicubic"
+    assert "yacs.config.CfgNode" in rep.pickle_globals
+    with torch.no_grad():
+        feats = bb.features(X32)
+        assert feats.shape == (2, 128)              # fc_norm(mean), not the 256-d cat[raw CLS, raw mean]
+        _close(feats, ref.forward_features(X32))
+
+
+def test_finetuned_beit_style_file_without_simmim_marks_is_beits_recipe(tmp_path):
+    """The same keys in a bare `model` dict are BEiT's own fine-tuned layout: mean/std 0.5, still fc_norm(mean)."""
+    ref = _perturb(SimMIMViT())
+    torch.save({"model": ref.state_dict()}, tmp_path / "ft.pth")
+    rep = load_backbone(tmp_path / "ft.pth", "from-keys").report
+    assert (rep.family, rep.feature_mode, rep.preprocessing["mean"]) == ("beit-finetuned", "pool", (0.5, 0.5, 0.5))
+
+
+def test_simmim_pretrained_vit_keeps_the_encoder(tmp_path, capsys):
+    ref = _perturb(SimMIMPretrain())
+    _save_with_yacs(_simmim_save_state(ref), tmp_path / "simmim_pretrain__vit.pth")
+    bb = load_backbone(tmp_path / "simmim_pretrain__vit.pth", "from-keys")
+    rep = bb.report
+    assert (rep.layout, rep.family, rep.coverage, rep.feature_mode) == ("simmim", "simmim", 1.0, "cls")
+    assert set(rep.dropped) >= {"SimMIM decoder (1x1 conv + pixel shuffle)", "mask token (MAE/BEiT/data2vec)"}
+    with torch.no_grad():
+        _close(bb.features(X32), ref.encoder.forward_features(X32))
+    assert run_cli("inspect", tmp_path / "simmim_pretrain__vit.pth", "--arch", "from-keys") == 0
+    assert "pickle global yacs.config.CfgNode (allowlisted)" in capsys.readouterr().out
+
+
+# ------------------------------------------------------- --trust-checkpoint: dict / list subclasses are stubbed
+class History(list):
+    """A training library's list subclass (pickled with APPENDS)."""
+
+
+def test_trusted_load_stubs_dict_and_list_subclasses(tmp_path, capsys, monkeypatch):
+    ref = _perturb(SimMIMViT())
+    state = {**_simmim_save_state(ref), "history": None}
+    with foreign_module("yacs.config", CfgNode=CfgNode), foreign_module("trainlib.logs", History=History):
+        state["history"] = History([1.0, 2.0])
+        torch.save(state, tmp_path / "ckpt.pth")
+    with pytest.raises(CheckpointError, match="refused to unpickle the global 'trainlib.logs.History'"):
+        load_backbone(tmp_path / "ckpt.pth", "from-keys")
+    bb = load_backbone(tmp_path / "ckpt.pth", "from-keys", trust_checkpoint=True)
+    assert bb.report.stubbed_globals == ["trainlib.logs.History", "yacs.config.CfgNode"]
+    assert bb.report.coverage == 1.0 and bb.report.family == "simmim-finetuned"   # the stubbed config is read too
+    with torch.no_grad():
+        _close(bb.features(X32), ref.forward_features(X32))
+    assert run_cli("inspect", tmp_path / "ckpt.pth", "--arch", "from-keys", "--trust-checkpoint") == 0
+    out = capsys.readouterr().out
+    assert "pickle global yacs.config.CfgNode (stubbed" in out and "trainlib.logs.History (stubbed" in out
+
+    from bench.backbones import _safe_load
+
+    def broken(self, state):
+        raise TypeError("cannot set state")
+    monkeypatch.setattr(_safe_load._Stub, "__setstate__", broken)   # a stub that cannot take the object's state
+    with pytest.raises(CheckpointError) as err:
+        load_backbone(tmp_path / "ckpt.pth", "from-keys", trust_checkpoint=True)
+    assert "could not rebuild the stubbed" in str(err.value) and "corrupt" not in str(err.value)
