@@ -237,3 +237,138 @@ def test_trusted_load_stubs_dict_and_list_subclasses(tmp_path, capsys, monkeypat
     with pytest.raises(CheckpointError) as err:
         load_backbone(tmp_path / "ckpt.pth", "from-keys", trust_checkpoint=True)
     assert "could not rebuild the stubbed" in str(err.value) and "corrupt" not in str(err.value)
+
+
+# ------------------------------------------------------- mmpretrain / mmselfsup ViT (backbones/vision_transformer.py)
+class LayerScale(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.weight = nn.Parameter(1e-1 * torch.ones(dim))
+
+    def forward(self, x):
+        return x * self.weight
+
+
+class MMEncoderLayer(nn.Module):
+    """TransformerEncoderLayer: ln1 → MultiheadAttention(qkv, proj, gamma1) ; ln2 → mmcv FFN(layers.0.0, layers.1,
+    gamma2), each added to its input."""
+
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
+        self.attn = nn.Module()
+        self.attn.qkv, self.attn.proj, self.attn.gamma1 = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim), LayerScale(dim)
+        self.ffn = nn.Module()
+        self.ffn.layers = nn.Sequential(nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(0.0)),
+                                        nn.Linear(4 * dim, dim), nn.Dropout(0.0))
+        self.ffn.gamma2 = LayerScale(dim)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        q, k, v = self.attn.qkv(self.ln1(x)).reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c)
+        x = x + self.attn.gamma1(self.attn.proj(a))
+        return x + self.ffn.gamma2(self.ffn.layers(self.ln2(x)))
+
+
+class MMViT(nn.Module):
+    """mmpretrain VisionTransformer(out_type='cls_token', final_norm=True): the final `ln1` follows the last layer."""
+
+    def __init__(self, dim=128, depth=2, heads=2, patch=16, img=32):
+        super().__init__()
+        self.patch_embed = nn.Module()
+        self.patch_embed.projection = nn.Conv2d(3, dim, patch, patch)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, (img // patch) ** 2 + 1, dim))
+        self.layers = nn.ModuleList(MMEncoderLayer(dim, heads) for _ in range(depth))
+        self.ln1 = nn.LayerNorm(dim, eps=1e-6)
+
+    def forward(self, x):
+        x = self.patch_embed.projection(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], 1) + self.pos_embed
+        for layer in self.layers:
+            x = layer(x)
+        return self.ln1(x)[:, 0]
+
+
+def _pre(sd, prefix):
+    return {prefix + k: v for k, v in sd.items()}
+
+
+def test_mmpretrain_vit_names_load_and_match(tmp_path):
+    ref = _perturb(MMViT())
+    sd = {**_pre(ref.state_dict(), "backbone."), "neck.decoder_embed.weight": torch.zeros(4, 128),
+          "head.fc.weight": torch.zeros(10, 128)}
+    torch.save({"meta": {"mmpretrain_version": "1.0.0", "epoch": 300}, "state_dict": sd}, tmp_path / "mm_vit.pth")
+    bb = load_backbone(tmp_path / "mm_vit.pth", "from-keys")
+    rep = bb.report
+    assert (rep.layout, rep.family, rep.coverage, rep.feature_mode) == ("backbone-prefixed", "mmselfsup", 1.0, "cls")
+    assert set(rep.dropped) == {"neck", "head"} and any("mmpretrain VisionTransformer" in n for n in rep.notes)
+    with torch.no_grad():
+        _close(bb.features(X32), ref(X32))
+    bad = {**sd, "backbone.layers.0.attn.relative_position_bias_table": torch.zeros(12, 2)}
+    torch.save({"meta": {}, "state_dict": bad}, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match="relative_position_bias_table.*no timm equivalent"):
+        load_backbone(tmp_path / "bad.pth", "from-keys")     # a name the mapping does not know: refused, named
+
+
+# ------------------------------------------------------- CNN frameworks: lightly, solo-learn CIFAR, VISSL model zoo
+def _tv_resnet(block="basic", layers=(1, 1, 1, 1)):
+    from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+    return ResNet(BasicBlock if block == "basic" else Bottleneck, list(layers))
+
+
+def _cnn_inputs():
+    return [torch.randn(2, 3, s, s, generator=torch.Generator().manual_seed(s)) for s in (32, 48)]
+
+
+def test_lightly_sequential_resnet_children(tmp_path):
+    """lightly's examples: backbone = nn.Sequential(*list(torchvision resnet.children())[:-1]) beside the heads."""
+    backbone = _perturb(nn.Sequential(*list(_tv_resnet().children())[:-1]))
+    sd = {**_pre(backbone.state_dict(), "backbone."), "projection_head.layers.0.weight": torch.zeros(8, 512)}
+    assert "backbone.4.0.conv1.weight" in sd and "backbone.0.weight" in sd
+    torch.save(sd, tmp_path / "lightly_simclr.pth")
+    bb = load_backbone(tmp_path / "lightly_simclr.pth", "from-keys")
+    rep = bb.report
+    assert (rep.layout, rep.family, rep.arch, rep.coverage) == ("backbone-prefixed", "lightly", "resnet18", 1.0)
+    with torch.no_grad():
+        for x in _cnn_inputs():
+            _close(bb.features(x), backbone(x).flatten(1))
+
+
+def test_solo_learn_cifar_resnet_stem(tmp_path):
+    """solo-learn base.py (cifar): conv1 = Conv2d(3, 64, 3, stride 1, padding 2), maxpool = Identity."""
+    net = _tv_resnet()
+    net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=2, bias=False)
+    net.maxpool, net.fc = nn.Identity(), nn.Identity()
+    net = _perturb(net)
+    sd = {**_pre(net.state_dict(), "backbone."), "projector.0.weight": torch.zeros(16, 512),
+          **_pre(net.state_dict(), "momentum_backbone."), "classifier.weight": torch.zeros(10, 512)}
+    torch.save({"state_dict": sd, "hyper_parameters": {"lr": 0.4}, "pytorch-lightning_version": "2.0.0"},
+               tmp_path / "solo_cifar.ckpt")
+    bb = load_backbone(tmp_path / "solo_cifar.ckpt", "from-keys")
+    rep = bb.report
+    assert (rep.family, rep.arch, rep.coverage, rep.model_kwargs.get("cifar_stem")) == ("lightning", "resnet18", 1.0, 2)
+    assert any("CIFAR stem" in n for n in rep.notes)
+    with torch.no_grad():
+        for x in _cnn_inputs():
+            _close(bb.features(x), net(x))
+    from bench.backbones._assemble import plan_model
+    from bench.backbones.families import family_spec
+    plan = plan_model(dict(bb.model.state_dict()), "resnet18", family_spec("lightning"), "x")   # a stock --arch too
+    assert plan.kwargs["cifar_stem"] == 2
+
+
+def test_vissl_model_zoo_trunk(tmp_path):
+    """extra_scripts/convert_*: {"model_state_dict": {"_feature_blocks.<torchvision name>": ...}} (RN50 trunks)."""
+    net = _tv_resnet("bottleneck")
+    net.fc = nn.Identity()
+    net = _perturb(net)
+    torch.save({"model_state_dict": _pre(net.state_dict(), "_feature_blocks.")}, tmp_path / "rn50_jigsaw.torch")
+    bb = load_backbone(tmp_path / "rn50_jigsaw.torch", "from-keys")
+    assert (bb.report.layout, bb.report.family, bb.report.arch, bb.report.coverage) == ("vissl", "vissl", "resnet50",
+                                                                                      1.0)
+    with torch.no_grad():
+        for x in _cnn_inputs():
+            _close(bb.features(x), net(x))

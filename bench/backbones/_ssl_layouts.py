@@ -11,6 +11,7 @@ import torch
 
 from ..errors import CheckpointError
 from ._arch import arch_kind
+from ._framework_keys import is_mm_vit, is_sequential_resnet, mm_vit_to_timm, sequential_resnet_to_tv
 from .layouts import (Converted, register_layout, single_backbone, split_groups, strip_prefix, tensors_only)
 from .pos_embed import is_mocov3_sincos
 
@@ -171,17 +172,22 @@ def _prefixed_matches(obj) -> bool:
 def _prefixed_convert(obj, opts) -> Converted:
     sd = single_backbone(obj)
     backbone = strip_prefix({k: v for k, v in sd.items() if k.startswith("backbone.")}, "backbone.")
-    if arch_kind(backbone) is None and any(k.startswith("layers.0.ln1") for k in backbone):
-        raise CheckpointError("mm-style ViT names (layers.N.ln1, ffn.layers); convert it with mmpretrain's "
-                              "tools/model_converters/mmcls2timm.py, then load the result")
+    notes, renamed_from = [], None
+    if is_mm_vit(backbone):
+        backbone, renamed_from = mm_vit_to_timm(backbone), "mmpretrain VisionTransformer"
+    elif is_sequential_resnet(backbone):
+        backbone, renamed_from = sequential_resnet_to_tv(backbone), "nn.Sequential(*resnet.children()[:-1])"
+    if renamed_from:
+        notes.append(f"backbone keys renamed from {renamed_from} to timm/torchvision names")
     dropped: dict[str, list[str]] = {}
     for k in sorted(sd):
         if not k.startswith("backbone."):
             dropped.setdefault(k.split(".")[0], []).append(k)
     family = "lightning" if ("hyper_parameters" in obj or "pytorch-lightning_version" in obj) else \
-        "mmselfsup" if "meta" in obj else None
+        "mmselfsup" if "meta" in obj else "lightly" if renamed_from and "Sequential" in renamed_from else None
     conv = _backbone(backbone, family)
     conv.dropped = {**dropped, **conv.dropped}
+    conv.notes.extend(notes)
     return conv
 
 
@@ -235,6 +241,11 @@ register_layout("model+model_ema", "data2vec pretraining checkpoint: model (defa
 
 # 10. VISSL classy checkpoint: classy_state_dict.base_model.model.trunk with `_feature_blocks.`.
 def _vissl_trunk(obj) -> Mapping | None:
+    """The trunk of a VISSL training checkpoint, or of its converted model-zoo files (extra_scripts/convert_*:
+    `{"model_state_dict": {"_feature_blocks.*": ...}}`, the Goyal et al. 2019 benchmark trunks)."""
+    flat = obj.get("model_state_dict")
+    if isinstance(flat, Mapping) and flat and all(str(k).startswith("_feature_blocks.") for k in flat):
+        return flat
     try:
         return obj["classy_state_dict"]["base_model"]["model"]["trunk"]
     except (KeyError, TypeError):
@@ -243,7 +254,7 @@ def _vissl_trunk(obj) -> Mapping | None:
 
 def _vissl_convert(obj, opts) -> Converted:
     trunk = strip_prefix(tensors_only(_vissl_trunk(obj)), "_feature_blocks.")
-    heads = obj["classy_state_dict"]["base_model"]["model"].get("heads") or {}
+    heads = {} if "model_state_dict" in obj else obj["classy_state_dict"]["base_model"]["model"].get("heads") or {}
     trunk, jig = split_groups(trunk, {"jigsaw trunk extras": ("fc1.", "fc2.")})
     conv = _backbone(trunk, "vissl")
     conv.dropped.update(jig)
@@ -252,7 +263,7 @@ def _vissl_convert(obj, opts) -> Converted:
     return conv
 
 
-register_layout("vissl", "VISSL classy_state_dict trunk (_feature_blocks.)")(
+register_layout("vissl", "VISSL classy_state_dict trunk / model-zoo model_state_dict (_feature_blocks.)")(
     (lambda obj: isinstance(_vissl_trunk(obj), Mapping), _vissl_convert))
 
 

@@ -107,6 +107,7 @@ for _f in [
     Family("byol", "deepmind byol: ImageNet mean/std, centre crop 0.875; Haiku 'SAME' padding",
            interpolation=_BICUBIC, tf_same_padding=True),
     Family("lightning", "solo-learn main_linear.py strips backbone."),
+    Family("lightly", "lightly-ai/lightly: nn.Sequential(*resnet.children()[:-1]) backbone; IMAGENET_NORMALIZE"),
     Family("mmselfsup", "open-mmlab mmselfsup/mmpretrain backbone."),
     Family("ddp-wrapped", "flat state dict saved from DistributedDataParallel (module. prefix)"),
     Family("timm-arch", "--arch NAME on a file of no recognised layout: timm's checkpoint filter for NAME; the "
