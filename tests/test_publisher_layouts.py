@@ -23,10 +23,11 @@ X32 = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
 
 
 def _perturb(model, seed=0):
+    """Random values in every learnt tensor and BN statistic (a computed Swin attn_mask stays what it is)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for t in model.state_dict().values():
-            if t.is_floating_point():
+        for k, t in model.state_dict().items():
+            if t.is_floating_point() and not k.endswith("attn_mask"):
                 t.add_(torch.randn(t.shape, generator=g) * 0.05)
     return model.eval()
 
@@ -372,3 +373,138 @@ def test_vissl_model_zoo_trunk(tmp_path):
     with torch.no_grad():
         for x in _cnn_inputs():
             _close(bb.features(x), net(x))
+
+
+# ------------------------------------------------------- SimMIM Swin (models/swin_transformer.py = microsoft Swin)
+def _windows(x, w):
+    b, h, wd, c = x.shape
+    return x.view(b, h // w, w, wd // w, w, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, w * w, c)
+
+
+def _unwindows(win, w, h, wd):
+    b = win.shape[0] // ((h // w) * (wd // w))
+    return win.view(b, h // w, wd // w, w, w, -1).permute(0, 1, 3, 2, 4, 5).reshape(b, h, wd, -1)
+
+
+class MSWindowAttention(nn.Module):
+    def __init__(self, dim, heads, w):
+        super().__init__()
+        self.heads, self.w = heads, w
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * w - 1) ** 2, heads))
+        ys, xs = torch.meshgrid(torch.arange(w), torch.arange(w), indexing="ij")
+        ys, xs = ys.flatten(), xs.flatten()
+        self.register_buffer("relative_position_index",
+                             (ys[:, None] - ys[None] + w - 1) * (2 * w - 1) + (xs[:, None] - xs[None] + w - 1))
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x, mask):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        attn = (q * (c // self.heads) ** -0.5) @ k.transpose(-2, -1)
+        attn = attn + self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1).permute(
+            2, 0, 1)
+        if mask is not None:
+            attn = (attn.view(-1, len(mask), self.heads, n, n) + mask[None, :, None]).view(b, self.heads, n, n)
+        return self.proj((attn.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c))
+
+
+class MSSwinBlock(nn.Module):
+    def __init__(self, dim, heads, res, w, shift):
+        super().__init__()
+        if res <= w:                      # the window covers the map: no shift (as Swin's block does)
+            w, shift = res, 0
+        self.w, self.shift, self.res = w, shift, res
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = MSWindowAttention(dim, heads, w)
+        self.mlp = nn.Sequential()
+        self.mlp.fc1, self.mlp.act, self.mlp.fc2 = nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim)
+        if shift:
+            region = torch.zeros(1, res, res, 1)
+            cuts = (slice(0, -w), slice(-w, -shift), slice(-shift, None))
+            for i, (hs, ws) in enumerate((hs, ws) for hs in cuts for ws in cuts):
+                region[:, hs, ws] = i
+            win = _windows(region, w).squeeze(-1)
+            self.register_buffer("attn_mask", (win[:, None] - win[:, :, None]).ne(0).float() * -100.0)
+        else:
+            self.attn_mask = None
+
+    def forward(self, x):
+        b, n, c = x.shape
+        y = self.norm1(x).view(b, self.res, self.res, c)
+        if self.shift:
+            y = torch.roll(y, (-self.shift, -self.shift), (1, 2))
+        y = _unwindows(self.attn(_windows(y, self.w), self.attn_mask), self.w, self.res, self.res)
+        if self.shift:
+            y = torch.roll(y, (self.shift, self.shift), (1, 2))
+        x = x + y.reshape(b, n, c)
+        return x + self.mlp(self.norm2(x))
+
+
+class MSPatchMerging(nn.Module):
+    def __init__(self, dim, res):
+        super().__init__()
+        self.res = res
+        self.norm, self.reduction = nn.LayerNorm(4 * dim), nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x):
+        b, _, c = x.shape
+        x = x.view(b, self.res, self.res, c)
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
+        return self.reduction(self.norm(x.view(b, -1, 4 * c)))
+
+
+class MSSwin(nn.Module):
+    """Swin-T (96, depths 2-2-6-2) as microsoft/Swin-Transformer builds it: each stage's PatchMerging closes it."""
+
+    def __init__(self, img=192, w=6, dim=96, depths=(2, 2, 6, 2), heads=(3, 6, 12, 24), num_classes=0):
+        super().__init__()
+        self.patch_embed = nn.Module()
+        self.patch_embed.proj, self.patch_embed.norm = nn.Conv2d(3, dim, 4, 4), nn.LayerNorm(dim)
+        self.layers = nn.ModuleList()
+        res = img // 4
+        for i, (d, h) in enumerate(zip(depths, heads)):
+            stage = nn.Module()
+            stage.blocks = nn.ModuleList(MSSwinBlock(dim, h, res, w, 0 if j % 2 == 0 else w // 2) for j in range(d))
+            if i < len(depths) - 1:
+                stage.downsample = MSPatchMerging(dim, res)
+                dim, res = dim * 2, res // 2
+            self.layers.append(stage)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes) if num_classes else nn.Identity()
+
+    def forward_features(self, x):
+        x = self.patch_embed.norm(self.patch_embed.proj(x).flatten(2).transpose(1, 2))
+        for stage in self.layers:
+            for blk in stage.blocks:
+                x = blk(x)
+            if hasattr(stage, "downsample"):
+                x = stage.downsample(x)
+        return self.norm(x).mean(1)
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_simmim_swin_loads_with_arch_through_timms_swin_filter(stage, tmp_path):
+    """Pre-trained: SimMIM module (encoder = Swin + mask_token, window 6 at 192 px, decoder); fine-tuned: the bare
+    Swin with its head (window 7 at 224 px). Neither names its architecture: --arch swin_tiny_patch4_window7_224."""
+    torch.manual_seed(0)
+    if stage == "pretrain":
+        ref = _perturb(MSSwin(img=192, w=6))
+        model = nn.Module()
+        model.encoder, model.decoder = ref, nn.Sequential(nn.Conv2d(768, 32 ** 2 * 3, 1), nn.PixelShuffle(32))
+        model.encoder.mask_token = nn.Parameter(torch.zeros(1, 1, 96))
+        size = 192
+    else:
+        model = ref = _perturb(MSSwin(img=224, w=7, num_classes=10))
+        size = 224
+    state = {**_simmim_save_state(model), "config": _simmim_config("swin")}
+    _save_with_yacs(state, tmp_path / f"simmim_{stage}__swin_tiny.pth")
+    with pytest.raises(CheckpointError, match="pass --arch"):
+        load_backbone(tmp_path / f"simmim_{stage}__swin_tiny.pth")
+    bb = load_backbone(tmp_path / f"simmim_{stage}__swin_tiny.pth", "swin_tiny_patch4_window7_224")
+    rep = bb.report
+    assert rep.coverage == 1.0 and rep.feature_mode == "pool" and rep.preprocessing["mean"] == IMAGENET_MEAN
+    if stage == "pretrain":   # the window the file was trained with, read from its tables, not resized to 7
+        assert rep.layout == "simmim" and rep.model_kwargs["window_size"] == 6 and rep.model_kwargs["img_size"] == 192
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(size))
+    with torch.no_grad():
+        _close(bb.features(x), ref.forward_features(x))
