@@ -61,8 +61,8 @@ class CfgNode(dict):
         self.__dict__["__immutable__"] = True
 
 
-def _simmim_config(kind="vit"):
-    return CfgNode({"MODEL": CfgNode({"TYPE": kind, "NAME": "simmim"}), "DATA": CfgNode({"IMG_SIZE": 224})})
+def _simmim_config(kind="vit", img=224):
+    return CfgNode({"MODEL": CfgNode({"TYPE": kind, "NAME": "simmim"}), "DATA": CfgNode({"IMG_SIZE": img})})
 
 
 def _save_with_yacs(obj, path):
@@ -487,16 +487,16 @@ def test_simmim_swin_loads_with_arch_through_timms_swin_filter(stage, tmp_path):
     """Pre-trained: SimMIM module (encoder = Swin + mask_token, window 6 at 192 px, decoder); fine-tuned: the bare
     Swin with its head (window 7 at 224 px). Neither names its architecture: --arch swin_tiny_patch4_window7_224."""
     torch.manual_seed(0)
-    if stage == "pretrain":
-        ref = _perturb(MSSwin(img=192, w=6))
+    if stage == "pretrain":   # SimMIM pre-trains at 192 px, window 6; 64 px, window 2 keeps the test fast
+        ref = _perturb(MSSwin(img=64, w=2))
         model = nn.Module()
         model.encoder, model.decoder = ref, nn.Sequential(nn.Conv2d(768, 32 ** 2 * 3, 1), nn.PixelShuffle(32))
         model.encoder.mask_token = nn.Parameter(torch.zeros(1, 1, 96))
-        size = 192
+        size = 64
     else:
         model = ref = _perturb(MSSwin(img=224, w=7, num_classes=10))
         size = 224
-    state = {**_simmim_save_state(model), "config": _simmim_config("swin")}
+    state = {**_simmim_save_state(model), "config": _simmim_config("swin", size)}
     _save_with_yacs(state, tmp_path / f"simmim_{stage}__swin_tiny.pth")
     with pytest.raises(CheckpointError, match="pass --arch"):
         load_backbone(tmp_path / f"simmim_{stage}__swin_tiny.pth")
@@ -504,7 +504,35 @@ def test_simmim_swin_loads_with_arch_through_timms_swin_filter(stage, tmp_path):
     rep = bb.report
     assert rep.coverage == 1.0 and rep.feature_mode == "pool" and rep.preprocessing["mean"] == IMAGENET_MEAN
     if stage == "pretrain":   # the window the file was trained with, read from its tables, not resized to 7
-        assert rep.layout == "simmim" and rep.model_kwargs["window_size"] == 6 and rep.model_kwargs["img_size"] == 192
+        assert rep.layout == "simmim" and rep.model_kwargs["window_size"] == 2 and rep.model_kwargs["img_size"] == 64
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(size))
     with torch.no_grad():
         _close(bb.features(x), ref.forward_features(x))
+
+
+# ------------------------------------------------------- EsViT (microsoft/esvit main_esvit.py)
+def test_esvit_swin_teacher_with_its_heads_inside(tmp_path):
+    """EsViT sets `head` (DINO head) and `head_dense` (region head) on the Swin itself: teacher/student hold the
+    Swin's keys beside them, with no `backbone.` prefix."""
+    import argparse
+    teacher = _perturb(MSSwin(img=224, w=7))    # EsViT Swin-T: window 7 at 224 px
+    heads = nn.Module()
+    heads.head = nn.Sequential()
+    heads.head.mlp, heads.head.last_layer = nn.Linear(768, 32), nn.Linear(32, 64)
+    heads.head_dense = nn.Sequential()
+    heads.head_dense.mlp = nn.Linear(768, 32)
+    net = {**teacher.state_dict(), **heads.state_dict()}
+    obj = {"teacher": net, "student": {f"module.{k}": v + 1 for k, v in net.items()}, "epoch": 300,
+           "optimizer": {"state": {}}, "args": argparse.Namespace(arch="swin_tiny", window_size=7),
+           "dino_loss": {"center": torch.zeros(1, 64)}}
+    torch.save(obj, tmp_path / "esvit_swin_tiny.pth")
+    with pytest.raises(CheckpointError, match="pass --arch"):
+        load_backbone(tmp_path / "esvit_swin_tiny.pth")
+    bb = load_backbone(tmp_path / "esvit_swin_tiny.pth", "swin_tiny_patch4_window7_224")
+    rep = bb.report
+    assert (rep.layout, rep.family, rep.ckpt_key, rep.coverage) == ("teacher-student", "esvit", "teacher", 1.0)
+    assert {"SSL projection head (DINO/iBOT head)", "EsViT region head (head_dense)"} <= set(rep.dropped)
+    assert rep.model_kwargs["window_size"] == 7 and rep.feature_mode == "pool"
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(224))
+    with torch.no_grad():
+        _close(bb.features(x), teacher.forward_features(x))

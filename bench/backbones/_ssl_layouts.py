@@ -205,6 +205,8 @@ def _selfdistill_convert(obj, opts) -> Converted:
     if key not in ("teacher", "student"):
         raise CheckpointError(f"--ckpt-key {key!r}: a DINO/iBOT checkpoint holds 'teacher' and 'student'")
     sd = strip_prefix(tensors_only(obj[key]), "module.")     # student always, ResNet teacher too (DDP)
+    if not any(k.startswith("backbone.") for k in sd):
+        return _esvit_convert(obj, sd, key)
     head = {k: v for k, v in sd.items() if not k.startswith("backbone.")}
     conv = _backbone(strip_prefix({k: v for k, v in sd.items() if k.startswith("backbone.")}, "backbone."))
     if head:
@@ -216,7 +218,19 @@ def _selfdistill_convert(obj, opts) -> Converted:
     return conv
 
 
-register_layout("teacher-student", "DINO / iBOT full checkpoint: teacher (default) or student", selects_key=True)(
+def _esvit_convert(obj, sd, key) -> Converted:
+    """EsViT (microsoft/esvit main_esvit.py): the DINO heads are attributes of the network itself (`head`, and
+    `head_dense` for the region-level loss), so teacher/student hold the Swin's own keys beside `head.*`."""
+    kept, dropped = split_groups(sd, {"SSL projection head (DINO/iBOT head)": ("head.",),
+                                      "EsViT region head (head_dense)": ("head_dense.",)})
+    conv = Converted(kept, "esvit", dropped, ckpt_key=key, model_kwargs=swin_window_kwargs(kept))
+    conv.dropped.update({f"{other} (other network)": [f"{other}.*"] for other in ("teacher", "student")
+                         if other != key})
+    return conv
+
+
+register_layout("teacher-student", "DINO / iBOT / EsViT full checkpoint: teacher (default) or student",
+                selects_key=True)(
     (_selfdistill_matches, _selfdistill_convert))
 
 
@@ -421,14 +435,20 @@ def _simmim_matches(obj) -> bool:
         and all(k.startswith(("encoder.", "decoder.")) for k in sd)
 
 
-def swin_window_kwargs(sd: Mapping[str, torch.Tensor]) -> dict:
-    """A Swin's window, read from its first relative-position table ((2W-1)² rows); the image side is 32·W as in
-    every Swin configuration, so timm builds the window the file was trained with instead of resizing tables."""
+def swin_window_kwargs(sd: Mapping[str, torch.Tensor], img_size: int | None = None) -> dict:
+    """A Swin's window, read from its first relative-position table ((2W-1)² rows), and the image side when the
+    file's config gives it: timm then builds the windows the file was trained with instead of resizing tables."""
     table = sd.get("layers.0.blocks.0.attn.relative_position_bias_table")
     if table is None:
         return {}
     window = (int(round(table.shape[0] ** 0.5)) + 1) // 2
-    return {"window_size": window, "img_size": 32 * window}
+    return {"window_size": window, **({"img_size": int(img_size)} if img_size else {})}
+
+
+def _config_img_size(obj) -> int | None:
+    cfg = obj.get("config")
+    data = cfg.get("DATA") if isinstance(cfg, Mapping) else None
+    return data.get("IMG_SIZE") if isinstance(data, Mapping) else None
 
 
 def _simmim_convert(obj, opts) -> Converted:
@@ -438,7 +458,7 @@ def _simmim_convert(obj, opts) -> Converted:
     conv.dropped["SimMIM decoder (1x1 conv + pixel shuffle)"] = sorted(k for k in sd if k.startswith("decoder."))
     if arch_kind(conv.state_dict) is None:   # Swin: timm's swin filter maps it under --arch; the mask token goes
         kept, mask = split_groups(conv.state_dict, {"mask token (MAE/BEiT/data2vec)": ("mask_token",)})
-        conv.state_dict, conv.model_kwargs = kept, swin_window_kwargs(kept)
+        conv.state_dict, conv.model_kwargs = kept, swin_window_kwargs(kept, _config_img_size(obj))
         conv.dropped.update(mask)
     return conv
 

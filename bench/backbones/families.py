@@ -107,6 +107,9 @@ for _f in [
     Family("byol", "deepmind byol: ImageNet mean/std, centre crop 0.875; Haiku 'SAME' padding",
            interpolation=_BICUBIC, tf_same_padding=True),
     Family("lightning", "solo-learn main_linear.py strips backbone."),
+    Family("esvit", "microsoft/esvit eval_linear.py: ImageNet mean/std, Resize 256 bicubic + crop 224; bench reads "
+           "the Swin's own pooled final stage (its paper's probe concatenates the last blocks' pools)",
+           interpolation=_BICUBIC),
     Family("lightly", "lightly-ai/lightly: nn.Sequential(*resnet.children()[:-1]) backbone; IMAGENET_NORMALIZE"),
     Family("mmselfsup", "open-mmlab mmselfsup/mmpretrain backbone."),
     Family("ddp-wrapped", "flat state dict saved from DistributedDataParallel (module. prefix)"),
