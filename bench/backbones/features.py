@@ -44,8 +44,8 @@ def describe_probe_feature(model: nn.Module, mode: str) -> str:
     """What `probe_feature_mode` chose, in words, for the record's notes."""
     if mode == "cls":
         return "CLS token after the final norm (the token-pooled classifier's input)"
-    pool = getattr(model, "global_pool", None)
-    pool = getattr(pool, "pool_type", pool)   # timm CNNs keep a SelectAdaptivePool2d
+    pool = getattr(model, "global_pool", None) or getattr(getattr(model, "head", None), "global_pool", None)
+    pool = getattr(pool, "pool_type", pool)   # timm CNNs (ConvNeXt: in its head) keep a SelectAdaptivePool2d
     fc_norm = getattr(model, "fc_norm", None)
     normed = " through fc_norm" if fc_norm is not None and not isinstance(fc_norm, nn.Identity) else ""
     return (f"{type(model).__name__}'s pre-logits output (global pool {pool!r}{normed}), what its classifier reads"
