@@ -61,6 +61,24 @@ def classifier_names(model: nn.Module, library: str) -> tuple[str, ...]:
     return tuple(n for n, m in model.named_modules() if n and isinstance(m, nn.Identity))
 
 
+def _in_classifier(key: str, heads: tuple[str, ...], model: nn.Module) -> bool:
+    """`key` belongs to a classifier, or to the Identity that replaced the classifier's parent (EfficientViT-M's
+    `head` = BN + Linear, classifier `head.l`, becomes one Identity without classes)."""
+    for head in heads:
+        if key.startswith(head + "."):
+            return True
+        parts = head.split(".")
+        for i in range(1, len(parts)):
+            parent = ".".join(parts[:i])
+            try:
+                replaced = isinstance(model.get_submodule(parent), nn.Identity)
+            except AttributeError:
+                replaced = False
+            if replaced and key.startswith(parent + "."):
+                return True
+    return False
+
+
 def apply_arch_filter(sd: dict[str, torch.Tensor], model: nn.Module, library: str, arch: str,
                       fn: Callable | None, module: str | None) -> tuple[dict[str, torch.Tensor], dict, list[str]]:
     """(mapped state dict, dropped groups, notes): timm's filter, then the file's classifier set aside."""
@@ -79,7 +97,7 @@ def apply_arch_filter(sd: dict[str, torch.Tensor], model: nn.Module, library: st
         sd = dict(mapped)
     expected = model.state_dict()
     heads = classifier_names(model, library)
-    head_keys = sorted(k for k in sd if k not in expected and any(k.startswith(h + ".") for h in heads))
+    head_keys = sorted(k for k in sd if k not in expected and _in_classifier(k, heads, model))
     dropped = {"classifier head": head_keys} if head_keys else {}
     return {k: v for k, v in sd.items() if k not in head_keys}, dropped, notes
 
