@@ -41,6 +41,7 @@ ARCHS = {
     "deit_tiny_distilled_patch16_224": (lambda: _timm("deit_tiny_distilled_patch16_224"), (224, 160), "pool"),
     "xcit_nano_12_p16_224": (lambda: _timm("xcit_nano_12_p16_224"), (224, 160), "pool"),
     "eva02_tiny_patch14_224": (lambda: _timm("eva02_tiny_patch14_224"), (224,), "pool"),   # q_bias: not a BEiT
+    "efficientvit_m0": (lambda: _timm("efficientvit_m0"), (224,), "pool"),     # classifier = BN + Linear
     "tv:mobilenet_v3_small": (lambda: _perturbed(torchvision.models.mobilenet_v3_small()), (64, 96), "pool"),
 }
 
