@@ -15,13 +15,14 @@ import torch.nn as nn
 
 from .._io import sha256_file, sha256_json
 from ..errors import CheckpointError
-from ._assemble import fit_resolution, load_strict, plan_model
+from ._assemble import FROM_KEYS, fit_resolution, load_strict, plan_model
 from ._build import create_model, split_arch
 from ._export import read_bench_metadata
 from ._padding import use_tf_same_padding
 from ._safe_load import pickle_globals, read_checkpoint
 from .families import IMAGENET_MEAN, IMAGENET_STD, family_spec
-from .features import compute_features, default_feature_mode, is_vit
+from .features import compute_features, default_feature_mode, describe_probe_feature, is_vit, probe_feature_mode
+from ._timm_filter import apply_arch_filter, by_arch, capture_filter
 from .layouts import Converted, detect_layout, list_layouts
 from .pos_embed import POS_EMBED_RULES, install_pos_embed_rule, pos_embed_rule_for
 from .zoo import CheckpointEntry, fetch_checkpoint, get_entry, recognise_file
@@ -120,9 +121,11 @@ def _extra_objects(obj: Any) -> list[str]:
     return sorted(out)
 
 
-def _convert(obj: Any, source: str, ckpt_key: str | None, meta: dict | None) -> tuple[str, Converted]:
+def _convert(obj: Any, source: str, ckpt_key: str | None, meta: dict | None,
+             arch: str | None = None) -> tuple[str, Converted]:
     """(layout name, converted backbone). `--ckpt-key` goes to a layout that chooses among sub-models
-    (teacher/student, model/model_ema); for any other file it selects that top-level entry first."""
+    (teacher/student, model/model_ema); for any other file it selects that top-level entry first. A file of no
+    known layout is taken as `arch`'s own state dict (the `by-arch` layout; timm's filter maps it later)."""
     if meta is not None:   # written by `bench convert`: recognised by its metadata, before any key matcher
         return "bench-convert", Converted(dict(obj), "bench-convert")
     if ckpt_key is not None and not any(lay.selects_key and lay.matches(obj) for lay in list_layouts()
@@ -131,7 +134,9 @@ def _convert(obj: Any, source: str, ckpt_key: str | None, meta: dict | None) -> 
             keys = sorted(obj) if isinstance(obj, dict) else []
             raise CheckpointError(f"{source}: no key {ckpt_key!r} in the checkpoint (top-level keys: {keys[:8]})")
         obj = obj[ckpt_key]
-    layout = detect_layout(obj, source)
+    layout = detect_layout(obj, source, allow_unknown=arch is not None)
+    if layout is None:
+        return "by-arch", by_arch(obj, source, arch)
     try:
         return layout.name, layout.convert(obj, {"ckpt_key": ckpt_key})
     except CheckpointError as e:
@@ -276,25 +281,40 @@ def load_backbone(source: str | os.PathLike | None = None, arch: str | None = No
     recognised = _recognised(path, sha, entry, meta)
     if recognised is not None and recognised[1] == "sha256":
         entry = recognised[0]
-    layout, conv = _convert(obj, str(path), ckpt_key if entry is None or ckpt_key else entry.ckpt_key, meta)
+    arch = arch or (entry.arch if entry else None) or ((meta or {}).get("arch"))
+    layout, conv = _convert(obj, str(path), ckpt_key if entry is None or ckpt_key else entry.ckpt_key, meta,
+                            None if arch == FROM_KEYS else arch)
     if recognised is not None and entry is None and recognised[0].layout in (None, layout):
         entry = recognised[0]
+        arch = arch or entry.arch
     if entry is not None and entry.layout and layout != entry.layout:
         raise CheckpointError(f"{path}: is a {layout!r} checkpoint, but checkpoints.yaml says {entry.name} is "
                               f"{entry.layout!r}; delete the file and fetch {entry.url}")
     family = family_spec(entry.family if entry and entry.family else (meta or {}).get("family", conv.family))
-    arch = arch or (entry.arch if entry else None) or ((meta or {}).get("arch"))
     plan = plan_model(conv.state_dict, arch, family, str(path))
+    if plan.kind is None and conv.model_kwargs:
+        plan.kwargs.update(conv.model_kwargs)
+        plan.notes.append(f"built with {conv.model_kwargs}, as the file's {layout} layout fixes")
+    if plan.kind is None and layout == "flat" and not (entry and entry.family):
+        family = family_spec("timm-arch")   # the keys' guess (e.g. EVA's q_bias read as BEiT) was not the arch
     if meta is not None and arch == meta.get("arch"):
         plan.kwargs = dict(meta.get("model_kwargs") or {})   # rebuild exactly what was converted
         plan.notes.append(f"converted by bench convert from {meta.get('source')} (sha256 {meta.get('source_sha256')}, "
                           f"{meta.get('layout')} layout)")
     torch.manual_seed(seed)
-    model, library = create_model(plan.arch, **plan.kwargs)
+    with capture_filter(plan.arch) as timm_filter:
+        model, library = create_model(plan.arch, **plan.kwargs)
+    if plan.kind is None:   # no bench-side recognition of these keys: timm's own mapping for this arch
+        plan.state_dict, dropped, notes = apply_arch_filter(plan.state_dict, model, library, plan.arch,
+                                                            timm_filter["fn"], timm_filter["module"])
+        plan.dropped.update(dropped)
+        plan.notes.extend(notes)
     rule = _pos_embed_rule(model, family.name, plan.kind, pos_embed_rule)
     fit_resolution(plan, model, rule)
     mode = (entry.feature_mode if entry else None) or (meta or {}).get("feature_mode") or (
-        family.feature_mode(plan.kind, plan.width) if plan.kind else default_feature_mode(model))
+        family.feature_mode(plan.kind, plan.width) if plan.kind else probe_feature_mode(model))
+    if plan.kind is None and not (entry and entry.feature_mode):
+        plan.notes.append(f"feature {mode!r}: {describe_probe_feature(model, mode)}")
     report = LoadReport(
         source=str(path), arch=plan.arch, library=library, family=family.name, layout=layout,
         sha256=sha, ckpt_key=conv.ckpt_key or ckpt_key,

@@ -57,8 +57,8 @@ def arch_kind(sd: dict[str, torch.Tensor]) -> str | None:
     if "register_tokens" in sd or "blocks.0.mlp.w12.weight" in sd or (
             "blocks.0.ls1.gamma" in sd and patch is not None and tuple(patch.shape[-2:]) == (14, 14)):
         return "dinov2"
-    if "cls_token" in sd and "blocks.0.attn.qkv.weight" in sd:
-        return "vit"
+    if "cls_token" in sd and "blocks.0.attn.qkv.weight" in sd and "pos_embed" in sd and "patch_embed.proj.weight" in sd:
+        return "vit"   # XCiT (cls_token + qkv, but a conv patch embedding and no pos_embed) is not one
     if "conv1.weight" in sd and "layer1.0.conv1.weight" in sd:
         return "resnet"
     w = sd.get("features.0.weight")
@@ -117,6 +117,8 @@ def _guess_vit(sd, kind: str) -> ArchGuess:
             needs["init_values"] = 1e-5   # any non-None value creates the layerscale modules; the file sets them
     if "fc_norm.weight" in sd:
         needs["global_pool"] = "avg"       # MAE fine-tuned: fc_norm replaces norm (models_vit.py global_pool=True)
+    if "norm_pre.weight" in sd:
+        needs["pre_norm"] = True           # CLIP-style norm before the blocks (and no patch-embedding bias)
     # Registers are never in pos_embed; timm's register models (reg_token) keep cls out of it too.
     side = _grid_side(sd["pos_embed"].shape[1] - (0 if "reg_token" in sd else 1), "pos_embed")
     structure = _vit_structure(sd, width, depth, side * patch, default_img)
@@ -159,15 +161,20 @@ def _guess_resnet(sd) -> ArchGuess:
         raise CheckpointError(
             f"ResNet with a {stem}-channel stem: a width-multiplied model (SwAV RN50-w2/w4/w5, SimCLR 2x/4x, VICReg "
             f"x2) that widens every layer; timm/torchvision have no such model (wide_resnet50_2 is different)")
+    needs, notes = {}, []
+    if sd["conv1.weight"].shape[-1] == 3:   # CIFAR stem: 3×3 stride 1, no max-pool (solo-learn base.py `cifar`)
+        from ._framework_keys import CIFAR_STEM_PADDING
+        needs["cifar_stem"] = CIFAR_STEM_PADDING
+        notes.append(f"CIFAR stem: conv1 3x3 stride 1 padding {CIFAR_STEM_PADDING}, no max-pool (solo-learn)")
     depth = _RESNET_DEPTHS.get((block, counts))
     if depth is None:   # timm builds any block counts; the name only fixes the block type
         return ArchGuess("resnet", "resnet50" if block == "bottleneck" else "resnet18", {"layers": counts},
-                         notes=[f"{block} ResNet with nonstandard stage blocks {counts}"],
+                         needs, notes=notes + [f"{block} ResNet with nonstandard stage blocks {counts}"],
                          unpublished=_resnet_gap(block, counts))
     bottleneck_width = sd["layer1.0.conv1.weight"].shape[0]
     if block == "bottleneck" and bottleneck_width == 128 and depth in (50, 101):
-        return ArchGuess("resnet", f"wide_resnet{depth}_2")
-    return ArchGuess("resnet", f"resnet{depth}")
+        return ArchGuess("resnet", f"wide_resnet{depth}_2", needs=needs, notes=notes)
+    return ArchGuess("resnet", f"resnet{depth}", needs=needs, notes=notes)
 
 
 def _resnet_gap(block: str, counts: tuple[int, ...]) -> str:

@@ -40,7 +40,20 @@ def plan_model(sd: dict[str, torch.Tensor], arch: str | None, family: Family, so
     that no one published (a file cut short looks like a smaller model) is refused unless `arch` is FROM_KEYS.
     """
     kind = arch_kind(sd)
-    guess = guess_arch(sd) if kind else None
+    explicit = arch not in (None, FROM_KEYS)
+    try:
+        guess = guess_arch(sd) if kind else None
+    except CheckpointError:
+        if not explicit:
+            raise
+        guess = None   # the shapes fit none of the kind's models (DeiT's dist_token): --arch's own filter decides
+    if kind and explicit:
+        _check_arch_kind(arch, kind, guess, source)
+        if guess is None or _other_family(arch, guess):   # EVA's q_bias looks like BEiT's
+            looks = f"look like {guess.arch}" if guess else f"fit no {kind} bench infers"
+            return ModelPlan(arch, {}, None, dict(sd), notes=[
+                f"the keys {looks}, and --arch {arch} is another timm family: keys mapped by {arch}'s own timm "
+                f"checkpoint filter"])
     sd, dropped = to_timm_keys(sd, kind)
     if arch is None or arch == FROM_KEYS:
         if guess is None or guess.arch is None:
@@ -54,7 +67,6 @@ def plan_model(sd: dict[str, torch.Tensor], arch: str | None, family: Family, so
         arch, kwargs = guess.arch, {**guess.structure, **guess.needs}
     else:
         kwargs = dict(guess.needs) if guess else {}
-        _check_arch_kind(arch, kind, guess, source)
     library, _ = split_arch(arch)
     if library == "torchvision":
         kwargs = {}
@@ -67,6 +79,18 @@ def plan_model(sd: dict[str, torch.Tensor], arch: str | None, family: Family, so
 
 
 _TRANSFORMER_PREFIXES = ("vit", "deit", "beit", "eva", "flexivit")
+# timm modules / torchvision name starts of plain convolutional networks (a ViT file cannot be one of them)
+_CONVNET_MODULES = frozenset({"resnet", "resnetv2", "resnest", "res2net", "regnet", "efficientnet", "mobilenetv3",
+                              "convnext", "densenet", "vgg", "dla", "dpn", "senet", "sknet", "byobnet", "nfnet",
+                              "rexnet", "ghostnet", "inception_v3", "xception", "cspnet", "hrnet"})
+_CONVNET_PREFIXES = ("resnet", "wide_resnet", "resnext", "alexnet", "vgg", "densenet", "efficientnet", "regnet",
+                     "mobilenet", "convnext", "googlenet", "inception", "mnasnet", "shufflenet", "squeezenet")
+
+
+def _is_convnet(arch: str) -> bool:
+    from ._timm_filter import timm_module
+    module = timm_module(arch)
+    return module in _CONVNET_MODULES if module else split_arch(arch)[1].lower().startswith(_CONVNET_PREFIXES)
 
 
 def _check_arch_kind(arch: str, kind: str | None, guess, source: str) -> None:
@@ -75,13 +99,24 @@ def _check_arch_kind(arch: str, kind: str | None, guess, source: str) -> None:
     if kind is None:
         return
     name = split_arch(arch)[1].lower()
-    is_transformer = name.startswith(_TRANSFORMER_PREFIXES)
-    if is_transformer == (kind in ("vit", "dinov2", "beit")):
+    crossed = name.startswith(_TRANSFORMER_PREFIXES) if kind == "resnet" else \
+        kind in ("vit", "dinov2", "beit") and _is_convnet(arch)
+    if not crossed:
         return
     hint = guess.arch if isinstance(guess, ArchGuess) and guess.arch else None
     raise CheckpointError(f"{source}: the weights are a {'ResNet' if kind == 'resnet' else kind.upper()} but "
                           f"--arch {arch} is not; " + (f"pass --arch {hint} or leave --arch out" if hint else
                                                        "pass the architecture the file was trained with"))
+
+
+def _other_family(arch: str, guess) -> bool:
+    """--arch is a timm model of another module than the one the keys were recognised as (a file the kind-specific
+    path would build with the wrong arguments)."""
+    from ._timm_filter import timm_module
+    if not isinstance(guess, ArchGuess) or not guess.arch:
+        return False
+    mine, theirs = timm_module(arch), timm_module(guess.arch)
+    return mine is not None and theirs is not None and mine != theirs
 
 
 def fit_resolution(plan: ModelPlan, model: nn.Module, rule: str | None = None) -> None:

@@ -33,8 +33,22 @@ def _strip_last_linear(model: nn.Module) -> nn.Module:
     return model
 
 
+def _cifar_stem(model: nn.Module, padding: int | None) -> nn.Module:
+    """The CIFAR ResNet of solo-learn and its kin: conv1 3×3 stride 1 (padding as trained), no max-pool."""
+    if padding is not None:
+        model.conv1 = nn.Conv2d(3, model.conv1.out_channels, kernel_size=3, stride=1, padding=padding, bias=False)
+        model.maxpool = nn.Identity()
+    return model
+
+
 def create_model(arch: str, **kwargs) -> tuple[nn.Module, str]:
     """Random-weight backbone with no classifier. Returns (model, library)."""
+    cifar = kwargs.pop("cifar_stem", None)
+    model, library = _create_model(arch, **kwargs)
+    return _cifar_stem(model, cifar), library
+
+
+def _create_model(arch: str, **kwargs) -> tuple[nn.Module, str]:
     import timm
     import torchvision
 

@@ -12,6 +12,7 @@ import pickletools
 import re
 import warnings
 import zipfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ from ..errors import CheckpointError
 
 __all__ = ["read_checkpoint", "pickle_globals", "SAFE_GLOBALS", "StubbingUnpickler"]
 
-SAFE_GLOBALS = [argparse.Namespace]
+# yacs' CfgNode (the `config` SimMIM, Swin-Transformer and EsViT pickle beside the weights) is a dict of plain values:
+# read as an OrderedDict it runs no code of the file (torch ≥ 2.5 takes (stand-in, "module.name") pairs).
+SAFE_GLOBALS: list = [argparse.Namespace, (OrderedDict, "yacs.config.CfgNode")]
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -33,15 +36,36 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e}); re-download it") from e
 
 
-def _stub(module: str, name: str) -> type:
-    """Stand-in for a class or function of the training script: takes any arguments and any state."""
-    def setstate(self, state):
+class _Stub(dict):
+    """Stand-in for a class or function of the training script: takes any arguments and any state. A dict, so a
+    pickled dict subclass (yacs `CfgNode`, SimMIM / Swin / EsViT `config`) gets its items (SETITEMS); `append` and
+    `extend` keep a list subclass's items (APPENDS) in `.items_list`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def __setstate__(self, state):
         if isinstance(state, tuple) and len(state) == 2:   # (dict, slots) from __reduce_ex__
             state = {**(state[0] or {}), **(state[1] or {})}
         if isinstance(state, dict):
             self.__dict__.update(state)
-    return type(name, (), {"__module__": f"bench-stub:{module}", "__init__": lambda self, *a, **k: None,
-                           "__setstate__": setstate, "__call__": lambda self, *a, **k: None})
+
+    def append(self, item):
+        self.__dict__.setdefault("items_list", []).append(item)
+
+    def extend(self, items):
+        for item in items:
+            self.append(item)
+
+    def __call__(self, *args, **kwargs):
+        return None
+
+    def __hash__(self):   # a stubbed class may be used as a key or a set member
+        return id(self)
+
+
+def _stub(module: str, name: str) -> type:
+    return type(name, (_Stub,), {"__module__": f"bench-stub:{module}"})
 
 
 class StubbingUnpickler(pickle.Unpickler):
@@ -84,12 +108,18 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False, stubbed: li
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_StubbingPickle)
         except Exception as e:  # the user trusted the file; still one line, not a traceback
+            made = sorted(set(StubbingUnpickler.stubbed))
+            if made:   # the bytes were read; rebuilding a training-script object failed, which is not corruption
+                raise CheckpointError(
+                    f"{path}: could not rebuild the stubbed training-script object(s) {', '.join(made)} "
+                    f"({type(e).__name__}: {e}); install the package that defines them, or save "
+                    f"model.state_dict() alone from the training code") from None
             raise CheckpointError(f"{path}: corrupt checkpoint ({type(e).__name__}: {e}); re-download it") from None
         if stubbed is not None:
             stubbed.extend(sorted(set(StubbingUnpickler.stubbed)))
         return obj
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS), warnings.catch_warnings():
+        with torch.serialization.safe_globals(_safe_globals()), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")   # the refusal below says it all
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -97,9 +127,9 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False, stubbed: li
         if "GLOBAL" in msg:
             name = _offending_global(msg)
             raise CheckpointError(
-                f"{path}: refused to unpickle {name} (checkpoints are untrusted; only tensors and "
-                f"argparse.Namespace load safely); if you trust this file pass --trust-checkpoint, or convert "
-                f"it once with `bench convert --trust-checkpoint {path} OUT.safetensors`") from None
+                f"{path}: refused to unpickle {name} (checkpoints are untrusted; only tensors, "
+                f"argparse.Namespace and yacs configs load safely); if you trust this file pass --trust-checkpoint, "
+                f"or convert it once with `bench convert --trust-checkpoint {path} OUT.safetensors`") from None
         if msg.startswith("Weights only load failed"):   # the safe unpickler refused an opcode or object
             raise CheckpointError(_unsafe_pickle_message(path, kind)) from None
         first = next((ln for ln in msg.splitlines() if ln.strip()), "unpickling failed")
@@ -109,6 +139,17 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False, stubbed: li
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         first = first.split(". ")[0].removeprefix("PytorchStreamReader ")   # torch appends paragraphs of advice
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({first}); re-download it") from None
+
+
+def _safe_globals() -> list:
+    if torch.__version__ >= (2, 5):   # TorchVersion compares with tuples
+        return SAFE_GLOBALS
+    return [g for g in SAFE_GLOBALS if not isinstance(g, tuple)]
+
+
+def safe_global_names() -> set[str]:
+    """The pickle globals a safe load accepts, by the name the file uses."""
+    return {g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}" for g in _safe_globals()}
 
 
 def _sniff(path: Path) -> str | None:

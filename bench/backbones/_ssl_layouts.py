@@ -11,6 +11,7 @@ import torch
 
 from ..errors import CheckpointError
 from ._arch import arch_kind
+from ._framework_keys import is_mm_vit, is_sequential_resnet, mm_vit_to_timm, sequential_resnet_to_tv
 from .layouts import (Converted, register_layout, single_backbone, split_groups, strip_prefix, tensors_only)
 from .pos_embed import is_mocov3_sincos
 
@@ -52,12 +53,22 @@ def haiku_converted(sd: Mapping[str, torch.Tensor]) -> bool:
     return any(order) and order.index(True) == len(order) - sum(order)
 
 
+def simmim_container(obj) -> bool:
+    """microsoft/SimMIM utils.save_checkpoint: `model` beside `max_accuracy`, `lr_scheduler` and the yacs `config`
+    (read as a plain mapping: _safe_load allowlists yacs' CfgNode as an OrderedDict)."""
+    cfg = obj.get("config")
+    return isinstance(obj.get("model"), Mapping) and (
+        "max_accuracy" in obj or (isinstance(cfg, Mapping) and "MODEL" in cfg and "DATA" in cfg))
+
+
 def _flat_family(kind: str | None, sd: Mapping[str, torch.Tensor], dropped: dict) -> str:
     """What the keys alone reveal; a registry entry can name the method more precisely."""
     if kind == "dinov2":
         return "dinov2"
     if kind == "beit":
-        return "beit-v2" if any(g.startswith("BEiT-v2") for g in dropped) else "beit"
+        if any(g.startswith("BEiT-v2") for g in dropped):
+            return "beit-v2"
+        return "beit-finetuned" if "fc_norm.weight" in sd else "beit"
     if kind == "vit":
         if "MAE decoder" in dropped:
             return "mae"
@@ -89,8 +100,16 @@ def _flat_matches(obj) -> bool:
     return sd is not None and arch_kind(sd) not in (None, "deepcluster")
 
 
+def _flat_convert(obj, opts) -> Converted:
+    conv = _backbone(single_backbone(obj))
+    if conv.family in ("beit", "beit-finetuned") and simmim_container(obj):
+        # SimMIM's ViT is BEiT's code (q/v bias, layerscale, relative positions), fine-tuned with ImageNet mean/std
+        conv.family = "simmim-finetuned" if conv.family == "beit-finetuned" else "simmim"
+    return conv
+
+
 register_layout("flat", "timm ViT / DINOv2 / BEiT / torchvision ResNet keys, bare or under model/state_dict/module")(
-    (_flat_matches, lambda obj, opts: _backbone(single_backbone(obj))))
+    (_flat_matches, _flat_convert))
 
 
 # 2. DDP-wrapped flat ResNet/ViT with SSL heads: SwAV, DeepCluster-v2, SeLa-v2 (`module.` on every key).
@@ -153,17 +172,22 @@ def _prefixed_matches(obj) -> bool:
 def _prefixed_convert(obj, opts) -> Converted:
     sd = single_backbone(obj)
     backbone = strip_prefix({k: v for k, v in sd.items() if k.startswith("backbone.")}, "backbone.")
-    if arch_kind(backbone) is None and any(k.startswith("layers.0.ln1") for k in backbone):
-        raise CheckpointError("mm-style ViT names (layers.N.ln1, ffn.layers); convert it with mmpretrain's "
-                              "tools/model_converters/mmcls2timm.py, then load the result")
+    notes, renamed_from = [], None
+    if is_mm_vit(backbone):
+        backbone, renamed_from = mm_vit_to_timm(backbone), "mmpretrain VisionTransformer"
+    elif is_sequential_resnet(backbone):
+        backbone, renamed_from = sequential_resnet_to_tv(backbone), "nn.Sequential(*resnet.children()[:-1])"
+    if renamed_from:
+        notes.append(f"backbone keys renamed from {renamed_from} to timm/torchvision names")
     dropped: dict[str, list[str]] = {}
     for k in sorted(sd):
         if not k.startswith("backbone."):
             dropped.setdefault(k.split(".")[0], []).append(k)
     family = "lightning" if ("hyper_parameters" in obj or "pytorch-lightning_version" in obj) else \
-        "mmselfsup" if "meta" in obj else None
+        "mmselfsup" if "meta" in obj else "lightly" if renamed_from and "Sequential" in renamed_from else None
     conv = _backbone(backbone, family)
     conv.dropped = {**dropped, **conv.dropped}
+    conv.notes.extend(notes)
     return conv
 
 
@@ -181,6 +205,8 @@ def _selfdistill_convert(obj, opts) -> Converted:
     if key not in ("teacher", "student"):
         raise CheckpointError(f"--ckpt-key {key!r}: a DINO/iBOT checkpoint holds 'teacher' and 'student'")
     sd = strip_prefix(tensors_only(obj[key]), "module.")     # student always, ResNet teacher too (DDP)
+    if not any(k.startswith("backbone.") for k in sd):
+        return _esvit_convert(obj, sd, key)
     head = {k: v for k, v in sd.items() if not k.startswith("backbone.")}
     conv = _backbone(strip_prefix({k: v for k, v in sd.items() if k.startswith("backbone.")}, "backbone."))
     if head:
@@ -192,7 +218,19 @@ def _selfdistill_convert(obj, opts) -> Converted:
     return conv
 
 
-register_layout("teacher-student", "DINO / iBOT full checkpoint: teacher (default) or student", selects_key=True)(
+def _esvit_convert(obj, sd, key) -> Converted:
+    """EsViT (microsoft/esvit main_esvit.py): the DINO heads are attributes of the network itself (`head`, and
+    `head_dense` for the region-level loss), so teacher/student hold the Swin's own keys beside `head.*`."""
+    kept, dropped = split_groups(sd, {"SSL projection head (DINO/iBOT head)": ("head.",),
+                                      "EsViT region head (head_dense)": ("head_dense.",)})
+    conv = Converted(kept, "esvit", dropped, ckpt_key=key, model_kwargs=swin_window_kwargs(kept))
+    conv.dropped.update({f"{other} (other network)": [f"{other}.*"] for other in ("teacher", "student")
+                         if other != key})
+    return conv
+
+
+register_layout("teacher-student", "DINO / iBOT / EsViT full checkpoint: teacher (default) or student",
+                selects_key=True)(
     (_selfdistill_matches, _selfdistill_convert))
 
 
@@ -217,6 +255,11 @@ register_layout("model+model_ema", "data2vec pretraining checkpoint: model (defa
 
 # 10. VISSL classy checkpoint: classy_state_dict.base_model.model.trunk with `_feature_blocks.`.
 def _vissl_trunk(obj) -> Mapping | None:
+    """The trunk of a VISSL training checkpoint, or of its converted model-zoo files (extra_scripts/convert_*:
+    `{"model_state_dict": {"_feature_blocks.*": ...}}`, the Goyal et al. 2019 benchmark trunks)."""
+    flat = obj.get("model_state_dict")
+    if isinstance(flat, Mapping) and flat and all(str(k).startswith("_feature_blocks.") for k in flat):
+        return flat
     try:
         return obj["classy_state_dict"]["base_model"]["model"]["trunk"]
     except (KeyError, TypeError):
@@ -225,7 +268,7 @@ def _vissl_trunk(obj) -> Mapping | None:
 
 def _vissl_convert(obj, opts) -> Converted:
     trunk = strip_prefix(tensors_only(_vissl_trunk(obj)), "_feature_blocks.")
-    heads = obj["classy_state_dict"]["base_model"]["model"].get("heads") or {}
+    heads = {} if "model_state_dict" in obj else obj["classy_state_dict"]["base_model"]["model"].get("heads") or {}
     trunk, jig = split_groups(trunk, {"jigsaw trunk extras": ("fc1.", "fc2.")})
     conv = _backbone(trunk, "vissl")
     conv.dropped.update(jig)
@@ -234,7 +277,7 @@ def _vissl_convert(obj, opts) -> Converted:
     return conv
 
 
-register_layout("vissl", "VISSL classy_state_dict trunk (_feature_blocks.)")(
+register_layout("vissl", "VISSL classy_state_dict trunk / model-zoo model_state_dict (_feature_blocks.)")(
     (lambda obj: isinstance(_vissl_trunk(obj), Mapping), _vissl_convert))
 
 
@@ -381,3 +424,44 @@ def _um_mae_convert(obj, opts) -> Converted:
 register_layout("um-mae-pyramid", "UM-MAE PVT / Swin (blocks.N + PatchMerge downsample): recognised and refused, "
                                   "no timm model has their blocks")((lambda obj: um_mae_kind(obj) is not None,
                                                                      _um_mae_convert))
+
+
+# 14. SimMIM pre-training checkpoint (microsoft/SimMIM main_simmim.py → utils.save_checkpoint): `model` holds the
+#     SimMIM module, `encoder.*` (ViT: BEiT-style keys + mask_token; Swin: Swin-Transformer keys + mask_token) and
+#     `decoder.0.*` (1×1 conv before the pixel shuffle), beside optimizer, lr_scheduler, max_accuracy and the config.
+def _simmim_matches(obj) -> bool:
+    sd = single_backbone(obj)
+    return bool(sd) and any(k.startswith("encoder.") for k in sd) and any(k.startswith("decoder.") for k in sd) \
+        and all(k.startswith(("encoder.", "decoder.")) for k in sd)
+
+
+def swin_window_kwargs(sd: Mapping[str, torch.Tensor], img_size: int | None = None) -> dict:
+    """A Swin's window, read from its first relative-position table ((2W-1)² rows), and the image side when the
+    file's config gives it: timm then builds the windows the file was trained with instead of resizing tables."""
+    table = sd.get("layers.0.blocks.0.attn.relative_position_bias_table")
+    if table is None:
+        return {}
+    window = (int(round(table.shape[0] ** 0.5)) + 1) // 2
+    return {"window_size": window, **({"img_size": int(img_size)} if img_size else {})}
+
+
+def _config_img_size(obj) -> int | None:
+    cfg = obj.get("config")
+    data = cfg.get("DATA") if isinstance(cfg, Mapping) else None
+    return data.get("IMG_SIZE") if isinstance(data, Mapping) else None
+
+
+def _simmim_convert(obj, opts) -> Converted:
+    sd = single_backbone(obj)
+    enc = strip_prefix({k: v for k, v in sd.items() if k.startswith("encoder.")}, "encoder.")
+    conv = _backbone(enc, "simmim")
+    conv.dropped["SimMIM decoder (1x1 conv + pixel shuffle)"] = sorted(k for k in sd if k.startswith("decoder."))
+    if arch_kind(conv.state_dict) is None:   # Swin: timm's swin filter maps it under --arch; the mask token goes
+        kept, mask = split_groups(conv.state_dict, {"mask token (MAE/BEiT/data2vec)": ("mask_token",)})
+        conv.state_dict, conv.model_kwargs = kept, swin_window_kwargs(kept, _config_img_size(obj))
+        conv.dropped.update(mask)
+    return conv
+
+
+register_layout("simmim", "SimMIM pre-training: model with encoder.* (kept) and decoder.* (dropped)")(
+    (_simmim_matches, _simmim_convert))

@@ -44,8 +44,12 @@ class Family:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     # convolutions and max-pool padded like TF/Haiku 'SAME' (asymmetric for stride 2), as the network was trained
     tf_same_padding: bool = False
+    # the architecture's own timm pretrained_cfg (mean, std, interpolation) rather than this family's
+    own_preprocessing: bool = False
 
     def preprocessing(self) -> dict[str, Any]:
+        if self.own_preprocessing:
+            return {}
         return {"mean": self.mean, "std": self.std, "interpolation": self.interpolation}
 
 
@@ -73,6 +77,14 @@ for _f in [
            feature_mode=_by_kind("cls+avgpool")),
     Family("beit", "microsoft/unilm beit: v1 pretraining normalised with mean=std=0.5", mean=(0.5, 0.5, 0.5),
            std=(0.5, 0.5, 0.5), interpolation=_BICUBIC, feature_mode=_by_kind("cls+avgpool")),
+    Family("beit-finetuned", "microsoft/unilm beit run_class_finetuning.py: mean=std=0.5 (imagenet_default_mean_and_"
+           "std off); the classifier reads fc_norm(mean of patch tokens)", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+           interpolation=_BICUBIC, feature_mode=_by_kind("pool")),
+    Family("simmim", "microsoft/SimMIM data_finetune.py: ImageNet mean/std, bicubic Resize 256/224 + crop; without "
+           "mean pooling the ViT head reads the normed CLS (vision_transformer.py)", interpolation=_BICUBIC,
+           feature_mode=_by_kind("cls", "pool")),
+    Family("simmim-finetuned", "microsoft/SimMIM vision_transformer.py USE_MEAN_POOLING: fc_norm(mean of patch "
+           "tokens), ImageNet mean/std (data_finetune.py)", interpolation=_BICUBIC, feature_mode=_by_kind("pool")),
     Family("beit-v2", "microsoft/unilm beit2: ImageNet mean/std", interpolation=_BICUBIC,
            feature_mode=_by_kind("cls+avgpool")),
     Family("data2vec", "facebookresearch/data2vec_vision --imagenet_default_mean_and_std", interpolation=_BICUBIC,
@@ -95,8 +107,14 @@ for _f in [
     Family("byol", "deepmind byol: ImageNet mean/std, centre crop 0.875; Haiku 'SAME' padding",
            interpolation=_BICUBIC, tf_same_padding=True),
     Family("lightning", "solo-learn main_linear.py strips backbone."),
+    Family("esvit", "microsoft/esvit eval_linear.py: ImageNet mean/std, Resize 256 bicubic + crop 224; bench reads "
+           "the Swin's own pooled final stage (its paper's probe concatenates the last blocks' pools)",
+           interpolation=_BICUBIC),
+    Family("lightly", "lightly-ai/lightly: nn.Sequential(*resnet.children()[:-1]) backbone; IMAGENET_NORMALIZE"),
     Family("mmselfsup", "open-mmlab mmselfsup/mmpretrain backbone."),
     Family("ddp-wrapped", "flat state dict saved from DistributedDataParallel (module. prefix)"),
+    Family("timm-arch", "--arch NAME on a file of no recognised layout: timm's checkpoint filter for NAME; the "
+           "arch's own pretrained_cfg normalisation; the feature its classifier reads", own_preprocessing=True),
     Family("timm-pretrained", "timm's published weights (--model arch.tag / hf-hub:): the model's own pretrained_cfg"),
     Family("bench-convert", "a file written by `bench convert` (its metadata carries the original report)"),
 ]:

@@ -13,7 +13,8 @@ import torch.nn as nn
 from .._registry import Registry
 from ..errors import BenchError
 
-__all__ = ["FEATURE_MODES", "register_feature_mode", "compute_features", "is_vit", "default_feature_mode"]
+__all__ = ["FEATURE_MODES", "register_feature_mode", "compute_features", "is_vit", "default_feature_mode",
+           "probe_feature_mode", "describe_probe_feature"]
 
 FeatureFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 FEATURE_MODES: Registry[FeatureFn] = Registry("feature mode")
@@ -26,6 +27,29 @@ def is_vit(model: nn.Module) -> bool:
 
 def default_feature_mode(model: nn.Module) -> str:
     return "cls" if is_vit(model) else "pool"
+
+
+def probe_feature_mode(model: nn.Module) -> str:
+    """The feature the architecture's own classifier reads, which its paper's linear probe reads too: CLS after the
+    final norm for a token-pooled ViT ("cls"), else the pre-logits output ("pool": fc_norm(mean of patch tokens)
+    where the classifier uses it, the pooled final stage of a CNN / Swin / ConvNeXt / PVT / EfficientNet / RegNet)."""
+    from timm.models.vision_transformer import VisionTransformer
+    head = getattr(type(model), "forward_head", None)
+    if is_vit(model) and getattr(model, "global_pool", None) == "token" and head is VisionTransformer.forward_head:
+        return "cls"   # not DeiT-distilled, whose classifier reads the mean of CLS and the distillation token
+    return "pool"
+
+
+def describe_probe_feature(model: nn.Module, mode: str) -> str:
+    """What `probe_feature_mode` chose, in words, for the record's notes."""
+    if mode == "cls":
+        return "CLS token after the final norm (the token-pooled classifier's input)"
+    pool = getattr(model, "global_pool", None) or getattr(getattr(model, "head", None), "global_pool", None)
+    pool = getattr(pool, "pool_type", pool)   # timm CNNs (ConvNeXt: in its head) keep a SelectAdaptivePool2d
+    fc_norm = getattr(model, "fc_norm", None)
+    normed = " through fc_norm" if fc_norm is not None and not isinstance(fc_norm, nn.Identity) else ""
+    return (f"{type(model).__name__}'s pre-logits output (global pool {pool!r}{normed}), what its classifier reads"
+            if pool else f"{type(model).__name__}'s output with the classifier removed")
 
 
 def _require_vit(model: nn.Module, mode: str) -> None:

@@ -33,6 +33,8 @@ class Converted:
     dropped: dict[str, list[str]] = field(default_factory=dict)   # group name → original keys
     ckpt_key: str | None = None                                      # the sub-model it read (teacher, model, ...)
     notes: list[str] = field(default_factory=list)
+    # arguments the file's own structure fixes whatever --arch names (a Swin's window read from its tables)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -100,17 +102,21 @@ def split_groups(sd: Mapping[str, torch.Tensor], groups: Mapping[str, tuple[str,
     return kept, dropped
 
 
-def detect_layout(obj: Any, source: str) -> Layout:
-    """The one layout that matches `obj`; an error if none or several do (never a silent first match)."""
+def detect_layout(obj: Any, source: str, allow_unknown: bool = False) -> Layout | None:
+    """The one layout that matches `obj`; an error if several do (never a silent first match) or if none does,
+    unless `allow_unknown` (an `--arch` was given: its own timm checkpoint filter maps the keys), then None."""
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{source}: holds a {type(obj).__name__}, not a state dict; save model.state_dict()")
     hits = [layout for layout in list_layouts() if layout.matches(obj)]
     if len(hits) > 1:
         raise CheckpointError(f"{source}: matches several checkpoint layouts ({', '.join(h.name for h in hits)}); "
                               f"pass --ckpt-key to pick the sub-model, or convert the file to a plain state dict")
+    if not hits and allow_unknown:
+        return None
     if not hits:
         raise CheckpointError(
-            f"{source}: unknown checkpoint layout (top-level keys: {sorted(map(str, obj))[:8]}); run "
-            f"`bench inspect {source}`, see README 'Checkpoints' for supported layouts, or save the backbone's "
-            f"timm/torchvision state_dict()")
+            f"{source}: unknown checkpoint layout (top-level keys: {sorted(map(str, obj))[:8]}); if it holds a "
+            f"timm/torchvision model (its state_dict(), or an original Swin/ConvNeXt/PVT v2/EVA/XCiT/DeiT/RegNet "
+            f"release that timm converts) pass --arch NAME; see `bench inspect {source} --arch NAME` and "
+            f"docs/checkpoints.md for the recognised layouts")
     return hits[0]

@@ -28,13 +28,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def _global_status(name: str, rep: dict) -> str:
-    """How the load treated a global the file names: allowlisted (safe), stubbed or unpickled (--trust-checkpoint)."""
-    from ..backbones._safe_load import SAFE_GLOBALS
+    """How a pickle global of the file was handled: allowlisted (safe load), stubbed or imported (trusted load)."""
+    from ..backbones._safe_load import safe_global_names
     if name in (rep.get("stubbed_globals") or ()):
         return "stubbed: not importable here, --trust-checkpoint"
-    if name in {f"{g.__module__}.{g.__qualname__}" for g in SAFE_GLOBALS}:
+    if name in safe_global_names():
         return "allowlisted"
-    return "unpickled: --trust-checkpoint"
+    return "imported: --trust-checkpoint"
 
 
 def _lines(rep: dict) -> list[str]:
