@@ -1,7 +1,8 @@
 """Leaderboards: run records + the papers' documented numbers → one Markdown and one CSV per protocol × dataset.
 
 Decisions:
-- Documented cells are the printed strings (never re-rounded); measured cells are `%.2f`; deltas `%+.2f`.
+- Documented cells are the printed strings (never re-rounded); measured cells are `%.2f`, followed by the 95%
+  bootstrap interval the record carries (`76.10 ± 0.30`, or `76.10 [75.70, 76.40]` when asymmetric); deltas `%+.2f`.
 - A measured row meets documented rows of the same table by (method, arch): the method comes from
   checkpoints.yaml (`method`, else `family`) or the record's checkpoint family, both normalised by
   `bench.reference.canonical_method`; the arch by `canonical_arch`. A delta is printed only when the record is
@@ -29,6 +30,7 @@ from .records import read_records, record_run_id
 from .reference import (Documented, _md, arch_matches, canonical_arch, canonical_method, documented_entries,
                         pretrain_matches, pretrain_value, reference_dataset)
 from .sweep import catalog_entry_for
+from .uncertainty import interval_text, record_interval
 
 __all__ = ["Measured", "Table", "DeltaPart", "METRIC_ORDER", "measurements", "build_tables", "delta_parts",
            "ordered_rows", "arch_group", "write_tables",
@@ -52,6 +54,7 @@ class Measured:
     run_ids: list[str] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
     pretrain: dict[str, Any] = field(default_factory=dict)   # the checkpoint's pre-training setting (ablations)
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)   # 95% bootstrap interval per column
 
     @property
     def key(self) -> tuple:
@@ -209,9 +212,20 @@ def measurements(records: list[dict[str, Any]]) -> list[Measured]:
             if row is None:
                 rows.append(row := new)
             row.values.update(values)
+            row.intervals.update(_piece_intervals(rec, values))
             row.run_ids.append(record_run_id(rec))
             row.records.append(rec)
     return rows
+
+
+def _piece_intervals(rec: dict[str, Any], values: dict[str, float]) -> dict[str, tuple[float, float]]:
+    """The record's bootstrap interval of each column (semisup's `top1@1%` is the record's `top1`)."""
+    out = {}
+    for column in values:
+        iv = record_interval(rec, column) or record_interval(rec, column.split("@")[0])
+        if iv is not None:
+            out[column] = iv
+    return out
 
 
 def build_tables(records: list[dict[str, Any]]) -> list[Table]:
@@ -337,7 +351,7 @@ def table_rows(table: Table) -> tuple[list[str], list[list[str]]]:
             m = item
             mini = "miniature" if any(r.get("dataset", {}).get("mini") for r in m.records) else ""
             setting = "; ".join(p for p in (mini, pretrain_text(m.pretrain)) if p)
-            values = [f"{m.values[c]:.2f}" if c in m.values else "" for c in metrics]
+            values = [interval_text(m.values[c], m.intervals.get(c)) if c in m.values else "" for c in metrics]
             rows.append(["measured", m.method, m.arch, m.checkpoint, m.preset, setting] + values
                         + [delta_cell(m, table), " ".join(m.run_ids)])
         else:

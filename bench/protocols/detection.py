@@ -103,7 +103,7 @@ class DetectionPreset:
 
 def _add_arguments(p) -> None:
     p.add_argument("--trials", type=int, default=1, help="independent fine-tunings (seeds seed…seed+N-1); "
-                                                         "MoCo reports the mean of 5")
+                                                         "MoCo reports the mean of 5 (the same as bench run --seeds)")
     p.add_argument("--backend", choices=("torchvision", "detectron2"), default="torchvision")
 
 
@@ -196,4 +196,6 @@ def run_detection(ctx, preset: DetectionPreset) -> ProtocolResult:
                                                                    for k, v in table.items()},
                "quick_settings": QUICK_SETTINGS if ctx.quick else None, "world_size": dist_info()[1],
                "selection": "none: fixed schedule, last iterate evaluated once on the test split"}
-    return ProtocolResult(metrics, details, headline=("AP50", "AP", "AP75"))
+    from ..seeds import seeds_block
+    block = seeds_block([{"seed": t["seed"], "metrics": t["metrics"]} for t in trials]) if len(trials) > 1 else None
+    return ProtocolResult(metrics, details, headline=("AP50", "AP", "AP75"), seeds=block)
