@@ -37,7 +37,6 @@ _logger = logging.getLogger(__name__)
 SWEEP_PROTOCOLS = ("knn", "linear", "logreg", "retrieval")
 VIT_FEATURES = ("cls", "cls-prenorm", "avgpool", "cls+avgpool", "last4-cls")
 CROP_RATIOS = (0.875, 0.95, 1.0)
-SIZES, MINI_SIZES = (224, 256, 288), (64, 80, 96)
 NORMALISATIONS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
                   "0.5": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
                   "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))}
@@ -60,7 +59,14 @@ class Variant:
         return self.axis == "paper"
 
 
-def _transform_variants(protocol: str, preset, mini: bool, default_norm: tuple) -> list[Variant]:
+def _sizes(paper: int) -> tuple[int, ...]:
+    """The paper's input size and two larger ones papers use: 224 → 256, 288 (steps of 32); a small miniature size
+    in steps of 16 (64 → 80, 96), multiples of a ViT's 16-px patch either way."""
+    step = 32 if paper >= 160 else 16
+    return paper, paper + step, paper + 2 * step
+
+
+def _transform_variants(protocol: str, preset, paper_size: int | None, default_norm: tuple) -> list[Variant]:
     key = TRANSFORM_FIELD.get(protocol)
     if key is None:
         return []
@@ -71,10 +77,9 @@ def _transform_variants(protocol: str, preset, mini: bool, default_norm: tuple) 
         for ratio in CROP_RATIOS:
             if round(crop / ratio) != resize:
                 out.append(Variant("crop ratio", f"{ratio:g}", {key: {**base, "resize": round(crop / ratio)}}))
-    paper_size = MINI_SIZES[0] if mini else crop
-    for size in MINI_SIZES if mini else SIZES:
-        if size != paper_size:
-            out.append(Variant("input size", str(size), resolution=size))
+    paper_size = paper_size or (crop if isinstance(crop, int) else None)
+    for size in _sizes(paper_size)[1:] if paper_size else ():
+        out.append(Variant("input size", str(size), resolution=size))
     for interp in ("bicubic", "bilinear"):
         if base.get("interpolation", "bilinear") != interp:
             out.append(Variant("interpolation", interp, {key: {**base, "interpolation": interp}}))
@@ -112,7 +117,7 @@ def _protocol_variants(protocol: str, preset) -> list[Variant]:
     return out
 
 
-def variants(protocol: str, preset, *, vit: bool, paper_feature: str | None, mini: bool,
+def variants(protocol: str, preset, *, vit: bool, paper_feature: str | None, paper_size: int | None,
              default_norm: tuple) -> list[Variant]:
     """The paper variant first, then one variant per (axis, value) that differs from it."""
     if protocol not in SWEEP_PROTOCOLS:
@@ -123,7 +128,7 @@ def variants(protocol: str, preset, *, vit: bool, paper_feature: str | None, min
         out += [Variant("feature", mode, feature_mode=mode) for mode in VIT_FEATURES if mode != paper]
     elif vit and protocol == "retrieval" and preset.pooling != "cls":
         out.append(Variant("pooling", "CLS", {"pooling": "cls"}))
-    out += _transform_variants(protocol, preset, mini, default_norm)
+    out += _transform_variants(protocol, preset, paper_size, default_norm)
     out += _protocol_variants(protocol, preset)
     return out
 
@@ -160,14 +165,15 @@ def run_sweep(ctx, protocol: str, *, preset: str | None, ckpt_name: str, out_dir
     """Run every variant (records reused when present) and return the sweep record."""
     from .presets import resolve_preset
     from .protocols import get_protocol
-    from .runner import run_protocol
+    from .runner import MINI_RESOLUTION, run_protocol
     from tqdm.auto import tqdm
     spec = get_protocol(protocol)
     preset_obj, preset_name = resolve_preset(protocol, spec.preset_cls, preset, {})
     bb = ctx.require_backbone("bench sensitivity")
     from .backbones.features import is_vit
     vs = variants(protocol, preset_obj, vit=is_vit(bb.model), paper_feature=getattr(preset_obj, "feature_mode", None),
-                  mini=ctx.mini, default_norm=(*bb.preprocessing.mean, *bb.preprocessing.std))
+                  paper_size=ctx.resolution or (MINI_RESOLUTION if ctx.mini else None),
+                  default_norm=(*bb.preprocessing.mean, *bb.preprocessing.std))
     points, paper_rec = [], None
     bar = tqdm(vs, desc=f"sensitivity {protocol}", unit="variant", disable=os.environ.get("BENCH_PROGRESS", "1") == "0")
     for v in bar:
