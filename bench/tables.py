@@ -212,17 +212,20 @@ def measurements(records: list[dict[str, Any]]) -> list[Measured]:
             if row is None:
                 rows.append(row := new)
             row.values.update(values)
-            row.intervals.update(_piece_intervals(rec, values))
+            row.intervals.update(_piece_intervals(rec, dataset, values))
             row.run_ids.append(record_run_id(rec))
             row.records.append(rec)
     return rows
 
 
-def _piece_intervals(rec: dict[str, Any], values: dict[str, float]) -> dict[str, tuple[float, float]]:
-    """The record's bootstrap interval of each column (semisup's `top1@1%` is the record's `top1`)."""
+def _piece_intervals(rec: dict[str, Any], dataset: str, values: dict[str, float]) -> dict[str, tuple[float, float]]:
+    """The record's bootstrap interval of each column (semisup's `top1@1%` is the record's `top1`; a transfer
+    record's interval of a dataset is keyed by that dataset's name)."""
     out = {}
+    own = [k for k in (rec.get("intervals") or {}) if rec.get("protocol") == "transfer" and reference_dataset(k) == dataset]
     for column in values:
-        iv = record_interval(rec, column) or record_interval(rec, column.split("@")[0])
+        iv = record_interval(rec, column) or record_interval(rec, column.split("@")[0]) or \
+            (record_interval(rec, own[0]) if own else None)
         if iv is not None:
             out[column] = iv
     return out
