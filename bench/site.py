@@ -22,7 +22,9 @@ from pathlib import Path
 
 from ._io import atomic_write_bytes, atomic_write_text
 from .records import record_files
-from .tables import Measured, Table, _doc_rows, build_tables, delta_parts, ordered_rows, table_rows
+from .tables import (Measured, Table, _doc_rows, attach_spreads, build_tables, delta_parts, ordered_rows,
+                     read_sweeps,
+                     table_rows)
 
 __all__ = ["write_site"]
 
@@ -174,6 +176,7 @@ def write_site(results: Path | str, out: Path | str | None = None) -> Path:
     records = [rec for _, rec in files]
     names = {id(rec): path.name for path, rec in files}
     tables = build_tables(records)
+    attach_spreads(tables, read_sweeps(results))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:

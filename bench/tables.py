@@ -33,6 +33,7 @@ from .sweep import catalog_entry_for
 from .uncertainty import interval_text, record_interval
 
 __all__ = ["Measured", "Table", "DeltaPart", "METRIC_ORDER", "measurements", "build_tables", "delta_parts",
+           "attach_spreads", "read_sweeps",
            "ordered_rows", "arch_group", "write_tables",
            "check_tables", "label_fraction", "pretrain_text", "reference_index_rows"]
 
@@ -55,6 +56,7 @@ class Measured:
     records: list[dict[str, Any]] = field(default_factory=list)
     pretrain: dict[str, Any] = field(default_factory=dict)   # the checkpoint's pre-training setting (ablations)
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)   # 95% bootstrap interval per column
+    spreads: dict[str, tuple[float, float]] = field(default_factory=dict)     # (min, max) over a sensitivity sweep
 
     @property
     def key(self) -> tuple:
@@ -281,10 +283,39 @@ def delta_parts(m: Measured, table: Table) -> list[DeltaPart]:
             parts.append(DeltaPart(f"not compared with {d.table}: preset {m.preset}, documented {d.preset}"))
             continue
         values = tuple((c, m.values[c] - float(cells[c])) for c in cells if c in m.values)
-        deltas = ", ".join(f"{c} {v:+.2f}" for c, v in values)
+        deltas = ", ".join(f"{c} {v:+.2f}{_where(m, c, cells[c])}" for c, v in values)
         parts.append(DeltaPart(f"{deltas} vs {d.table}", values, True) if values
                      else DeltaPart(f"no common metric with {d.table}"))
     return parts
+
+
+def _where(m: Measured, column: str, documented: str) -> str:
+    """' (inside the 95% interval; outside the protocol spread)': where the documented number lies relative to the
+    measured row's bootstrap interval and, when `bench sensitivity` swept this checkpoint, its protocol spread."""
+    doc = _number(documented)
+    if doc is None:
+        return ""
+    notes = []
+    if column in m.intervals:
+        lo, hi = m.intervals[column]
+        notes.append(f"{'inside' if lo <= doc <= hi else 'outside'} the 95% interval")
+    if column in m.spreads:
+        lo, hi = m.spreads[column]
+        notes.append(f"{'inside' if lo <= doc <= hi else 'outside'} the protocol spread {lo:.2f}–{hi:.2f}")
+    return f" ({'; '.join(notes)})" if notes else ""
+
+
+def attach_spreads(tables: list[Table], sweeps: list[dict[str, Any]]) -> None:
+    """Give each measured row the spread of the sensitivity sweeps (bench.sensitivity) of its checkpoint, preset
+    and dataset: the sweep's checkpoint sha256 must be that of one of the row's records."""
+    for t in tables:
+        for m in t.measured:
+            shas = {(r.get("checkpoint") or {}).get("sha256") for r in m.records} - {None}
+            for s in sweeps:
+                if (s.get("protocol"), s.get("preset")) == (m.protocol, m.preset) and \
+                        (s.get("checkpoint") or {}).get("sha256") in shas and \
+                        reference_dataset(s.get("dataset", "")) == m.dataset and "all" in (s.get("spread") or {}):
+                    m.spreads[s["metric"]] = (s["spread"]["all"]["min"], s["spread"]["all"]["max"])
 
 
 def _method_arch_match(d: Documented, m: Measured) -> bool:
@@ -449,6 +480,7 @@ def write_tables(results: Path | str, *, plots: bool = True, out: Path | str | N
     out = results if out is None else Path(out)
     records = read_records(results, skip_bad=True)
     tables = build_tables(records)
+    attach_spreads(tables, read_sweeps(results))
     written = []
     for t in tables:
         written.append(atomic_write_text(out / f"{t.stem}.md", render_markdown(t)))
@@ -467,6 +499,20 @@ def write_tables(results: Path | str, *, plots: bool = True, out: Path | str | N
             written += write_plots(out, tables, records)
     written.append(atomic_write_text(out / "index.md", _index(tables, written, out)))
     return written
+
+
+def read_sweeps(results: Path) -> list[dict[str, Any]]:
+    import json
+    folder = results / "sensitivity"
+    out = []
+    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            s = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(s, dict) and s.get("kind") == "sensitivity":
+            out.append(s)
+    return out
 
 
 GENERATED_SUFFIXES = (".md", ".csv", ".png", ".svg")
