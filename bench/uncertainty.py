@@ -94,5 +94,6 @@ def combine_seed_samples(per_seed: list[dict[str, Samples]]) -> dict[str, Sample
             out[name] = Samples("mean", {"values": values}, ss[0].scale)
         elif len({(s.kind, s.n, s.scale) for s in ss}) == 1:
             out[name] = Samples("seedmean", {f"{s.kind}/{i}/{k}": v for i, s in enumerate(ss)
-                                             for k, v in s.arrays.items()}, ss[0].scale)
+                                             for k, v in s.arrays.items()}, ss[0].scale,
+                                {"n": ss[0].n, "per_image": []} if "n" in ss[0].meta else {})
     return out

@@ -181,3 +181,37 @@ def test_topk_hits_mean_is_accuracy_topk():
     scores[:20] = 0.0   # ties everywhere in 20 rows
     acc, hits = accuracy_topk(scores, y), topk_hits(scores, y)
     assert hits[1].mean() * 100 == pytest.approx(acc[1]) and hits[5].mean() * 100 == pytest.approx(acc[5])
+
+
+def test_voc_ap_statistic_matches_the_detection_metric_and_resamples():
+    from bench.metrics.detection import ClassDetections, ClassGroundTruth, voc_ap_samples, voc_detection_metrics
+    rng = np.random.default_rng(10)
+    images = [f"im{i}" for i in range(40)]
+    gts, dets = {}, {}
+    for c, name in enumerate(("cat", "dog", "bus")):
+        gt = ClassGroundTruth()
+        ids, scores, boxes = [], [], []
+        for img in images:
+            m = int(rng.integers(0, 3)) if name != "bus" else 0      # bus: no box anywhere (left out of the mean)
+            b = rng.uniform(0, 50, (m, 2))
+            gt.boxes[img] = np.hstack([b, b + rng.uniform(10, 40, (m, 2))])
+            gt.difficult[img] = rng.random(m) < 0.15
+            for box in gt.boxes[img]:   # a near hit or a jittered miss, plus a random false positive
+                ids.append(img)
+                scores.append(round(float(rng.random()), 3))
+                boxes.append(box + rng.normal(0, 3 if rng.random() < 0.7 else 15, 4))
+            ids.append(img)
+            scores.append(round(float(rng.random()), 3))
+            boxes.append(np.r_[rng.uniform(0, 50, 2), rng.uniform(60, 90, 2)])
+        gts[name], dets[name] = gt, ClassDetections(np.array(ids, dtype=object), np.array(scores), np.array(boxes))
+    metrics, _ = voc_detection_metrics(dets, gts)
+    s = voc_ap_samples(dets, gts)
+    assert statistic(s) == pytest.approx(metrics["AP50"], abs=1e-9)
+    back = decode_samples(encode_samples(s))
+    assert statistic(back) == pytest.approx(metrics["AP50"], abs=1e-6)
+    # a resampled set with each image once more is the same set twice: the same AP
+    w = np.full((1, s.n), 2.0)
+    from bench.metrics.bootstrap import STATISTICS
+    assert STATISTICS["vocap"](s.arrays, w)[0] * 100 == pytest.approx(metrics["AP50"], abs=1e-9)
+    iv = interval(s, resamples=300)
+    assert iv["lo"] < metrics["AP50"] < iv["hi"] and iv["n"] == 40

@@ -46,7 +46,9 @@ class Samples:
 
     @property
     def n(self) -> int:
-        return len(next(iter(self.arrays.values())))
+        """Items resampled: one row per array, or `meta["n"]` for a kind whose arrays are not all per item
+        (vocap: detections belong to images)."""
+        return int(self.meta["n"]) if "n" in self.meta else len(next(iter(self.arrays.values())))
 
 
 def mean_samples(values, scale: float = 100.0) -> Samples:
@@ -74,6 +76,31 @@ def _miou(a: dict[str, np.ndarray], w: np.ndarray) -> np.ndarray:
     return np.where(present.any(1), np.nansum(iou, 1) / np.maximum(present.sum(1), 1), np.nan)
 
 
+def _vocap(a: dict[str, np.ndarray], w: np.ndarray) -> np.ndarray:
+    """Mean over classes (with a box in the resampled set) of the VOC 11-point AP, each detection weighted by its
+    image's multiplicity (bench.metrics.detection.voc_ap_samples): a class without non-difficult boxes scores 0,
+    a class without any box is left out, as voc_detection_metrics."""
+    points = a["recall_points"]
+    npos, nbox = w @ a["npos"].astype(np.float64), w @ a["nbox"].astype(np.float64)
+    aps = np.zeros(npos.shape)
+    for c in range(npos.shape[1]):
+        sel = a["det_class"] == c
+        if not sel.any():
+            continue
+        wd = w[:, a["det_image"][sel]]
+        tp, fp = np.cumsum(wd * a["tp"][sel], 1), np.cumsum(wd * a["fp"][sel], 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rec = tp / npos[:, c:c + 1]
+        prec = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+        best = np.maximum.accumulate(prec[:, ::-1], 1)[:, ::-1]
+        for t in points:
+            reach = rec >= t                      # NaN recall (npos 0) reaches nothing
+            first = reach.argmax(1)
+            aps[:, c] += np.where(reach.any(1), best[np.arange(len(w)), first], 0.0) / 11.0
+    present = nbox > 0
+    return np.where(present.any(1), (aps * present).sum(1) / np.maximum(present.sum(1), 1), np.nan)
+
+
 def _seedmean(a: dict[str, np.ndarray], w: np.ndarray) -> np.ndarray:
     """Mean over seeds of each seed's statistic; arrays are named '<kind>/<seed index>/<name>'."""
     groups: dict[tuple[str, str], dict[str, np.ndarray]] = {}
@@ -84,7 +111,7 @@ def _seedmean(a: dict[str, np.ndarray], w: np.ndarray) -> np.ndarray:
 
 
 STATISTICS: dict[str, Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]] = {
-    "mean": _mean, "miou": _miou, "seedmean": _seedmean}
+    "mean": _mean, "miou": _miou, "vocap": _vocap, "seedmean": _seedmean}
 
 
 def statistic(s: Samples) -> float:
@@ -171,7 +198,7 @@ def _encode_array(x: np.ndarray) -> dict[str, Any]:
     if x.dtype == bool:
         raw, enc = np.packbits(x.astype(np.uint8)).tobytes(), "bits"
         return {"encoding": enc, "n": int(x.shape[0]), "data": base64.b64encode(zlib.compress(raw, 9)).decode()}
-    if x.dtype.kind == "f":
+    if x.dtype.kind == "f" and x.size > 1024:   # per-sample values: float32 is ample; constants stay exact
         x = x.astype(np.float32)
     elif x.dtype.kind in "iu":
         x = x.astype(np.int32) if np.abs(x).max(initial=0) < 2 ** 31 else x.astype(np.int64)
@@ -199,6 +226,12 @@ def decode_samples(d: dict[str, Any]) -> Samples:
     if not isinstance(d, dict) or d.get("kind") not in STATISTICS or not isinstance(d.get("arrays"), dict):
         raise ValueError("not a samples entry (kind and arrays)")
     arrays = {k: _decode_array(v) for k, v in d["arrays"].items()}
-    if len({len(v) for v in arrays.values()}) != 1:
+    meta = d.get("meta") or {}
+    n = meta.get("n")
+    if n is None and len({len(v) for v in arrays.values()}) != 1:
         raise ValueError("sample arrays of different lengths")
-    return Samples(d["kind"], arrays, float(d.get("scale", 100.0)), d.get("meta") or {})
+    if n is not None and any(len(arrays[k]) != n for k in meta.get("per_image", ()) if k in arrays):
+        raise ValueError(f"per-image arrays are not {n} long")
+    if d["kind"] == "seedmean" and any(k.count("/") < 2 or k.split("/")[0] not in STATISTICS for k in arrays):
+        raise ValueError("seedmean arrays must be named <kind>/<seed>/<name>")
+    return Samples(d["kind"], arrays, float(d.get("scale", 100.0)), meta)

@@ -33,6 +33,7 @@ from ..presets import check_choices
 from . import ProtocolResult, register_protocol
 from ._detection_engine import DetectionSamples, train_detector, update_bn_stats
 from ..metrics.detection import RECALL_GRIDS
+from ..uncertainty import combine_seed_samples
 from ._detection_evaluate import evaluate_voc
 from ._detection_model import build_detector, set_test_size
 
@@ -167,7 +168,7 @@ def _trial(ctx, preset: DetectionPreset, seed: int, device: torch.device, train_
     set_test_size(model, preset.test_size, preset.max_size)
     metrics, details = evaluate_voc(model, test_set, VOC_CLASSES, device=device, batch_size=preset.eval_batch_size,
                                     workers=ctx.workers, amp=preset.amp, recall_grid=preset.recall_grid)
-    return {"seed": seed, "metrics": metrics, "train": train, **details}
+    return {"seed": seed, "metrics": metrics, "train": train, **details}   # details["_samples"]: popped by the caller
 
 
 @register_protocol("detection", preset_cls=DetectionPreset, default_dataset="voc", accepts_features=False,
@@ -188,6 +189,8 @@ def run_detection(ctx, preset: DetectionPreset) -> ProtocolResult:
     for split, ds in zip(preset.train_splits + (preset.eval_split,), train_set.datasets + [test_set]):
         ctx.inputs[f"{ctx.dataset}/{split}"] = {"source": "images", "count": len(ds)}
     trials = [_trial(ctx, preset, ctx.seed + i, device, train_set, test_set) for i in range(options["trials"])]
+    per_trial_samples = [t.pop("_samples") for t in trials]
+    samples = per_trial_samples[0] if len(trials) == 1 else combine_seed_samples(per_trial_samples)
     table = {k: np.array([t["metrics"][k] for t in trials]) for k in METRIC_NAMES}
     metrics = {k: float(v.mean()) for k, v in table.items()}
     if len(trials) > 1:
@@ -198,4 +201,4 @@ def run_detection(ctx, preset: DetectionPreset) -> ProtocolResult:
                "selection": "none: fixed schedule, last iterate evaluated once on the test split"}
     from ..seeds import seeds_block
     block = seeds_block([{"seed": t["seed"], "metrics": t["metrics"]} for t in trials]) if len(trials) > 1 else None
-    return ProtocolResult(metrics, details, headline=("AP50", "AP", "AP75"), seeds=block)
+    return ProtocolResult(metrics, details, headline=("AP50", "AP", "AP75"), seeds=block, samples=samples)
