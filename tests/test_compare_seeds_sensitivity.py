@@ -143,3 +143,16 @@ def test_sensitivity_sweep_writes_table_plot_and_fingerprints(tmp_path, mini_roo
     site = write_site(tmp_path / "o")
     assert "Protocol sensitivity" in (site / "index.html").read_text()
     assert (site / "sensitivity" / "index.html").is_file()
+
+
+def test_cls_prenorm_is_the_last_block_cls_before_the_final_norm():
+    import timm
+    import torch
+    from bench.backbones.features import compute_features
+    m = timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=32).eval()
+    with torch.no_grad():
+        x = torch.randn(2, 3, 32, 32)
+        h = m.blocks(m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(x)))))
+        assert torch.allclose(compute_features(m, x, "cls-prenorm"), h[:, 0], atol=1e-5)
+        assert torch.allclose(compute_features(m, x, "cls"), m.norm(h)[:, 0], atol=1e-5)
+        assert not torch.allclose(h[:, 0], m.norm(h)[:, 0], atol=1e-3)
