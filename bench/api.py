@@ -65,7 +65,7 @@ def evaluate(backbone_or_features: Any, protocol: str, preset: str | None = None
              quick: bool = False, out: str | os.PathLike = "results", force: bool = False, device: str = "auto",
              batch_size: int = 64, workers: int | None = None, resolution: int | None = None,
              feature_mode: str | None = None, cache_dir: str | os.PathLike | None = None, seed: int = 0,
-             **options: Any) -> dict[str, Any]:
+             seeds: int = 1, **options: Any) -> dict[str, Any]:
     """Run `protocol` (with `preset`, default the file's default) and return its record.
 
     Args:
@@ -74,6 +74,7 @@ def evaluate(backbone_or_features: Any, protocol: str, preset: str | None = None
             lvd142m"` published weights), or a folder of `<split>.npz` features.
         data_root: the datasets' folder (default $BENCH_DATA, else the miniatures, generated on first use).
         overrides: preset fields to change, as `--set KEY=VALUE` does (the record is then not comparable).
+        seeds: `--seeds N` (training protocols): N seeds in one record, mean ± std (bench.seeds).
         options: the protocol's own flags by their option name (`labels_percent=1` for semisup, as the CLI's
             `--labels-percent 1`).
     """
@@ -97,6 +98,7 @@ def evaluate(backbone_or_features: Any, protocol: str, preset: str | None = None
                      device=dev, batch_size=batch_size,
                      workers=workers if workers is not None else (min(8, os.cpu_count() or 1)
                                                                  if dev.type == "cuda" else 0),
-                     cache_dir=Path(cache_dir or default_cache()), seed=seed, quick=quick, options=options)
+                     cache_dir=Path(cache_dir or default_cache()), seed=seed, quick=quick, options=options,
+                     seeds=seeds)
     record, _, _ = run_protocol(protocol, ctx, preset=preset, overrides=overrides, out_dir=out, force=force)
     return record

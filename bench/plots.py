@@ -90,8 +90,9 @@ def _plot_metrics(table: Table) -> list[str]:
     return wanted or have[:1]
 
 
-def _bars(table: Table, metric: str) -> tuple[list[tuple[str, float, str, str]], int]:
-    """(label, value, colour, hatch) in the table's order, and how many documented rows the cap left out. The
+def _bars(table: Table, metric: str) -> tuple[list[tuple[str, float, str, str, tuple | None]], int]:
+    """(label, value, colour, hatch, 95% interval or None) in the table's order, and how many documented rows the
+    cap left out. The
     papers' rows of a measured row's method and arch are always kept; the others fill up to the cap, rows of the
     measured presets first."""
     measured = [m for m in table.measured if metric in m.values]
@@ -108,10 +109,10 @@ def _bars(table: Table, metric: str) -> tuple[list[tuple[str, float, str, str]],
         if isinstance(item, Measured):
             if metric in item.values:
                 bars.append((_measured_label(item), item.values[metric], MEASURED_COLOUR,
-                             "//" if item.reasons else ""))
+                             "//" if item.reasons else "", item.intervals.get(metric)))
         elif i in keep:
             cells, d = item
-            bars.append((_doc_label(d), float(cells[metric]), DOC_COLOUR, ""))
+            bars.append((_doc_label(d), float(cells[metric]), DOC_COLOUR, "", None))
     return bars, len(docs) - len(keep & {i for i, _ in docs})
 
 
@@ -127,14 +128,17 @@ def vs_documented_figure(table: Table):
                              gridspec_kw={"height_ratios": heights})
     entries = []
     for ax, (metric, bars, dropped) in zip(axes[:, 0], panels):
-        for i, (label, value, colour, hatch) in enumerate(bars):
-            ax.barh(i, value, color=colour, hatch=hatch, edgecolor="black", linewidth=0.3)
+        for i, (label, value, colour, hatch, iv) in enumerate(bars):
+            # a measured bar carries its record's 95% bootstrap interval as an error bar
+            err = [[value - iv[0]], [iv[1] - value]] if iv else None
+            ax.barh(i, value, xerr=err, capsize=2, error_kw={"elinewidth": 0.8}, color=colour, hatch=hatch,
+                    edgecolor="black", linewidth=0.3)
         ax.set_yticks(range(len(bars)), [b[0] for b in bars])
         ax.invert_yaxis()
         ax.set_xlabel(metric_label(metric))
         note = f" ({dropped} more documented rows in the table)" if dropped else ""
         ax.set_title(mpl_text(f"{table.protocol} · {table.dataset}: {metric}{note}", limit=200))
-        kinds = {(c, h) for _, _, c, h in bars}
+        kinds = {(c, h) for _, _, c, h, _ in bars}
         entries += [(name, Patch(facecolor=c, hatch=h, edgecolor="black", linewidth=0.3))
                     for name, c, h in (("documented (paper)", DOC_COLOUR, ""), ("measured", MEASURED_COLOUR, ""),
                                        ("measured, not comparable", MEASURED_COLOUR, "//")) if (c, h) in kinds]

@@ -10,20 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ._frames import COLUMNS, dataframe
 from .errors import BenchError
 
 __all__ = ["COLUMNS", "load", "dataframe"]
-
-COLUMNS = ("source", "protocol", "preset", "dataset", "metric", "value", "method", "arch", "backbone", "setting",
-           "comparable", "reasons", "fingerprint", "run_id", "record", "paper", "method_key", "arch_key")
-
-
-def dataframe(rows: list[dict]):
-    try:
-        import pandas as pd
-    except ModuleNotFoundError:
-        raise BenchError("the DataFrame API needs pandas: pip install 'bench[dataframe]'") from None
-    return pd.DataFrame(rows, columns=list(COLUMNS)).astype({"value": "float64", "comparable": "bool"})
 
 
 def load(results: str | Path = "results"):

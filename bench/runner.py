@@ -29,7 +29,9 @@ from .precision import Precision, amp_arg, amp_key, resolve_precision
 from .presets import preset_settings, preset_version, resolve_preset
 from .protocols import ProtocolResult, get_protocol
 from .records import environment, fingerprint, read_record, record_path, run_id, stable_inputs, write_record
+from .seeds import check_seeds, run_seeds
 from .train import seed_everything
+from .uncertainty import uncertainty_block
 
 __all__ = ["RunContext", "run_protocol", "MINI_RESOLUTION"]
 
@@ -62,6 +64,7 @@ class RunContext:
     cache_dir: Path | None = None
     quick: bool = False
     seed: int = 0
+    seeds: int = 1                           # --seeds N: seeds seed … seed+N-1 in one record (bench.seeds)
     amp: str | bool = "auto"                 # --amp: auto, off, bf16, fp16 (bench.precision); True means bf16
     options: dict[str, Any] = field(default_factory=dict)   # protocol-specific CLI options (recorded)
     skip_bad_images: bool = False            # --skip-bad-images: training loaders drop unreadable images (counted)
@@ -259,6 +262,7 @@ def run_protocol(protocol: str, ctx: RunContext, *, preset: str | None = None,
                  force: bool = False) -> tuple[dict[str, Any], Path, bool]:
     """Run one protocol and write its record. Returns (record, path, reused) — reused when the record existed."""
     spec = get_protocol(protocol)
+    check_seeds(protocol, ctx.seeds)
     overrides = overrides or {}
     preset_obj, preset_name = resolve_preset(protocol, spec.preset_cls, preset, overrides)
     version = preset_version(protocol, preset_name)
@@ -278,6 +282,8 @@ def run_protocol(protocol: str, ctx: RunContext, *, preset: str | None = None,
     pretrain = _pretrain(ctx)
     if pretrain:
         run_key["pretrain"] = pretrain
+    if ctx.seeds > 1:   # like pretrain: only when given, so single-seed run ids are unchanged
+        run_key["seeds"] = ctx.seeds
     rid = run_id(run_key)
     path = record_path(Path(out_dir), protocol=protocol, preset=preset_name, backbone_tag=_backbone_tag(ctx),
                        dataset=ctx.dataset + ("-mini" if ctx.mini else ""), run_id_=rid)
@@ -292,7 +298,7 @@ def run_protocol(protocol: str, ctx: RunContext, *, preset: str | None = None,
         os.close(fd)
         ctx.skip_log = Path(log)
     try:
-        result: ProtocolResult = spec.run(ctx, preset_obj)
+        result: ProtocolResult = run_seeds(spec.run, ctx, preset_obj, ctx.seeds)
     finally:
         if ctx.skip_log is not None:
             skipped = sorted(set(ctx.skip_log.read_text().split("\n")) - {""})
@@ -321,7 +327,10 @@ def run_protocol(protocol: str, ctx: RunContext, *, preset: str | None = None,
         "metrics": result.metrics, "headline": list(result.headline), "details": result.details,
         "quick": ctx.quick, "seed": ctx.seed, "run_key": run_key, "environment": environment(str(ctx.device)),
         "wall_time_s": round(wall, 3), "precision": {"amp": ctx.amp, **ctx.precision_used},
+        **uncertainty_block(result.samples, result.metrics, protocol=protocol),
     }
+    if result.seeds:
+        record["seeds"] = result.seeds
     if ctx.class_notes:
         record["dataset"]["class_notes"] = dict(ctx.class_notes)
     if ctx.skip_bad_images:

@@ -1,7 +1,8 @@
 """Leaderboards: run records + the papers' documented numbers → one Markdown and one CSV per protocol × dataset.
 
 Decisions:
-- Documented cells are the printed strings (never re-rounded); measured cells are `%.2f`; deltas `%+.2f`.
+- Documented cells are the printed strings (never re-rounded); measured cells are `%.2f`, followed by the 95%
+  bootstrap interval the record carries (`76.10 ± 0.30`, or `76.10 [75.70, 76.40]` when asymmetric); deltas `%+.2f`.
 - A measured row meets documented rows of the same table by (method, arch): the method comes from
   checkpoints.yaml (`method`, else `family`) or the record's checkpoint family, both normalised by
   `bench.reference.canonical_method`; the arch by `canonical_arch`. A delta is printed only when the record is
@@ -30,8 +31,10 @@ from .reference import (Documented, _md, arch_matches, canonical_arch, canonical
                         pretrain_matches, pretrain_value, reference_dataset)
 from .coverage import registered_for
 from .sweep import catalog_entry_for
+from .uncertainty import interval_text, record_interval
 
 __all__ = ["Measured", "Table", "DeltaPart", "METRIC_ORDER", "measurements", "build_tables", "delta_parts",
+           "attach_spreads", "read_sweeps",
            "ordered_rows", "arch_group", "write_tables",
            "check_tables", "label_fraction", "pretrain_text", "reference_index_rows"]
 
@@ -53,6 +56,8 @@ class Measured:
     run_ids: list[str] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
     pretrain: dict[str, Any] = field(default_factory=dict)   # the checkpoint's pre-training setting (ablations)
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)   # 95% bootstrap interval per column
+    spreads: dict[str, tuple[float, float]] = field(default_factory=dict)     # (min, max) over a sensitivity sweep
 
     @property
     def key(self) -> tuple:
@@ -214,9 +219,23 @@ def measurements(records: list[dict[str, Any]]) -> list[Measured]:
             if row is None:
                 rows.append(row := new)
             row.values.update(values)
+            row.intervals.update(_piece_intervals(rec, dataset, values))
             row.run_ids.append(record_run_id(rec))
             row.records.append(rec)
     return rows
+
+
+def _piece_intervals(rec: dict[str, Any], dataset: str, values: dict[str, float]) -> dict[str, tuple[float, float]]:
+    """The record's bootstrap interval of each column (semisup's `top1@1%` is the record's `top1`; a transfer
+    record's interval of a dataset is keyed by that dataset's name)."""
+    out = {}
+    own = [k for k in (rec.get("intervals") or {}) if rec.get("protocol") == "transfer" and reference_dataset(k) == dataset]
+    for column in values:
+        iv = record_interval(rec, column) or record_interval(rec, column.split("@")[0]) or \
+            (record_interval(rec, own[0]) if own else None)
+        if iv is not None:
+            out[column] = iv
+    return out
 
 
 def build_tables(records: list[dict[str, Any]]) -> list[Table]:
@@ -269,10 +288,39 @@ def delta_parts(m: Measured, table: Table) -> list[DeltaPart]:
             parts.append(DeltaPart(f"not compared with {d.table}: preset {m.preset}, documented {d.preset}"))
             continue
         values = tuple((c, m.values[c] - float(cells[c])) for c in cells if c in m.values)
-        deltas = ", ".join(f"{c} {v:+.2f}" for c, v in values)
+        deltas = ", ".join(f"{c} {v:+.2f}{_where(m, c, cells[c])}" for c, v in values)
         parts.append(DeltaPart(f"{deltas} vs {d.table}", values, True) if values
                      else DeltaPart(f"no common metric with {d.table}"))
     return parts
+
+
+def _where(m: Measured, column: str, documented: str) -> str:
+    """' (inside the 95% interval; outside the protocol spread)': where the documented number lies relative to the
+    measured row's bootstrap interval and, when `bench sensitivity` swept this checkpoint, its protocol spread."""
+    doc = _number(documented)
+    if doc is None:
+        return ""
+    notes = []
+    if column in m.intervals:
+        lo, hi = m.intervals[column]
+        notes.append(f"{'inside' if lo <= doc <= hi else 'outside'} the 95% interval")
+    if column in m.spreads:
+        lo, hi = m.spreads[column]
+        notes.append(f"{'inside' if lo <= doc <= hi else 'outside'} the protocol spread {lo:.2f}–{hi:.2f}")
+    return f" ({'; '.join(notes)})" if notes else ""
+
+
+def attach_spreads(tables: list[Table], sweeps: list[dict[str, Any]]) -> None:
+    """Give each measured row the spread of the sensitivity sweeps (bench.sensitivity) of its checkpoint, preset
+    and dataset: the sweep's checkpoint sha256 must be that of one of the row's records."""
+    for t in tables:
+        for m in t.measured:
+            shas = {(r.get("checkpoint") or {}).get("sha256") for r in m.records} - {None}
+            for s in sweeps:
+                if (s.get("protocol"), s.get("preset")) == (m.protocol, m.preset) and \
+                        (s.get("checkpoint") or {}).get("sha256") in shas and \
+                        reference_dataset(s.get("dataset", "")) == m.dataset and "all" in (s.get("spread") or {}):
+                    m.spreads[s["metric"]] = (s["spread"]["all"]["min"], s["spread"]["all"]["max"])
 
 
 def _method_arch_match(d: Documented, m: Measured) -> bool:
@@ -342,7 +390,7 @@ def table_rows(table: Table) -> tuple[list[str], list[list[str]]]:
             m = item
             mini = "miniature" if any(r.get("dataset", {}).get("mini") for r in m.records) else ""
             setting = "; ".join(p for p in (mini, pretrain_text(m.pretrain)) if p)
-            values = [f"{m.values[c]:.2f}" if c in m.values else "" for c in metrics]
+            values = [interval_text(m.values[c], m.intervals.get(c)) if c in m.values else "" for c in metrics]
             rows.append(["measured", m.method, m.arch, m.checkpoint, m.preset, setting] + values
                         + [delta_cell(m, table), " ".join(m.run_ids)])
         else:
@@ -442,6 +490,7 @@ def write_tables(results: Path | str, *, plots: bool = True, out: Path | str | N
     out = results if out is None else Path(out)
     records = read_records(results, skip_bad=True)
     tables = build_tables(records)
+    attach_spreads(tables, read_sweeps(results))
     written = []
     for t in tables:   # t.stem passed bench._text.safe_name; root= refuses anything that still points elsewhere
         written.append(atomic_write_text(out / f"{t.stem}.md", render_markdown(t), root=out))
@@ -460,6 +509,20 @@ def write_tables(results: Path | str, *, plots: bool = True, out: Path | str | N
             written += write_plots(out, tables, records)
     written.append(atomic_write_text(out / "index.md", _index(tables, written, out)))
     return written
+
+
+def read_sweeps(results: Path) -> list[dict[str, Any]]:
+    import json
+    folder = results / "sensitivity"
+    out = []
+    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            s = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(s, dict) and s.get("kind") == "sensitivity":
+            out.append(s)
+    return out
 
 
 GENERATED_SUFFIXES = (".md", ".csv", ".png", ".svg")

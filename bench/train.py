@@ -140,9 +140,11 @@ def check_finite(loss: torch.Tensor, where: str,
         raise NonFiniteError(f"{where}: loss is {float(loss.detach().float().mean())}; {fix}")
 
 
-def evaluate_top1_top5(model: torch.nn.Module, loader, device: torch.device, autocast) -> tuple[float, float]:
+def evaluate_top1_top5(model: torch.nn.Module, loader, device: torch.device, autocast,
+                       hits: list | None = None) -> tuple[float, float]:
     """Top-1 / top-5 accuracy (percent) of `model` on `loader`, counted on every rank and summed, so each image
-    counts once whatever the world size; `autocast` is the precision context the caller trains under."""
+    counts once whatever the world size; `autocast` is the precision context the caller trains under. `hits`, when
+    given, receives one (top-1, top-5) pair of bool arrays per batch (per-sample correctness, one process only)."""
     model.eval()
     counts = torch.zeros(3, dtype=torch.float64, device=device)
     with torch.no_grad(), autocast:
@@ -151,6 +153,8 @@ def evaluate_top1_top5(model: torch.nn.Module, loader, device: torch.device, aut
             logits = model(images.to(device, non_blocking=True)).float()
             hit = logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(target.view(-1, 1))
             counts += torch.stack([hit[:, 0].sum(), hit.any(1).sum(), torch.tensor(len(target))]).to(counts)
+            if hits is not None:
+                hits.append((hit[:, 0].cpu().numpy(), hit.any(1).cpu().numpy()))
     if dist_info()[1] > 1:
         torch.distributed.all_reduce(counts)
     return float(100 * counts[0] / counts[2]), float(100 * counts[1] / counts[2])

@@ -332,3 +332,28 @@ def test_every_default_preset_table_has_a_documented_row_and_paper_rows_cite_the
                 row = next(line for line in md.splitlines() if line.startswith(start))
                 assert d.value in row
                 assert f"- `{d.table}`: {d.citation}" in md, "each paper row's citation is under its table"
+
+
+def test_delta_says_whether_the_paper_lies_inside_the_interval_and_the_spread(tmp_path, catalog):
+    """A comparable DINO ViT-S/16 k-NN row: its Δ says where the paper's number lies relative to the record's 95%
+    interval and to the spread of a sensitivity sweep of the same checkpoint."""
+    from bench.tables import _doc_rows, attach_spreads, build_tables, delta_cell
+    rec = _record("knn", "dino", {"top1": 74.0, "top5": 90.0}, arch="vit_small_patch16_224", name="dino_s16.pth",
+                  fp="9", headline=("top1", "top5"))
+    t = next(t for t in build_tables([rec]) if (t.protocol, t.dataset) == ("knn", "imagenet"))
+    m = t.measured[0]
+    docs = [cells["top1"] for _, cells, d in _doc_rows(t)
+            if "top1" in cells and d.preset == "dino" and "DINO" in d.method and "S/16" in d.arch]
+    assert docs, "the DINO ViT-S/16 k-NN row of the reference tables"
+    paper = float(docs[0])
+    rec["intervals"] = {"top1": {"lo": paper - 0.5, "hi": paper + 0.5}}
+    t = next(t for t in build_tables([rec]) if (t.protocol, t.dataset) == ("knn", "imagenet"))
+    assert "inside the 95% interval" in delta_cell(t.measured[0], t)
+    rec["intervals"] = {"top1": {"lo": paper + 0.1, "hi": paper + 0.9}}
+    t = next(t for t in build_tables([rec]) if (t.protocol, t.dataset) == ("knn", "imagenet"))
+    sweep = {"kind": "sensitivity", "protocol": "knn", "preset": "dino", "dataset": "imagenet", "metric": "top1",
+             "checkpoint": {"sha256": "sha-dino_s16.pth"}, "spread": {"all": {"min": paper - 2, "max": paper + 3}}}
+    attach_spreads([t], [sweep])
+    cell = delta_cell(t.measured[0], t)
+    assert "outside the 95% interval" in cell and f"inside the protocol spread {paper - 2:.2f}–{paper + 3:.2f}" in cell
+    assert m.key == t.measured[0].key

@@ -89,6 +89,15 @@ def _output(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return _cls(model, x) if is_vit(model) else _pool(model, x)
 
 
+@register_feature_mode("cls-prenorm")
+def _cls_prenorm(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """CLS token of the last block before the final norm (what some probes read; `bench sensitivity` compares)."""
+    _require_vit(model, "cls-prenorm")
+    outs = model.forward_intermediates(x, indices=1, norm=False, output_fmt="NLC", intermediates_only=True,
+                                       return_prefix_tokens=True)
+    return outs[-1][1][:, 0]
+
+
 @register_feature_mode("avgpool")
 def _avgpool(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Mean of the normed patch tokens (prefix and register tokens excluded)."""

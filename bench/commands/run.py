@@ -25,6 +25,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     run.add_argument("--out", default="results", help="results folder; the record goes to OUT/runs/")
     run.add_argument("--quick", action="store_true", help="smoke run: fewer epochs; never comparable to papers")
     run.add_argument("--force", action="store_true", help="re-run even if the record exists")
+    run.add_argument("--seeds", type=int, default=1, metavar="N",
+                     help="training protocols: N runs with seeds SEED … SEED+N-1 in one record (mean ± std; the "
+                          "features cache is shared); detection's --trials N is the same")
     run.add_argument("--ckpt-meta", action="append", metavar="KEY=VALUE",
                      help="pre-training setting of the checkpoint (momentum=0.99, mlp=yes, temperature=0.2, "
                           "stop_grad=no, epochs=200, ...; repeatable; overrides checkpoints.yaml pretrain:). "
@@ -82,15 +85,27 @@ def run(args, extra: list[str]) -> int:
         raise BenchError("give either --features or a backbone (--model/--ckpt), not both")
     if args.features and not Path(args.features).is_dir():
         raise BenchError(f"{args.features}: --features folder not found")
+    seeds = _seeds(args, options)
     backbone = None if args.features else load_backbone_from_args(args)
     ctx = make_context(args, args.dataset or spec.default_dataset, backbone, args.features, options)
     ctx.ckpt_meta = parse_ckpt_meta(args.ckpt_meta)
+    ctx.seeds = seeds
     record, path, reused = run_protocol(args.protocol, ctx, preset=args.preset, overrides=parse_overrides(args.set),
                                         out_dir=args.out, force=args.force)
     from .. import distributed as dd
     if dd.is_main():
         _print_record(record, path, reused)
     return 0
+
+
+def _seeds(args, options: dict) -> int:
+    """--seeds N; detection runs its seeds itself (its --trials, kept as an alias), so N goes to its option."""
+    if "trials" in options:
+        if args.seeds > 1 and options["trials"] > 1 and options["trials"] != args.seeds:
+            raise BenchError(f"--seeds {args.seeds} and --trials {options['trials']} disagree; give one of them")
+        options["trials"] = max(options["trials"], args.seeds)
+        return 1
+    return args.seeds
 
 
 def parse_ckpt_meta(items: list[str] | None) -> dict:
@@ -118,7 +133,10 @@ def _print_record(rec: dict, path: Path, reused: bool) -> None:
     order = list(rec.get("headline") or []) + sorted(k for k in metrics if k not in (rec.get("headline") or []))
     width = max(len(k) for k in order)
     for k in order:
-        print(f"  {k:<{width}}  {metrics[k]:8.2f}")
+        iv = (rec.get("intervals") or {}).get(k)
+        spread = ((rec.get("seeds") or {}).get("std") or {}).get(k)
+        print(f"  {k:<{width}}  {metrics[k]:8.2f}" + (f"  95% CI [{iv['lo']:.2f}, {iv['hi']:.2f}]" if iv else "")
+              + (f"  std over {len(rec['seeds']['seeds'])} seeds {spread:.2f}" if spread is not None else ""))
     if not rec["comparable"]:
         print(f"  not comparable with the papers: {'; '.join(rec['not_comparable_because'])}")
     print(f"record {'exists (use --force to re-run)' if reused else 'written'}: {path}")

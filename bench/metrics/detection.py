@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["ClassDetections", "ClassGroundTruth", "voc_ap", "voc_class_ap", "voc_detection_metrics",
+__all__ = ["ClassDetections", "ClassGroundTruth", "voc_ap", "voc_class_ap", "voc_detection_metrics", "voc_ap_samples",
            "detectron2_text_roundtrip", "VOC_IOU_THRESHOLDS", "RECALL_GRIDS"]
 
 VOC_IOU_THRESHOLDS = tuple(t / 100.0 for t in range(50, 100, 5))   # detectron2's exact floats
@@ -185,6 +185,38 @@ def voc_detection_metrics(dets: dict[str, ClassDetections], gts: dict[str, Class
                "per_class_AP": {c: dict(zip((f"AP{round(t * 100)}" for t in thresholds),
                                             (float(v) for v in per_class[c]["11pt"] * 100))) for c in scored}}
     return metrics, details
+
+
+def voc_ap_samples(dets: dict[str, ClassDetections], gts: dict[str, ClassGroundTruth], *, threshold: float = 0.5,
+                   pixel_inclusive: bool = True, grid: str = "devkit"):
+    """The per-image statistics of the 11-point AP at `threshold` (bench.metrics.bootstrap kind `vocap`): every
+    detection's image, class and TP/FP outcome in each class's descending-score order (matching is per image, so a
+    resampled test set only reweights these outcomes), and per image and class the count of non-difficult and of
+    all boxes. Images are the keys of the ground truth, in their order."""
+    from .bootstrap import Samples
+    classes = list(gts)
+    images = list(next(iter(gts.values())).boxes) if gts else []
+    row = {img: i for i, img in enumerate(images)}
+    npos = np.zeros((len(images), len(classes)), np.int64)
+    nbox = np.zeros_like(npos)
+    det_img, det_cls, tp_all, fp_all = [], [], [], []
+    empty = ClassDetections(np.array([], dtype=object), np.zeros(0), np.zeros((0, 4)))
+    for c, name in enumerate(classes):
+        gt = gts[name]
+        for img, d in gt.difficult.items():
+            npos[row[img], c], nbox[row[img], c] = int((~d.astype(bool)).sum()), len(d)
+        d = dets.get(name, empty)
+        tp, fp = _match(d, gt, np.array([threshold]), pixel_inclusive)
+        order = np.argsort(-np.asarray(d.scores, dtype=np.float64))
+        det_img.append(np.array([row[i] for i in np.asarray(d.image_ids)[order]], dtype=np.int64))
+        det_cls.append(np.full(len(order), c, np.int64))
+        tp_all.append(tp[:, 0].astype(bool))
+        fp_all.append(fp[:, 0].astype(bool))
+    cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt))
+    return Samples("vocap", {"npos": npos, "nbox": nbox, "det_image": cat(det_img, np.int64),
+                             "det_class": cat(det_cls, np.int64), "tp": cat(tp_all, bool), "fp": cat(fp_all, bool),
+                             "recall_points": recall_grid(grid)},
+                   meta={"n": len(images), "grid": grid, "per_image": ["npos", "nbox"]})
 
 
 def detectron2_text_roundtrip(scores: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

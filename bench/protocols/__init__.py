@@ -31,6 +31,9 @@ class ProtocolResult:
     metrics: dict[str, float]                          # percent, flat: {"top1": 74.5, "top1_k10": ...}
     details: dict[str, Any] = field(default_factory=dict)   # chosen hyperparameters, curves, per-class numbers
     headline: tuple[str, ...] = ()                     # metrics to print first
+    # per-sample statistics of metrics (bench.metrics.bootstrap.Samples) → the record's bootstrap intervals
+    samples: dict[str, Any] = field(default_factory=dict)
+    seeds: dict[str, Any] | None = None                # several seeds: bench.seeds.seeds_block
 
 
 @dataclass(frozen=True)

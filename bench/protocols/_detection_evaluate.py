@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
 
 from ..metrics.detection import (ClassDetections, ClassGroundTruth, detectron2_text_roundtrip,
-                                  voc_detection_metrics)
+                                  voc_ap_samples, voc_detection_metrics)
 from ..distributed import dist_info
 from ..precision import Precision
 from ._detection_engine import collate_lists, to_tensor_target
@@ -99,8 +99,10 @@ def evaluate_voc(model: torch.nn.Module, dataset, class_names: tuple[str, ...], 
     """(metrics in percent, details): AP, AP50, AP75 (11-point on `recall_grid`) and their `_area` twins over the
     test split."""
     predictions = predict(model, dataset, device=device, batch_size=batch_size, workers=workers, amp=amp)
-    metrics, details = voc_detection_metrics(_class_detections(predictions, class_names),
-                                             voc_ground_truth(dataset, class_names), grid=recall_grid)
+    dets, gts = _class_detections(predictions, class_names), voc_ground_truth(dataset, class_names)
+    metrics, details = voc_detection_metrics(dets, gts, grid=recall_grid)
+    # AP50's per-image statistics for the record's bootstrap interval (popped by the protocol)
+    details["_samples"] = {"AP50": voc_ap_samples(dets, gts, grid=recall_grid)}
     details["detections_as"] = "detectron2 text round-trip (score %.3f, box %.1f, xmin/ymin + 1)"
     details["n_test_images"] = len(dataset)
     details["n_detections"] = int(sum(len(p["scores"]) for p in predictions))

@@ -31,6 +31,7 @@ from ..errors import BenchError, CheckpointError
 from ..precision import Precision
 from ..presets import preset_settings
 from ..train import RunDir, check_finite, evaluate_top1_top5, rng_state, set_rng_state
+from ._common import EpochHits
 from .finetune import FinetunePreset, scaled_finetune_lr
 
 __all__ = ["finetune", "build_finetune_model", "param_groups", "make_mixup", "make_criterion", "make_scheduler",
@@ -221,8 +222,9 @@ class _LabelledSubset(Subset):
 
 
 # ------------------------------------------------------------------------------------------------ train / eval
-def evaluate(model: nn.Module, loader, device: torch.device, prec: Precision) -> tuple[float, float]:
-    return evaluate_top1_top5(model, loader, device, prec.autocast())
+def evaluate(model: nn.Module, loader, device: torch.device, prec: Precision,
+             hits: list | None = None) -> tuple[float, float]:
+    return evaluate_top1_top5(model, loader, device, prec.autocast(), hits)
 
 
 def _run_key(ctx, preset, batch: int, epochs: int, micro: int, lrs: tuple[float, ...]) -> str:
@@ -322,6 +324,7 @@ def finetune(ctx, preset: FinetunePreset) -> tuple[dict, dict]:
                       "history": history, "rng": rng_state()})
 
     from tqdm.auto import tqdm
+    kept = EpochHits(enabled=world == 1)   # per-sample correctness of the last and the best epoch
     for epoch in range(start_epoch, epochs):
         sampler.set_epoch(epoch)
         skip = start_update * accum * micro if epoch == start_epoch else 0
@@ -374,7 +377,9 @@ def finetune(ctx, preset: FinetunePreset) -> tuple[dict, dict]:
                 hook(epoch, update)
         bar.close()
         row = {"epoch": epoch, "train_loss": total / max(n, 1), "lr_end": max(g["lr"] for g in opt.param_groups)}
-        row["top1"], row["top5"] = evaluate(model, eval_loader, device, prec)
+        hits = kept.batches()
+        row["top1"], row["top5"] = evaluate(model, eval_loader, device, prec, hits)
+        kept.add(epoch, row["top1"], hits)
         if ema is not None:
             row["top1_ema"], row["top5_ema"] = evaluate(ema.module, eval_loader, device, prec)
         history.append(row)
@@ -394,7 +399,10 @@ def finetune(ctx, preset: FinetunePreset) -> tuple[dict, dict]:
                "lr": lr, "warmup_lr": warmup_lr, "min_lr": min_lr, "num_classes": num_classes,
                "input_size": size, "train_transform": train_spec, "eval_transform": eval_spec,
                "model": model_info, "run_dir": str(run_dir.path), "resumed_from": resumed_from,
-               "classifier": classifier}
+               "classifier": classifier,
+               # popped by run_finetune into ProtocolResult.samples (the record's bootstrap intervals)
+               "_samples": kept.samples(final["epoch"], best["epoch"], {"final": ("top1", "top5"),
+                                                                        "best": ("top1_max", "top5_at_max")})}
     return metrics, details
 
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from ..train import check_finite
 from . import ProtocolResult
-from ._common import holdout_split, topk_percent
+from ._common import holdout_split, topk_percent, topk_samples
 
 __all__ = ["train_heads", "head_scores", "run_grid"]
 
@@ -103,7 +103,8 @@ def run_grid(ctx, preset) -> ProtocolResult:
     acc = (head_scores(W, b, train.features[ho]).argmax(-1) == y_ho).float().mean(1).mul(100).tolist()
     best = int(np.argmax(acc))   # first maximum: ties go to the earlier (smaller lr) head
     W1, b1 = train_heads(train.features, train.labels, [lrs[best]], [wds[best]], **kw)
-    metrics = topk_percent(head_scores(W1, b1, val.features)[0], val.labels)
+    scores = head_scores(W1, b1, val.features)[0]
+    metrics = topk_percent(scores, val.labels)
     details = {"selection": f"head chosen by top-1 on a seeded {preset.holdout_fraction:.0%} hold-out of "
                             f"{preset.train_split} (seed {preset.holdout_seed}); refit on all of "
                             f"{preset.train_split}; scored once on {preset.eval_split}",
@@ -111,4 +112,5 @@ def run_grid(ctx, preset) -> ProtocolResult:
                "n_heads": len(combos), "epochs": epochs, "batch_size": bs,
                "holdout_top1": {f"lr={lr:g},wd={wd:g}": a for (lr, wd), a in zip(combos, acc)},
                "grid_on_edge": combos[best][0] in (min(preset.grid_lrs), max(preset.grid_lrs))}
-    return ProtocolResult(metrics, details=details, headline=("top1", "top5"))
+    return ProtocolResult(metrics, details=details, headline=("top1", "top5"),
+                          samples=topk_samples(scores, val.labels))

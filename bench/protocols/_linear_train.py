@@ -30,6 +30,7 @@ from ..distributed import dist_info, maybe_ddp
 from ..train import (RunDir, build_optimizer, check_finite, lr_at,
                      rng_state, scaled_lr, set_lr)
 from . import ProtocolResult
+from ._common import EpochHits
 
 __all__ = ["run_augmented", "make_head", "AFTER_EPOCH_HOOKS"]
 
@@ -82,7 +83,7 @@ def _embed(ctx, mode: str, images: torch.Tensor) -> torch.Tensor:
         return ctx.backbone.features(images.to(ctx.device, non_blocking=True), mode).float()
 
 
-def _evaluate(ctx, mode: str, head: nn.Module, loader) -> tuple[float, float]:
+def _evaluate(ctx, mode: str, head: nn.Module, loader, hits: list | None = None) -> tuple[float, float]:
     head.eval()
     counts = torch.zeros(3, dtype=torch.float64, device=ctx.device)
     with torch.no_grad():
@@ -91,6 +92,8 @@ def _evaluate(ctx, mode: str, head: nn.Module, loader) -> tuple[float, float]:
             top5 = head(_embed(ctx, mode, images)).topk(min(5, head_out(head)), dim=1).indices
             hit = top5.eq(target.view(-1, 1))
             counts += torch.stack([hit[:, 0].sum(), hit.any(1).sum(), torch.tensor(len(target))]).to(counts)
+            if hits is not None:
+                hits.append((hit[:, 0].cpu().numpy(), hit.any(1).cpu().numpy()))
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(counts)
     return float(100 * counts[0] / counts[2]), float(100 * counts[1] / counts[2])
@@ -172,10 +175,13 @@ def run_augmented(ctx, preset) -> ProtocolResult:
     from ..data import cache_dir
     run_dir = RunDir((ctx.cache_dir or cache_dir()) / "runs" / "linear" / _run_key(ctx, preset, batch, epochs, mode))
     history, start = run_dir.resume(head, opt, key="head")
+    kept = EpochHits(enabled=world == 1)   # after a resume, an earlier best epoch has none (EpochHits.samples)
     for epoch in range(start, epochs):
         sampler.set_epoch(epoch)
         loss = _train_epoch(ctx, mode, head_ddp, opt, loader, accum, epoch, lr_of, steps)
-        top1, top5 = _evaluate(ctx, mode, head, eval_loader)
+        hits = kept.batches()
+        top1, top5 = _evaluate(ctx, mode, head, eval_loader, hits)
+        kept.add(epoch, top1, hits)
         history.append({"epoch": epoch, "train_loss": loss, "top1": top1, "top5": top5, "lr_end": opt.param_groups[0]["lr"]})
         run_dir.save({"epoch": epoch, "head": head.state_dict(), "opt": opt.state_dict(), "history": history,
                       "rng": rng_state()})
@@ -185,7 +191,7 @@ def run_augmented(ctx, preset) -> ProtocolResult:
     return _result(preset, history, dict(batch=batch, epochs=epochs, lr=lr, per_rank=per_rank, micro=micro,
                                          world=world, dim=dim, mode=mode, run_dir=str(run_dir.path),
                                          resumed_from_epoch=start, train_transform=train_spec,
-                                         eval_transform=eval_spec, classifier=classifier))
+                                         eval_transform=eval_spec, classifier=classifier), kept)
 
 
 def _save_head(ctx, run_dir, head, mode: str, train_ds, eval_spec: dict, num_classes: int) -> dict | None:
@@ -202,7 +208,7 @@ def _save_head(ctx, run_dir, head, mode: str, train_ds, eval_spec: dict, num_cla
     return save_classifier(run_dir.path, "linear", head.state_dict(), meta)
 
 
-def _result(preset, history: list[dict], info: dict) -> ProtocolResult:
+def _result(preset, history: list[dict], info: dict, kept: EpochHits | None = None) -> ProtocolResult:
     final = history[-1]
     best = max(history, key=lambda h: h["top1"])   # first maximum, as `acc1 > best_acc1` in the papers' loops
     metrics = {"top1": final["top1"], "top5": final["top5"], "top1_max": best["top1"],
@@ -212,4 +218,6 @@ def _result(preset, history: list[dict], info: dict) -> ProtocolResult:
                "note": "top1/top5 are the final epoch; top1_max is the best epoch chosen on the eval split",
                "history": history, **info}
     headline = ("top1_max", "top1", "top5") if preset.reported == "max" else ("top1", "top5", "top1_max")
-    return ProtocolResult(metrics, details=details, headline=headline)
+    samples = kept.samples(final["epoch"], best["epoch"], {"final": ("top1", "top5"),
+                                                           "best": ("top1_max", "top5_at_max")}) if kept else {}
+    return ProtocolResult(metrics, details=details, headline=headline, samples=samples)

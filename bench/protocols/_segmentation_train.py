@@ -200,8 +200,11 @@ def train_segmentation(model: SegModel, groups: list[dict], train_set: Dataset, 
 
 @torch.no_grad()
 def evaluate_segmentation(model: SegModel, val_set: Dataset, *, num_classes: int, crop: int, stride: int,
-                          device: torch.device, amp: Precision | None = None) -> torch.Tensor:
-    """Single-scale sliding-window evaluation; returns the (C + 1, C) confusion matrix summed over all ranks."""
+                          device: torch.device, amp: Precision | None = None,
+                          per_image: list | None = None) -> torch.Tensor:
+    """Single-scale sliding-window evaluation; returns the (C + 1, C) confusion matrix summed over all ranks.
+    `per_image` (one process only) receives each image's (intersection, union, ground truth) areas per class, the
+    statistics the record's bootstrap intervals of mIoU and mAcc resample."""
     rank, world = dist_info()
     model.to(device).eval()
     conf = torch.zeros(num_classes + 1, num_classes, dtype=torch.int64, device=device)
@@ -210,7 +213,11 @@ def evaluate_segmentation(model: SegModel, val_set: Dataset, *, num_classes: int
         with (amp or Precision(device.type)).autocast():
             logits = slide_inference(model, x[None].to(device), crop, stride, num_classes)
         logits = F.interpolate(logits.float(), y.shape, mode="bilinear", align_corners=False)
-        conf += confusion_matrix(logits.argmax(1)[0], y.to(device), num_classes)
+        one = confusion_matrix(logits.argmax(1)[0], y.to(device), num_classes)
+        conf += one
+        if per_image is not None:
+            inter, gt = one[:num_classes].diagonal(), one[:num_classes].sum(1)
+            per_image.append(tuple(a.cpu().numpy() for a in (inter, gt + one.sum(0) - inter, gt)))
     if world > 1:
         dist.all_reduce(conf)
     return conf.cpu()

@@ -27,6 +27,7 @@ from ..presets import preset_settings
 from ..distributed import dist_info, maybe_ddp
 from ..train import (RunDir, build_optimizer, check_finite, evaluate_top1_top5, lr_at,
                      rng_state, scaled_lr, scaled_step, set_lr)
+from ._common import EpochHits
 from ._linear_train import _transforms, make_head
 
 __all__ = ["finetune", "logreg_on_subset", "AFTER_EPOCH_HOOKS"]
@@ -44,8 +45,9 @@ class _Classifier(nn.Module):
         return self.head(compute_features(self.backbone, x, self.mode))
 
 
-def _evaluate(model: nn.Module, loader, device: torch.device, prec: Precision) -> tuple[float, float]:
-    return evaluate_top1_top5(model, loader, device, prec.autocast())
+def _evaluate(model: nn.Module, loader, device: torch.device, prec: Precision,
+              hits: list | None = None) -> tuple[float, float]:
+    return evaluate_top1_top5(model, loader, device, prec.autocast(), hits)
 
 
 def _train_epoch(model, opt, loader, device, epoch: int, steps: int, lr_of: Callable[[float], float],
@@ -107,20 +109,23 @@ def _one_run(ctx, preset, train_ds, eval_ds, num_classes: int, tag: str, *, ever
     history, start = run_dir.resume(model, opt)
     prec = ctx.precision("train", "bfloat16")   # bf16 autocast on GPUs, as bench ran before --amp took a dtype
     scaler = prec.grad_scaler()
+    kept = EpochHits(enabled=world == 1)
     for epoch in range(start, epochs):
         sampler.set_epoch(epoch)
         loss = _train_epoch(ddp, opt, loader, ctx.device, epoch, steps, lambda t: lr_at(preset.schedule, t, **lr_kw),
                             prec, scaler)
         row = {"epoch": epoch, "train_loss": loss}
         if every_epoch_eval or epoch == epochs - 1:
-            row["top1"], row["top5"] = _evaluate(model, eval_loader, ctx.device, prec)
+            hits = kept.batches()
+            row["top1"], row["top5"] = _evaluate(model, eval_loader, ctx.device, prec, hits)
+            kept.add(epoch, row["top1"], hits)
         history.append(row)
         run_dir.save({"epoch": epoch, "model": model.state_dict(), "opt": opt.state_dict(), "history": history,
                       "rng": rng_state()})
         for hook in AFTER_EPOCH_HOOKS:
             hook(epoch)
     return {"history": history, "batch": batch, "epochs": epochs, "lr": lr, "world": world, "dim": dim,
-            "mode": mode, "run_dir": str(run_dir.path), "resumed_from_epoch": start}
+            "mode": mode, "run_dir": str(run_dir.path), "resumed_from_epoch": start, "_kept": kept}
 
 
 def _holdout(samples, subset_idx: np.ndarray, images: int, seed: int) -> np.ndarray:
@@ -161,7 +166,10 @@ def finetune(ctx, preset, subset_idx: np.ndarray, samples) -> tuple[dict, dict]:
     metrics = {"top1": final["top1"], "top5": final["top5"], "top1_max": best["top1"], "top5_at_max": best["top5"]}
     if preset.report == "max":
         details["paper_number_is"] = "top1_max"
+    kept = run.pop("_kept")
     details.update(run)
+    details["_samples"] = kept.samples(final["epoch"], best["epoch"], {"final": ("top1", "top5"),
+                                                                       "best": ("top1_max", "top5_at_max")})
     return metrics, details
 
 
@@ -175,7 +183,7 @@ def _grid(grid: dict, quick: bool) -> list[dict]:
 def logreg_on_subset(ctx, preset, subset_idx: np.ndarray) -> tuple[dict, dict]:
     """Frozen features of the subset → the logreg protocol's C selection and fit → top-1/top-5 on val."""
     from ..presets import resolve_preset
-    from ._common import holdout_split, topk_percent
+    from ._common import holdout_split, topk_percent, topk_samples
     from .logreg import LogregPreset, c_grid, fit_logreg, predict_scores, select_C
     lp, _ = resolve_preset("logreg", LogregPreset, preset.logreg_preset)
     mode = preset.feature_mode or lp.feature_mode   # the logreg preset's paper feature unless this preset fixes one
@@ -188,7 +196,8 @@ def logreg_on_subset(ctx, preset, subset_idx: np.ndarray) -> tuple[dict, dict]:
     fit_kw = dict(num_classes=num_classes, max_iter=lp.max_iter, tol=lp.tol, device=ctx.device)
     best_C, per_C = select_C(x[tr], y[tr], x[ho], y[ho], grid, **fit_kw)
     weights = fit_logreg(x, y, best_C, **fit_kw)
-    metrics = topk_percent(predict_scores(weights, val.features), val.labels)
-    return metrics, {"C": best_C, "selection": f"C chosen on a seeded {lp.holdout_fraction:.0%} hold-out of the "
+    scores = predict_scores(weights, val.features)
+    metrics = topk_percent(scores, val.labels)
+    return metrics, {"_samples": topk_samples(scores, val.labels), "C": best_C, "selection": f"C chosen on a seeded {lp.holdout_fraction:.0%} hold-out of the "
                                                 f"subset", "scores_per_C": per_C, "logreg_preset": preset.logreg_preset}
 

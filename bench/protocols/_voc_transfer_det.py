@@ -285,7 +285,7 @@ def _proposals_for(ctx, p, data, split: str) -> tuple[list[np.ndarray], str]:
 def _evaluate(model, data, proposals, scales, max_size, p, *, mean, std, device, prec: Precision
               ) -> tuple[float, dict]:
     from ..data.voc import VOC_CLASSES
-    from ..metrics.detection import voc_detection_metrics
+    from ..metrics.detection import voc_ap_samples, voc_detection_metrics
     from ._detection_evaluate import _class_detections, voc_ground_truth
     model.eval()
     per_image = []
@@ -295,9 +295,9 @@ def _evaluate(model, data, proposals, scales, max_size, p, *, mean, std, device,
                                       prec=prec)
         per_image.append((t["image_id"], scores, boxes))
     predictions = _fast_rcnn_detections(per_image, p)
-    metrics, details = voc_detection_metrics(_class_detections(predictions, VOC_CLASSES),
-                                             voc_ground_truth(data, VOC_CLASSES), grid="devkit")
-    return metrics["AP50"], {"per_class_AP50": {c: v["AP50"] for c, v in details["per_class_AP"].items()},
+    dets, gts = _class_detections(predictions, VOC_CLASSES), voc_ground_truth(data, VOC_CLASSES)
+    metrics, details = voc_detection_metrics(dets, gts, grid="devkit")
+    return metrics["AP50"], {"_samples": voc_ap_samples(dets, gts, grid="devkit"), "per_class_AP50": {c: v["AP50"] for c, v in details["per_class_AP"].items()},
                              "classes_evaluated": details["classes_evaluated"],
                              "n_detections": int(sum(len(d["scores"]) for d in predictions))}
 
@@ -335,6 +335,7 @@ def run_detection(ctx, p, geo) -> tuple[dict[str, float], dict[str, Any]]:
                                             "mean_per_image_test": float(np.mean([len(b) for b in test_props]))},
                "trunk": trunk.kind, "trunk_stride": trunk.stride, **frozen,
                "scales": {"train": sc(p.train_scales), "test": sc(p.test_scales), "test_ms": sc(p.ms_test_scales)},
+               "_samples": {"mAP": ss_details.pop("_samples"), "mAP_ms": ms_details.pop("_samples")},
                "single_scale": ss_details, "multi_scale": ms_details,
                "mAP_definition": "VOC2007 11-point AP at IoU 0.5 (devkit grid), classes present in the test split"}
     return {"mAP": ss, "mAP_ms": ms}, details

@@ -120,7 +120,7 @@ def _train(model: FCN32, data: VOCSegmentationClass, p, geo, *, mean, std, devic
 
 @torch.no_grad()
 def _confusion(model: FCN32, data: VOCSegmentationClass, num_classes: int, *, mean, std, device,
-               prec: Precision) -> torch.Tensor:
+               prec: Precision, per_image: list | None = None) -> torch.Tensor:
     from ..metrics.segmentation import confusion_matrix
     model.eval()
     conf = torch.zeros(num_classes + 1, num_classes, dtype=torch.int64)
@@ -128,7 +128,11 @@ def _confusion(model: FCN32, data: VOCSegmentationClass, num_classes: int, *, me
         img, label = data[i]
         with prec.autocast():
             pred = model(_tensor(img, mean, std)[None].to(device)).float().argmax(1)[0].cpu()
-        conf += confusion_matrix(pred, torch.as_tensor(label), num_classes)
+        one = confusion_matrix(pred, torch.as_tensor(label), num_classes)
+        conf += one
+        if per_image is not None:   # (intersection, union) per class: the record's bootstrap interval of mIoU
+            inter = one[:num_classes].diagonal()
+            per_image.append((inter.numpy(), (one[:num_classes].sum(1) + one.sum(0) - inter).numpy()))
     return conf
 
 
@@ -148,10 +152,13 @@ def run_segmentation(ctx, p, geo) -> tuple[dict[str, float], dict[str, Any]]:
     pre = backbone.preprocessing
     prec = ctx.precision("train")   # Caffe trained in float32; --amp autocasts on any device
     info = _train(model, train, p, geo, mean=pre.mean, std=pre.std, device=ctx.device, seed=ctx.seed, prec=prec)
+    per_image: list = []
     scores = segmentation_scores(_confusion(model, val, p.num_seg_classes, mean=pre.mean, std=pre.std, prec=prec,
-                                            device=ctx.device))
+                                            device=ctx.device, per_image=per_image))
     iou = scores["per_class_iou"]
     details = {"train": info, "short_side": ctx.resolution or "native", "fc6_kernel": grid, "trunk": trunk.kind, "trunk_stride": trunk.stride, **frozen,
                "mAcc": scores["mAcc"], "aAcc": scores["aAcc"], "classes_evaluated": int(np.isfinite(iou).sum()),
                "per_class_iou": [None if not np.isfinite(v) else round(float(v), 4) for v in iou]}
+    from ..metrics.bootstrap import miou_samples
+    details["_samples"] = {"mIoU": miou_samples(*(np.stack(a) for a in zip(*per_image)))} if per_image else {}
     return {"mIoU": scores["mIoU"]}, details

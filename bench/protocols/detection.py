@@ -34,6 +34,7 @@ from ..presets import check_choices
 from . import ProtocolResult, register_protocol
 from ._detection_engine import DetectionSamples, train_detector, update_bn_stats
 from ..metrics.detection import RECALL_GRIDS
+from ..uncertainty import combine_seed_samples
 from ._detection_evaluate import evaluate_voc
 from ._detection_model import build_detector, set_test_size
 
@@ -104,7 +105,7 @@ class DetectionPreset:
 
 def _add_arguments(p) -> None:
     p.add_argument("--trials", type=POSITIVE_INT, default=1, help="independent fine-tunings (seeds seed…seed+N-1); "
-                                                         "MoCo reports the mean of 5")
+                                                                  "MoCo reports the mean of 5 (the same as bench run --seeds)")
     p.add_argument("--backend", choices=("torchvision", "detectron2"), default="torchvision")
 
 
@@ -170,7 +171,7 @@ def _trial(ctx, preset: DetectionPreset, seed: int, device: torch.device, train_
     set_test_size(model, preset.test_size, preset.max_size)
     metrics, details = evaluate_voc(model, test_set, VOC_CLASSES, device=device, batch_size=preset.eval_batch_size,
                                     workers=ctx.workers, amp=prec, recall_grid=preset.recall_grid)
-    return {"seed": seed, "metrics": metrics, "train": train, **details}
+    return {"seed": seed, "metrics": metrics, "train": train, **details}   # details["_samples"]: popped by the caller
 
 
 @register_protocol("detection", preset_cls=DetectionPreset, default_dataset="voc", accepts_features=False,
@@ -191,6 +192,8 @@ def run_detection(ctx, preset: DetectionPreset) -> ProtocolResult:
     for split, ds in zip(preset.train_splits + (preset.eval_split,), train_set.datasets + [test_set]):
         ctx.inputs[f"{ctx.dataset}/{split}"] = {"source": "images", "count": len(ds)}
     trials = [_trial(ctx, preset, ctx.seed + i, device, train_set, test_set) for i in range(options["trials"])]
+    per_trial_samples = [t.pop("_samples") for t in trials]
+    samples = per_trial_samples[0] if len(trials) == 1 else combine_seed_samples(per_trial_samples)
     table = {k: np.array([t["metrics"][k] for t in trials]) for k in METRIC_NAMES}
     metrics = {k: float(v.mean()) for k, v in table.items()}
     if len(trials) > 1:
@@ -199,4 +202,6 @@ def run_detection(ctx, preset: DetectionPreset) -> ProtocolResult:
                                                                    for k, v in table.items()},
                "quick_settings": QUICK_SETTINGS if ctx.quick else None, "world_size": dist_info()[1],
                "selection": "none: fixed schedule, last iterate evaluated once on the test split"}
-    return ProtocolResult(metrics, details, headline=("AP50", "AP", "AP75"))
+    from ..seeds import seeds_block
+    block = seeds_block([{"seed": t["seed"], "metrics": t["metrics"]} for t in trials]) if len(trials) > 1 else None
+    return ProtocolResult(metrics, details, headline=("AP50", "AP", "AP75"), seeds=block, samples=samples)

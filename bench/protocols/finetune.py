@@ -138,4 +138,4 @@ def run_finetune(ctx, preset: FinetunePreset) -> ProtocolResult:
     metrics, details = finetune(ctx, eff)
     details["effective_preset"] = dataclasses.asdict(eff)
     headline = ("top1_max", "top1", "top5") if eff.reported == "max" else ("top1", "top5", "top1_max")
-    return ProtocolResult(metrics, details, headline=headline)
+    return ProtocolResult(metrics, details, headline=headline, samples=details.pop("_samples", {}))

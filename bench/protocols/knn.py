@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import BenchError
+from ..metrics.bootstrap import mean_samples
 from ..presets import check_choices
 from . import ProtocolResult, register_protocol
 
@@ -209,8 +210,9 @@ def _label_rank(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def knn_evaluate(train_features, train_labels, test_features, test_labels, *, ks=(10, 20, 100, 200),
                  temperature: float = 0.07, num_classes: int | None = None, normalize: bool = True,
                  test_chunk: int = 1024, train_chunk: int = 65_536, backend: str = "torch",
-                 device: str | torch.device = "cpu") -> dict[int, tuple[float, float]]:
-    """{k: (top1 %, top5 %)} for every k, from one top-max(k) search."""
+                 device: str | torch.device = "cpu", per_sample: bool = False):
+    """{k: (top1 %, top5 %)} for every k, from one top-max(k) search. With `per_sample`, also
+    {k: (top-1 hit, top-5 hit)} as bool arrays over the test rows (what bootstrap intervals resample)."""
     device = torch.device(device)
     test = _as_float32(test_features).to(device=device, dtype=torch.float32)
     if normalize:
@@ -221,6 +223,7 @@ def knn_evaluate(train_features, train_labels, test_features, test_labels, *, ks
     sims, idx = knn_topk_neighbors(train_features, test, max(ks), train_chunk=train_chunk, test_chunk=test_chunk,
                                    backend=backend, normalize=normalize)
     hits = {k: [0, 0] for k in ks}
+    rows: dict[int, tuple[list, list]] = {k: ([], []) for k in ks}
     for start in range(0, test.shape[0], test_chunk):
         s, y = sims[start:start + test_chunk], ytest[start:start + test_chunk]
         labels, weights = ytrain[idx[start:start + test_chunk]], (s / temperature).exp()
@@ -233,8 +236,15 @@ def knn_evaluate(train_features, train_labels, test_features, test_labels, *, ks
             rank = _label_rank(scores, y)
             hits[k][0] += int((rank < 1).sum())
             hits[k][1] += int((rank < min(5, k)).sum())
+            if per_sample:
+                rows[k][0].append((rank < 1).cpu().numpy())
+                rows[k][1].append((rank < min(5, k)).cpu().numpy())
     n = test.shape[0]
-    return {k: (100.0 * h1 / n, 100.0 * h5 / n) for k, (h1, h5) in hits.items()}
+    res = {k: (100.0 * h1 / n, 100.0 * h5 / n) for k, (h1, h5) in hits.items()}
+    if not per_sample:
+        return res
+    empty = np.zeros(0, dtype=bool)
+    return res, {k: tuple(np.concatenate(r) if r else empty for r in rows[k]) for k in ks}
 
 
 @register_protocol("knn", preset_cls=KnnPreset)
@@ -248,14 +258,17 @@ def run_knn(ctx, preset: KnnPreset) -> ProtocolResult:
         raise BenchError("k-NN needs single-label targets; this dataset is multi-label")
     # importing faiss only when asked for: auto never runs it
     backend = choose_backend(preset.backend, ctx.device, preset.backend == "faiss" and _faiss() is not None)
-    res = knn_evaluate(train.features, train.labels, test.features, test.labels, ks=preset.k,
-                       temperature=preset.temperature, normalize=preset.normalize, test_chunk=preset.test_chunk,
-                       train_chunk=preset.train_chunk, backend=backend, device=ctx.device,
-                       num_classes=ctx.num_classes(train.labels, test.labels))
+    res, hits = knn_evaluate(train.features, train.labels, test.features, test.labels, ks=preset.k,
+                             temperature=preset.temperature, normalize=preset.normalize,
+                             test_chunk=preset.test_chunk, train_chunk=preset.train_chunk, backend=backend,
+                             device=ctx.device, num_classes=ctx.num_classes(train.labels, test.labels),
+                             per_sample=True)
     metrics = {"top1": res[preset.headline_k][0], "top5": res[preset.headline_k][1]}
     for k, (t1, t5) in sorted(res.items()):
         metrics[f"top1_k{k}"], metrics[f"top5_k{k}"] = t1, t5
     index = {"faiss_index": faiss_index_kind(ctx.device)} if backend == "faiss" else {}
     return ProtocolResult(metrics, details={"backend": backend, **index, "headline_k": preset.headline_k,
                                             "n_train": len(train), "n_test": len(test)},
-                          headline=("top1", "top5"))
+                          headline=("top1", "top5"),
+                          samples={"top1": mean_samples(hits[preset.headline_k][0]),
+                                   "top5": mean_samples(hits[preset.headline_k][1])})

@@ -247,7 +247,8 @@ def _standardizer(x: np.ndarray, eps: float = 1e-5) -> tuple[np.ndarray, np.ndar
 def run_layers(ctx, preset: LayersPreset) -> ProtocolResult:
     """Linear probes on frozen conv1..conv5 / res2..res5, all layers' heads in one pass (Zhang 2017, Goyal 2019)."""
     from ..train import scaled_lr
-    from ._common import topk_percent
+    from ..metrics.bootstrap import mean_samples
+    from ._common import topk_hits, topk_percent
     train = layer_features(ctx, preset.train_split, preset)
     val = layer_features(ctx, preset.eval_split, preset)
     first = preset.layers[0]
@@ -275,13 +276,17 @@ def run_layers(ctx, preset: LayersPreset) -> ProtocolResult:
                               milestones=preset.milestones, init_std=preset.head_init_std, seed=ctx.seed,
                               device=ctx.device)
     metrics: dict[str, float] = {}
+    samples = {}
     for n, x, (W, b) in zip(preset.layers, xs_val, heads):
-        acc = topk_percent(torch.as_tensor(x).to(W.device) @ W + b, val[n].labels)
+        scores = torch.as_tensor(x).to(W.device) @ W + b
+        acc = topk_percent(scores, val[n].labels)
         metrics[f"top1_{n}"], metrics[f"top5_{n}"] = acc["top1"], acc["top5"]
+        samples[f"top1_{n}"] = mean_samples(topk_hits(scores, val[n].labels, ks=(1,))[1])
     best = max(preset.layers, key=lambda n: metrics[f"top1_{n}"])   # first maximum in layer order
     metrics["top1_best"] = metrics[f"top1_{best}"]
+    samples["top1_best"] = samples[f"top1_{best}"]
     details = {"best_layer": best, "epochs": epochs, "lr": lr, "batch_size": preset.batch_size,
                "dims": {n: int(train[n].features.shape[1]) for n in preset.layers},
                "n_train": len(train[first]), "n_eval": len(val[first]), "reported": "final epoch"}
-    return ProtocolResult(metrics, details=details,
+    return ProtocolResult(metrics, details=details, samples=samples,
                           headline=("top1_best",) + tuple(f"top1_{n}" for n in preset.layers))

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 from ..errors import BenchError, NonFiniteError
 from . import ProtocolResult, register_protocol
-from ._common import holdout_split, topk_percent
+from ._common import holdout_split, topk_percent, topk_samples
 
 __all__ = ["LogRegWeights", "Preconditioner", "precondition", "Rows", "fit_logreg", "fit_logreg_ovr", "predict_scores",
            "select_C", "c_grid",
@@ -486,9 +486,10 @@ def run_logreg(ctx, preset: LogregPreset) -> ProtocolResult:
     kw = dict(num_classes=k, max_iter=max_iter, tol=preset.tol, device=ctx.device)
     best_C, curve = select_C(*sel, grid, **kw)
     w = fit_logreg(fit_x, fit_y, best_C, **kw)
-    metrics = topk_percent(predict_scores(w, ev_x), ev_y)
+    scores = predict_scores(w, ev_x)
+    metrics = topk_percent(scores, ev_y)
     details = {"best_C": best_C, "selection": how, "selection_top1_per_C": {f"{c:.6g}": s for c, s in curve.items()},
                "refit_iterations": w.n_iter, "refit_converged": w.converged, "n_classes": k,
                "evaluated_on": preset.test_split if use_test else preset.eval_split,
                "grid_on_edge": best_C in (min(curve), max(curve))}
-    return ProtocolResult(metrics, details=details, headline=("top1", "top5"))
+    return ProtocolResult(metrics, details=details, headline=("top1", "top5"), samples=topk_samples(scores, ev_y))

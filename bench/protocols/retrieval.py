@@ -25,6 +25,7 @@ import torch
 from .._io import sha256_file
 from ..data.retrieval import OTHER_DATASET, REVISITED, RetrievalData, RetrievalImages, safe_load_gnd
 from ..errors import BenchError, DataError, PresetError
+from ..metrics.bootstrap import mean_samples
 from ..metrics.retrieval import ORIGINAL_SETUP, REVISITED_SETUPS, retrieval_map
 from ..presets import check_choices
 from . import ProtocolResult, register_protocol
@@ -195,13 +196,16 @@ def rank_of_database(q: np.ndarray, db: np.ndarray, distractors: np.ndarray | No
 
 def retrieval_metrics(rank_of: np.ndarray, data: RetrievalData, kappas: tuple[int, ...]) -> tuple[dict, dict]:
     """Percent metrics: mAP_E/M/H and mP@k_E/M/H (revisited, revisitop) or mAP and mP@k over the set good ∪ ok
-    (original, compute_ap.cpp's counting)."""
+    (original, compute_ap.cpp's counting). details["_samples"]: each mAP's per-query AP (queries with positives),
+    what its bootstrap interval resamples."""
     setups = REVISITED_SETUPS if data.revisited else ORIGINAL_SETUP
-    metrics, details = {}, {"per_query_ap": {}, "queries_without_positives": {}}
+    metrics, details = {}, {"per_query_ap": {}, "queries_without_positives": {}, "_samples": {}}
     results = retrieval_map(data.gnd, setups, kappas, rank_of=rank_of, cpp_original=not data.revisited)
     for setup, (m, aps, pr, _) in results.items():
         suffix = f"_{setup}" if setup else ""
         metrics[f"mAP{suffix}"] = 100 * m
+        if np.isfinite(aps).any():
+            details["_samples"][f"mAP{suffix}"] = mean_samples(aps[np.isfinite(aps)])
         for k, p in zip(kappas, pr):
             metrics[f"mP@{k}{suffix}"] = 100 * float(p)
         details["per_query_ap"][setup or "original"] = [None if np.isnan(a) else round(100 * float(a), 4)
@@ -267,6 +271,7 @@ def run_retrieval(ctx, preset: RetrievalPreset) -> ProtocolResult:
         raise DataError(f"distractor features are {dv.shape[1]}-d but the database is {dbv.shape[1]}-d")
     rank_of = rank_of_database(qv, dbv, dv, chunk=preset.distractor_chunk, device=ctx.device)
     metrics, more = retrieval_metrics(rank_of, data, preset.kappas)
+    samples = more.pop("_samples")
     details.update(more, n_distractors=0 if dv is None else len(dv))
     headline = ("mAP_M", "mAP_H") if data.revisited else ("mAP",)
-    return ProtocolResult(metrics, details=details, headline=headline)
+    return ProtocolResult(metrics, details=details, headline=headline, samples=samples)

@@ -14,8 +14,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .._io import sha256_json
+from ..distributed import dist_info
 from ..errors import BenchError
+from ..metrics.bootstrap import miou_samples
 from ..precision import amp_key
 from ..presets import check_choices
 from . import ProtocolResult, register_protocol
@@ -198,8 +202,9 @@ def run_segmentation(ctx, preset: SegPreset) -> ProtocolResult:
     run_dir = _run_dir(ctx, preset, geo)
     info = train_segmentation(model, groups, train_set, cfg, device=ctx.device, run_dir=run_dir,
                               workers=ctx.workers, seed=ctx.seed)
+    per_image = [] if dist_info()[1] == 1 else None
     conf = evaluate_segmentation(model, val_set, num_classes=preset.num_classes, crop=geo.crop,
-                                 stride=geo.stride, device=ctx.device, amp=amp)
+                                 stride=geo.stride, device=ctx.device, amp=amp, per_image=per_image)
     scores = segmentation_scores(conf)
     metrics = {k: scores[k] for k in ("mIoU", "mAcc", "aAcc")}
     iou = scores["per_class_iou"]
@@ -210,7 +215,11 @@ def run_segmentation(ctx, preset: SegPreset) -> ProtocolResult:
                "per_class_iou": [None if v != v else round(float(v), 4) for v in iou],
                "selection": "none: the model after the last iteration is evaluated once on the val split",
                "run_dir": str(run_dir) if run_dir else None, **info}
-    return ProtocolResult(metrics, details=details, headline=("mIoU", "mAcc", "aAcc"))
+    samples = {}
+    if per_image:   # mIoU = mean_c ΣI/ΣU, mAcc = mean_c ΣI/ΣGT over the (resampled) images
+        inter, union, gt = (np.stack(a) for a in zip(*per_image))
+        samples = {"mIoU": miou_samples(inter, union), "mAcc": miou_samples(inter, gt)}
+    return ProtocolResult(metrics, details=details, headline=("mIoU", "mAcc", "aAcc"), samples=samples)
 
 
 def _run_mmseg(ctx, preset: SegPreset) -> ProtocolResult:

@@ -164,6 +164,6 @@ def run_semisup(ctx, preset: SemisupPreset) -> ProtocolResult:
         metrics, details = finetune(ctx, eff, idx, samples)
     # label_percent is what the leaderboard's label-efficiency plot reads (always a percentage)
     details.update(subset=subset, label_percent=subset["percent"], effective_preset=dataclasses.asdict(eff))
-    return ProtocolResult(metrics, details, headline=("top1", "top5"))
+    return ProtocolResult(metrics, details, headline=("top1", "top5"), samples=details.pop("_samples", {}))
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import BenchError
+from ..metrics.bootstrap import mean_samples
 from . import ProtocolResult, register_protocol
 
 __all__ = ["SvmPreset", "svm_select_and_score"]
@@ -80,8 +81,9 @@ def svm_select_and_score(x_train, y_train, x_test, y_test, *, c_grid, holdout_fr
     clf, warned = _fit(x_train, y_train, best, max_iter, tol)
     if warned:
         unconverged.append(f"refit C={best:g}")
-    top1 = 100.0 * float((clf.predict(x_test) == y_test).mean())
-    return {"top1": top1, "C": best, "holdout_top1": {f"{c:g}": s for c, s in scores.items()},
+    hits = clf.predict(x_test) == y_test
+    top1 = 100.0 * float(hits.mean())
+    return {"top1": top1, "hits": hits, "C": best, "holdout_top1": {f"{c:g}": s for c, s in scores.items()},
             "unconverged": [str(c) for c in unconverged]}
 
 
@@ -101,4 +103,5 @@ def run_svm(ctx, preset: SvmPreset) -> ProtocolResult:
                             f"{preset.eval_split}",
                "C": res["C"], "holdout_top1": res["holdout_top1"], "unconverged": res["unconverged"],
                "n_train": len(train), "n_test": len(test)}
-    return ProtocolResult({"top1": res["top1"]}, details=details, headline=("top1",))
+    return ProtocolResult({"top1": res["top1"]}, details=details, headline=("top1",),
+                          samples={"top1": mean_samples(res["hits"])})

@@ -118,6 +118,21 @@ def _fit_kwargs(metric: str, y: np.ndarray, num_classes: int, max_iter: int, dev
     return fit_logreg, y, {**kw, "num_classes": num_classes}
 
 
+def _test_samples(metric: str, scores: np.ndarray, labels: np.ndarray):
+    """Per-test-image statistics of the dataset's metric (bench.metrics.bootstrap), or None (VOC07 mAP: per-class
+    ranking over images, not resampled here)."""
+    from ..metrics.bootstrap import mean_samples, miou_samples
+    if metric == "mAP_11pt":
+        return None
+    hit = np.asarray(scores).argmax(1) == np.asarray(labels)
+    if metric == "top1":
+        return mean_samples(hit)
+    # mean per-class accuracy = mean over the classes present of Σ hit·[y = c] / Σ [y = c]: the ratio-of-sums
+    # statistic of mIoU with one-hot labels as the "union"
+    onehot = np.eye(scores.shape[1], dtype=np.int64)[np.asarray(labels)]
+    return miou_samples(onehot * hit[:, None], onehot)
+
+
 def select_and_evaluate(train, val, test, *, metric: str, lambdas: np.ndarray, num_classes: int,
                         max_iter: int = 1000, device="cpu", voc07_definition: str = "devkit",
                         recall_grid: str = "devkit") -> dict[str, Any]:
@@ -139,8 +154,9 @@ def select_and_evaluate(train, val, test, *, metric: str, lambdas: np.ndarray, n
     y_tv = np.concatenate([train[1], val[1]])
     fit_fn, y_fit, kw = _fit_kwargs(metric, y_tv, num_classes, max_iter, device, voc07_definition)
     weights = fit_fn(np.concatenate([train[0], val[0]]), y_fit, best_C * scale, **kw)
-    test_score = score(predict_scores(weights, test[0]), test[1])
-    return {"test": test_score, "lambda": 1.0 / best_C, "C": best_C, "val": curve[best_C],
+    test_scores = predict_scores(weights, test[0])
+    test_score = score(test_scores, test[1])
+    return {"test": test_score, "test_samples": _test_samples(metric, test_scores.cpu().numpy(), test[1]), "lambda": 1.0 / best_C, "C": best_C, "val": curve[best_C],
             "val_curve": [[1.0 / c, curve[c]] for c in sorted(curve, reverse=True)],
             "refit_converged": weights.converged, "refit_iterations": weights.n_iter,
             "lambda_on_grid_edge": best_C in (min(curve), max(curve))}
@@ -193,8 +209,9 @@ def _evaluate(ctx, preset: TransferPreset, name: str) -> tuple[float, dict[str, 
     res = select_and_evaluate(train, val, test, metric=metric, lambdas=preset.lambdas(ctx.quick), num_classes=k,
                               max_iter=preset.quick_max_iter if ctx.quick else preset.max_iter, device=ctx.device,
                               voc07_definition=preset.voc07_definition, recall_grid=preset.recall_grid)
+    samples = res.pop("test_samples")
     detail = {"metric": metric, "validation": how, "n_train": len(train[0]), "n_val": len(val[0]),
-              "n_test": len(test[0]), "num_classes": k, **res}
+              "n_test": len(test[0]), "num_classes": k, **res, "_samples": samples}
     if metric == "mAP_11pt":
         detail.update(voc07_definition=preset.voc07_definition, recall_grid=preset.recall_grid)
     return res["test"], detail
@@ -238,11 +255,12 @@ def run_transfer(ctx, preset: TransferPreset) -> ProtocolResult:
     if not metrics:
         raise BenchError(f"transfer: no dataset could be evaluated; {'; '.join(f'{k}: {v}' for k, v in skipped.items())}")
     ran = list(metrics)
+    samples = {n: s for n in ran if (s := per_dataset[n].pop("_samples")) is not None}
     metrics["mean"] = float(np.mean([metrics[n] for n in ran]))
     details = {"datasets": per_dataset, "skipped": skipped, "mean_over": ran, "classifier": "bench.protocols.logreg (float64 L-BFGS, sklearn's C)",
                "selection": "lambda chosen on the validation split; the test split is used once, after selection",
                "lambdas": preset.lambdas(ctx.quick).tolist()}
-    return ProtocolResult(metrics, details=details, headline=("mean", *ran))
+    return ProtocolResult(metrics, details=details, headline=("mean", *ran), samples=samples)
 
 
 def _add_arguments(p) -> None:

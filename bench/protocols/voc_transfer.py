@@ -125,8 +125,9 @@ def run_voc_transfer(ctx, preset: VocTransferPreset) -> ProtocolResult:
         from ._voc_transfer_seg import run_segmentation
         metrics, details = run_segmentation(ctx, preset, geo)
         headline, dataset = ("mIoU",), "voc2012"
+    samples = details.pop("_samples", {})
     details = {"task": preset.task, "eval_dataset": dataset, "finetune": preset.finetune,
                "geometry": asdict(geo), "quick": ctx.quick,
                "selection": "none: fixed schedule, the last iterate is evaluated once", **details}
-    return ProtocolResult(metrics, details, headline=headline)
+    return ProtocolResult(metrics, details, headline=headline, samples=samples)
 

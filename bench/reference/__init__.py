@@ -337,7 +337,7 @@ def load():
     reference table, `paper` its citation, `value` the printed number as a float, `preset` the bench preset that
     reproduces the paper's evaluation; `comparable` is True (these are the papers' own numbers) and the
     record columns are empty."""
-    from ..results import dataframe
+    from .._frames import dataframe
     return dataframe([{"source": d.table, "protocol": d.protocol, "preset": d.preset, "dataset": d.dataset,
                        "metric": d.metric, "value": float(d.value), "method": d.method, "arch": d.arch,
                        "backbone": "", "setting": d.setting, "comparable": True, "reasons": "", "fingerprint": "",
