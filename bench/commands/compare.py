@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .._argtypes import SEED
 from ..errors import BenchError
 
 HELP = "paired comparison of two records (or two checkpoints under one protocol): Δ, interval, p-value, verdict"
@@ -26,7 +27,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--write", action="store_true", help="also write RESULTS/compare/<name>.json and .md")
     p.add_argument("--quick", action="store_true", help="with --protocol: the protocol's --quick run")
     p.add_argument("--data-root", help="with --protocol: as bench run --data-root")
-    p.add_argument("--seed", type=int, default=0, help="with --protocol: as bench run --seed")
+    p.add_argument("--seed", type=SEED, default=0, help="with --protocol: as bench run --seed")
     return p
 
 

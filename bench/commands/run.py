@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .._argtypes import POSITIVE_INT
 from ..errors import BenchError
 from ..launch import add_launcher_args
 from ._common import add_backbone_args, add_data_args, check_run_args, load_backbone_from_args, make_context
@@ -25,7 +26,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     run.add_argument("--out", default="results", help="results folder; the record goes to OUT/runs/")
     run.add_argument("--quick", action="store_true", help="smoke run: fewer epochs; never comparable to papers")
     run.add_argument("--force", action="store_true", help="re-run even if the record exists")
-    run.add_argument("--seeds", type=int, default=1, metavar="N",
+    run.add_argument("--seeds", type=POSITIVE_INT, default=1, metavar="N",
                      help="training protocols: N runs with seeds SEED … SEED+N-1 in one record (mean ± std; the "
                           "features cache is shared); detection's --trials N is the same")
     run.add_argument("--ckpt-meta", action="append", metavar="KEY=VALUE",
