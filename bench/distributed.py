@@ -10,7 +10,12 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["init_from_env", "rank", "world_size", "dist_info", "is_main", "barrier", "local_device", "maybe_ddp"]
+__all__ = ["backend_for", "init_from_env", "rank", "world_size", "dist_info", "is_main", "barrier", "local_device", "maybe_ddp"]
+
+
+def backend_for(device_type: str) -> str:
+    """The process-group backend for a device type: NCCL on GPUs, gloo elsewhere (the only device branch)."""
+    return "nccl" if device_type == "cuda" and torch.cuda.is_available() else "gloo"
 
 
 def init_from_env(device_type: str = "cpu") -> bool:
@@ -19,7 +24,7 @@ def init_from_env(device_type: str = "cpu") -> bool:
         return True
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
         return False
-    backend = "nccl" if device_type == "cuda" and torch.cuda.is_available() else "gloo"
+    backend = backend_for(device_type)
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend)

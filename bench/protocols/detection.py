@@ -130,8 +130,9 @@ def _detectron2(ctx, preset: DetectionPreset) -> ProtocolResult:
 def _init_distributed(device: torch.device) -> torch.device:
     """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1); the device for this rank."""
     import torch.distributed as dist
+    from ..distributed import backend_for
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend_for(device.type))
     if dist.is_initialized() and device.type == "cuda":
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
