@@ -204,3 +204,14 @@ def test_protocols_run_on_vit_tokens(minis, tmp_path, args):
         assert dense["cls"] is True and dense["layers"] == [-1]     # lin1: last block + CLS, as DINOv2
     else:
         assert dense["cls"] is False and dense["norm"] is True
+
+
+@pytest.mark.parametrize("protocol", ["depth", "video_segmentation", "correspondence"])
+def test_every_preset_resolves_and_names_its_source(protocol):
+    import yaml
+    from bench.presets import presets_dir, resolve_preset
+    from bench.protocols import get_protocol
+    spec = get_protocol(protocol)
+    for name, body in yaml.safe_load((presets_dir() / f"{protocol}.yaml").read_text())["presets"].items():
+        preset, _ = resolve_preset(protocol, spec.preset_cls, name, {})
+        assert preset.paper and ":" in preset.source, name
