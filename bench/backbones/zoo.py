@@ -145,10 +145,7 @@ def load_unavailable(path: str | os.PathLike | None = None) -> tuple[Unavailable
 @functools.lru_cache(maxsize=8)
 def _parse_unavailable(path_s: str, _mtime_ns: int, _size: int) -> tuple[Unavailable, ...]:
     path = Path(path_s)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise CheckpointError(f"{path}: cannot read the checkpoint registry ({' '.join(str(e).split())})") from None
+    data = read_yaml(path, CheckpointError)
     items = (data or {}).get("no_public_checkpoint") or [] if isinstance(data, dict) else []
     out = []
     for item in items if isinstance(items, list) else [items]:
