@@ -111,6 +111,8 @@ def _protocol_variants(protocol: str, preset) -> list[Variant]:
         for w in ("none", "global"):
             if preset.whiten != w:
                 out.append(Variant("whitening", w, {"whiten": w}))
+        out += [Variant("interpolation", i, {"interpolation": i}) for i in ("bilinear", "bicubic")
+                if i != preset.interpolation]
         scales = (0.7071067811865476, 1.0, 1.4142135623730951)
         if tuple(preset.scales) != scales:
             out.append(Variant("scales", "1/√2, 1, √2", {"scales": list(scales)}))
