@@ -59,8 +59,9 @@ def index_markdown(results: Path) -> str:
 
 def write_comparison(c: dict[str, Any], rec_a: dict[str, Any], results: Path) -> list[Path]:
     stored = _stored(c, rec_a)
-    for key in ("difference", "p_value", "p_bootstrap"):
-        stored[key] = round(float(stored[key]), 6)
+    stored["difference"] = round(float(stored["difference"]), 6)
+    for key in ("p_value", "p_bootstrap"):   # significant digits, not decimals: a p of 1e-50 is not 0
+        stored[key] = float(f"{float(stored[key]):.6g}")
     stored["interval"] = {k: round(v, 6) if isinstance(v, float) else v for k, v in stored["interval"].items()}
     name = "__".join(_slug(x) for x in (stored["protocol"], stored["preset"], c["metric"], c["a"]["who"],
                                         "vs", c["b"]["who"]))

@@ -111,6 +111,8 @@ def _protocol_variants(protocol: str, preset) -> list[Variant]:
         for w in ("none", "global"):
             if preset.whiten != w:
                 out.append(Variant("whitening", w, {"whiten": w}))
+        out += [Variant("interpolation", i, {"interpolation": i}) for i in ("bilinear", "bicubic")
+                if i != preset.interpolation]
         scales = (0.7071067811865476, 1.0, 1.4142135623730951)
         if tuple(preset.scales) != scales:
             out.append(Variant("scales", "1/√2, 1, √2", {"scales": list(scales)}))
@@ -161,8 +163,9 @@ def sweep_spread(points: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_sweep(ctx, protocol: str, *, preset: str | None, ckpt_name: str, out_dir: Path,
-              metric: str | None = None) -> dict[str, Any]:
-    """Run every variant (records reused when present) and return the sweep record."""
+              metric: str | None = None, axes: list[str] | None = None) -> dict[str, Any]:
+    """Run every variant (records reused when present) and return the sweep record; `axes` keeps only the
+    variants of those axes (the paper variant always runs)."""
     from .presets import resolve_preset
     from .protocols import get_protocol
     from .runner import MINI_RESOLUTION, run_protocol
@@ -174,6 +177,12 @@ def run_sweep(ctx, protocol: str, *, preset: str | None, ckpt_name: str, out_dir
     vs = variants(protocol, preset_obj, vit=is_vit(bb.model), paper_feature=getattr(preset_obj, "feature_mode", None),
                   paper_size=ctx.resolution or (MINI_RESOLUTION if ctx.mini else None),
                   default_norm=(*bb.preprocessing.mean, *bb.preprocessing.std))
+    if axes:
+        unknown = set(axes) - {v.axis for v in vs}
+        if unknown:
+            raise BenchError(f"--axes {','.join(sorted(unknown))}: not an axis of this sweep; choose from "
+                             f"{', '.join(dict.fromkeys(v.axis for v in vs[1:]))}")
+        vs = [v for v in vs if v.paper or v.axis in axes]
     points, paper_rec = [], None
     bar = tqdm(vs, desc=f"sensitivity {protocol}", unit="variant", disable=os.environ.get("BENCH_PROGRESS", "1") == "0")
     for v in bar:

@@ -17,6 +17,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--metric", help="metric to report (default: the protocol's headline metric)")
     p.add_argument("--out", default="results", help="results folder: the paper variant's record goes to OUT/runs/, "
                                                     "the others' to OUT/sensitivity/runs/ (default results)")
+    p.add_argument("--axes", help="comma-separated axes to vary (default: all), e.g. feature,k,temperature")
     p.add_argument("--quick", action="store_true", help="each variant's --quick run")
     p.add_argument("--no-plot", action="store_true", help="table and record only")
     add_backbone_args(p)
@@ -34,7 +35,8 @@ def run(args) -> int:
     ctx = make_context(args, args.dataset or spec.default_dataset, backbone)
     name = args.ckpt or args.model or "resnet18"
     sweep = run_sweep(ctx, args.protocol, preset=args.preset, ckpt_name=Path(name).stem if args.ckpt and
-                      Path(name).suffix else name, out_dir=Path(args.out), metric=args.metric)
+                      Path(name).suffix else name, out_dir=Path(args.out), metric=args.metric,
+                      axes=[a.strip() for a in args.axes.split(",") if a.strip()] if args.axes else None)
     paths = write_sweep(sweep, Path(args.out), plot=not args.no_plot)
     paper = next(p for p in sweep["points"] if p["paper"])
     spread = sweep["spread"].get("all", {})
