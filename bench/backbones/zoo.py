@@ -95,7 +95,13 @@ def load_registry(path: str | os.PathLike | None = None) -> dict[str, Checkpoint
 @functools.lru_cache(maxsize=8)
 def _parse_registry(path_s: str, _mtime_ns: int, _size: int) -> dict[str, CheckpointEntry]:
     path = Path(path_s)
-    data = read_yaml(path, CheckpointError)
+    try:
+        data = read_yaml(path, CheckpointError)
+    except CheckpointError as e:   # keep the registry's wording; read_yaml's line number goes in the parentheses
+        detail = str(e).removeprefix(str(path)).lstrip(":").strip()
+        raise CheckpointError(f"{path}: cannot read the checkpoint registry (line {detail})"
+                              if detail[:1].isdigit() else f"{path}: cannot read the checkpoint registry "
+                              f"({detail})") from None
     items = data.get("checkpoints") if isinstance(data, dict) else None
     if isinstance(items, dict):
         items = [{**v, "name": k} if isinstance(v, dict) else v for k, v in items.items()]
