@@ -130,7 +130,14 @@ def _coerce(cls: type, name: str, value: Any, hint: Any, where: str) -> Any:
             return None
         hint = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is tuple and isinstance(value, (list, tuple)):
+    if origin is tuple:
+        if isinstance(value, str) and "," in value:       # --set k=10,20
+            value = [yaml.safe_load(v) for v in value.split(",")]
+        elif not isinstance(value, (list, tuple, dict)) and value is not None:
+            value = [value]                                # --set k=10: a tuple of one
+        if not isinstance(value, (list, tuple)):
+            raise PresetError(f"{where}: {cls.__name__}.{name} is a list, got {value!r}; write it "
+                              f"--set {name}=10,20 or --set {name}=[10,20]")
         inner = args[0] if args else Any
         return tuple(_coerce(cls, name, v, inner, where) for v in value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):

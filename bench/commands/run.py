@@ -66,7 +66,7 @@ def run(args, extra: list[str]) -> int:
         from ..launch import submit
         return submit(args.argv, args)
     check_run_args(args)
-    from ..presets import parse_overrides
+    from ..presets import parse_overrides, resolve_preset
     from ..protocols import get_protocol
     from ..runner import run_protocol
     spec = get_protocol(args.protocol)
@@ -82,10 +82,18 @@ def run(args, extra: list[str]) -> int:
         raise BenchError("give either --features or a backbone (--model/--ckpt), not both")
     if args.features and not Path(args.features).is_dir():
         raise BenchError(f"{args.features}: --features folder not found")
-    backbone = None if args.features else load_backbone_from_args(args)
-    ctx = make_context(args, args.dataset or spec.default_dataset, backbone, args.features, options)
-    ctx.ckpt_meta = parse_ckpt_meta(args.ckpt_meta)
-    record, path, reused = run_protocol(args.protocol, ctx, preset=args.preset, overrides=parse_overrides(args.set),
+    # everything that can be refused is refused before the backbone is built (which may train or download it):
+    # the preset and its --set values, --ckpt-meta, the data root and its layout
+    overrides = parse_overrides(args.set)
+    resolve_preset(spec.name, spec.preset_cls, args.preset, overrides)
+    ckpt_meta = parse_ckpt_meta(args.ckpt_meta)
+    ctx = make_context(args, args.dataset or spec.default_dataset, None, args.features, options)
+    ctx.ckpt_meta = ckpt_meta
+    if ctx.data_root is not None:
+        from ..data.datasets import check_layout
+        check_layout(ctx.dataset, ctx.data_root.path, mini=ctx.mini)
+    ctx.backbone = None if args.features else load_backbone_from_args(args)
+    record, path, reused = run_protocol(args.protocol, ctx, preset=args.preset, overrides=overrides,
                                         out_dir=args.out, force=args.force)
     from .. import distributed as dd
     if dd.is_main():
@@ -113,7 +121,8 @@ def _print_record(rec: dict, path: Path, reused: bool) -> None:
     ck = rec["checkpoint"]
     who = f"{ck['arch']} ({ck['name']})" if ck.get("arch") else ck["name"]
     data = rec["dataset"]["name"] + (" [miniature]" if rec["dataset"]["mini"] else "")
-    print(f"{rec['protocol']} · preset {rec['preset']} · {who} · {data} · {rec['wall_time_s']:.1f} s")
+    took = "" if reused else f" · {rec['wall_time_s']:.1f} s"
+    print(f"{rec['protocol']} · preset {rec['preset']} · {who} · {data}{took}")
     metrics = rec["metrics"]
     order = list(rec.get("headline") or []) + sorted(k for k in metrics if k not in (rec.get("headline") or []))
     width = max(len(k) for k in order)
@@ -121,4 +130,18 @@ def _print_record(rec: dict, path: Path, reused: bool) -> None:
         print(f"  {k:<{width}}  {metrics[k]:8.2f}")
     if not rec["comparable"]:
         print(f"  not comparable with the papers: {'; '.join(rec['not_comparable_because'])}")
-    print(f"record {'exists (use --force to re-run)' if reused else 'written'}: {path}")
+    if reused:
+        print(f"record exists: {path}")
+        print(f"  these numbers were NOT re-measured now: {measured_where(rec)}; add --force to re-measure them here")
+    else:
+        print(f"record written: {path}")
+
+
+def measured_where(rec: dict) -> str:
+    """When and on what a record's numbers were measured, from its own `created` and `environment`."""
+    env = rec.get("environment") or {}
+    when = str(rec.get("created") or "at an unrecorded time").replace("T", " ").replace("+00:00", " UTC")
+    machine = ", ".join(str(x) for x in (env.get("gpu") or env.get("device"), env.get("platform"),
+                                         env.get("torch") and f"torch {env['torch']}",
+                                         env.get("git_commit") and f"bench {str(env['git_commit'])[:10]}") if x)
+    return f"measured {when} on {machine or 'an unrecorded machine'}"

@@ -134,6 +134,16 @@ def _fixed_threads(n: int):
         torch.set_num_threads(old)
 
 
+def _progress(total: int, desc: str):
+    """One bar over a training run's steps, with its rate and the time left: training a reference checkpoint takes
+    minutes on a CPU, and they must never be silent ones."""
+    import os
+
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True,
+                disable=os.environ.get("BENCH_PROGRESS", "1") == "0")
+
+
 def _cosine(step: int, total: int, base: float, final: float = 0.0, warmup: int = 0) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -168,6 +178,7 @@ def train_supervised(dest: Path, seed: int, epochs: int = 6, batch: int = 64, lr
     steps = epochs * (len(x) // batch)
     step = 0
     model.train()
+    bar = _progress(steps, "train mini_supervised_resnet18")
     for _ in range(epochs):
         for idx in _batches(len(x), batch, gen):
             for g in opt.param_groups:
@@ -178,17 +189,26 @@ def train_supervised(dest: Path, seed: int, epochs: int = 6, batch: int = 64, lr
             loss.backward()
             opt.step()
             step += 1
+            bar.update()
+    bar.close()
     _logger.info("supervised resnet18: last loss %.3f", loss.item())
     _save(model.state_dict(), dest)
 
 
 # ------------------------------------------------------------------------------------------------ MoCo v2
 
-def _moco_encoder(dim: int = 128):
+def _moco_encoder(dim: int = 128, arch: str = "resnet18"):
+    """moco/builder.py's encoder: the ResNet with its `fc` replaced by the v2 MLP head (hidden width = the
+    feature width). resnet18 is torchvision's (the recipe the pins were measured with); other names are timm's."""
     import torch.nn as nn
-    import torchvision
-    enc = torchvision.models.resnet18(num_classes=dim)
-    enc.fc = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), enc.fc)      # moco/builder.py: the v2 MLP head
+    if arch == "resnet18":
+        import torchvision
+        enc = torchvision.models.resnet18(num_classes=dim)
+    else:
+        import timm
+        enc = timm.create_model(arch, num_classes=dim)
+    width = enc.fc.in_features
+    enc.fc = nn.Sequential(nn.Linear(width, width), nn.ReLU(), enc.fc)
     return enc
 
 
@@ -200,13 +220,14 @@ def _grouped(encoder, v, groups: int):
 
 
 def train_mocov2(dest: Path, seed: int, epochs: int = 4, batch: int = 64, lr: float = 0.06, queue: int = 1024,
-                 t: float = 0.2, m: float = 0.99, groups: int = 4) -> None:
+                 t: float = 0.2, m: float = 0.99, groups: int = 4, arch: str = "resnet18",
+                 keep_optimizer: bool = True) -> None:
     import torch
     import torch.nn.functional as F
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     x, _ = _train_images(dest.parent.parent)
-    enc_q, enc_k = _moco_encoder(), _moco_encoder()
+    enc_q, enc_k = _moco_encoder(arch=arch), _moco_encoder(arch=arch)
     enc_k.load_state_dict(enc_q.state_dict())
     for p in enc_k.parameters():
         p.requires_grad = False
@@ -215,6 +236,7 @@ def train_mocov2(dest: Path, seed: int, epochs: int = 4, batch: int = 64, lr: fl
     opt = torch.optim.SGD(enc_q.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
     steps = epochs * (len(x) // batch)
     step = 0
+    bar = _progress(steps, f"train MoCo v2 {arch}")
     for _ in range(epochs):
         for idx in _batches(len(x), batch, gen):
             for g in opt.param_groups:
@@ -236,12 +258,17 @@ def train_mocov2(dest: Path, seed: int, epochs: int = 4, batch: int = 64, lr: fl
             qbuf[:, ptr:ptr + len(k)] = k.T
             ptr = (ptr + len(k)) % queue
             step += 1
-    _logger.info("mocov2 resnet18: last loss %.3f", loss.item())
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    bar.close()
+    _logger.info("mocov2 %s: last loss %.3f", arch, loss.item())
     # main_moco.py's save_checkpoint of a DDP-wrapped MoCo module
     sd = {**{f"module.encoder_q.{k}": v for k, v in enc_q.state_dict().items()},
           **{f"module.encoder_k.{k}": v for k, v in enc_k.state_dict().items()},
           "module.queue": qbuf.clone(), "module.queue_ptr": torch.tensor([ptr], dtype=torch.long)}
-    _save({"epoch": epochs, "arch": "resnet18", "state_dict": sd, "optimizer": opt.state_dict()}, dest)
+    # the packaged file leaves out the optimizer's momentum buffers (nothing reads them; they would double its size)
+    _save({"epoch": epochs, "arch": arch, "state_dict": sd,
+            **({"optimizer": opt.state_dict()} if keep_optimizer else {})}, dest)
 
 
 # ------------------------------------------------------------------------------------------------ MAE
@@ -333,6 +360,7 @@ def train_mae(dest: Path, seed: int, epochs: int = 10, batch: int = 64, blr: flo
     per_epoch = len(x) // batch
     steps, step = epochs * per_epoch, 0
     model.train()
+    bar = _progress(steps, "train MAE vit_tiny")
     for _ in range(epochs):
         for idx in _batches(len(x), batch, gen):
             for g in opt.param_groups:
@@ -343,6 +371,8 @@ def train_mae(dest: Path, seed: int, epochs: int = 10, batch: int = 64, blr: flo
             loss.backward()
             opt.step()
             step += 1
+            bar.update()
+    bar.close()
     _logger.info("mae vit_tiny: last loss %.3f", loss.item())
     args = argparse.Namespace(model="mae_vit_tiny_patch16", input_size=TRAIN_RES, mask_ratio=mask_ratio,
                               norm_pix_loss=True, batch_size=batch, epochs=epochs, blr=blr, lr=lr,
