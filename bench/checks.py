@@ -102,6 +102,8 @@ def run_expectation(exp: Expectation, results: Path) -> dict[str, Any]:
     buf = io.StringIO()
     with _miniature_env(exp.args), contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
         rc = main([*exp.args, "--out", str(out)])
+    if rc == 130:   # the nested run was interrupted (Ctrl-C): stop the whole check, never go on to the next pin
+        raise KeyboardInterrupt
     if rc != 0:
         raise BenchError(f"{exp.path}: `bench {' '.join(exp.args)}` failed (exit {rc}): {buf.getvalue().strip()}")
     runs = sorted((out / "runs").glob("*.json"), key=lambda p: (p.stat().st_mtime_ns, p.name))

@@ -22,7 +22,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     run.add_argument("--preset", help="preset from protocols/<protocol>.yaml (default: the file's default)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a preset field (repeatable)")
     run.add_argument("--features", help="folder with <split>.npz feature files instead of a backbone")
-    run.add_argument("--out", default="results", help="results folder; the record goes to OUT/runs/")
+    run.add_argument("--out", help="results folder; the record goes to OUT/runs/ (default: ./results, or "
+                                   "results/local/ in bench's repository, whose results/ is the committed leaderboard)")
     run.add_argument("--quick", action="store_true", help="smoke run: fewer epochs; never comparable to papers")
     run.add_argument("--force", action="store_true", help="re-run even if the record exists")
     run.add_argument("--ckpt-meta", action="append", metavar="KEY=VALUE",
@@ -65,6 +66,9 @@ def run(args, extra: list[str]) -> int:
     if args.launcher != "none":
         from ..launch import submit
         return submit(args.argv, args)
+    if args.out is None:
+        from .._results_dir import default_results
+        args.out = str(default_results())
     check_run_args(args)
     from ..presets import parse_overrides, resolve_preset
     from ..protocols import get_protocol
@@ -87,18 +91,55 @@ def run(args, extra: list[str]) -> int:
     overrides = parse_overrides(args.set)
     resolve_preset(spec.name, spec.preset_cls, args.preset, overrides)
     ckpt_meta = parse_ckpt_meta(args.ckpt_meta)
-    ctx = make_context(args, args.dataset or spec.default_dataset, None, args.features, options)
-    ctx.ckpt_meta = ckpt_meta
-    if ctx.data_root is not None:
-        from ..data.datasets import check_layout
-        check_layout(ctx.dataset, ctx.data_root.path, mini=ctx.mini)
-    ctx.backbone = None if args.features else load_backbone_from_args(args)
-    record, path, reused = run_protocol(args.protocol, ctx, preset=args.preset, overrides=overrides,
-                                        out_dir=args.out, force=args.force)
     from .. import distributed as dd
-    if dd.is_main():
-        _print_record(record, path, reused)
+    pair = not (args.features or args.ckpt or args.model or args.arch)
+    runs = _default_pair() if pair else [(args.ckpt, args.model)]
+    records = []
+    for ckpt, model in runs:
+        args.ckpt, args.model = ckpt, model
+        ctx = make_context(args, args.dataset or spec.default_dataset, None, args.features, options)
+        ctx.ckpt_meta = ckpt_meta
+        if ctx.data_root is not None:
+            from ..data.datasets import check_layout
+            check_layout(ctx.dataset, ctx.data_root.path, mini=ctx.mini)
+        ctx.backbone = None if args.features else load_backbone_from_args(args)
+        record, path, reused = run_protocol(args.protocol, ctx, preset=args.preset, overrides=overrides,
+                                            out_dir=args.out, force=args.force)
+        records.append(record)
+        if dd.is_main():
+            _print_record(record, path, reused)
+            if pair and len(records) == 1:
+                print()
+    if pair and dd.is_main():
+        print(f"\nsummary: {_summary(records)}")
     return 0
+
+
+# `bench run --protocol P` with no backbone: bench's packaged reference checkpoint beside a random model of the same
+# architecture, so the first number a newcomer sees means something
+DEFAULT_REFERENCE = "mini_mocov2_test_resnet"
+
+
+def _default_pair() -> list[tuple[str | None, str | None]]:
+    from ..backbones.zoo import get_entry
+    entry = get_entry(DEFAULT_REFERENCE)
+    if entry is None or not entry.arch:
+        raise BenchError(f"checkpoints.yaml has no {DEFAULT_REFERENCE} (with its arch), the default backbone; give "
+                         f"--model NAME or --ckpt FILE")
+    return [(DEFAULT_REFERENCE, None), (None, entry.arch)]
+
+
+def _summary(records: list[dict]) -> str:
+    """'knn top1 on imagenet [miniature]: mini_mocov2_test_resnet 47.2 · random test_resnet 25.6'."""
+    first = records[0]
+    metric = (first.get("headline") or sorted(first["metrics"]))[0]
+    data = first["dataset"]["name"] + (" [miniature]" if first["dataset"]["mini"] else "")
+    parts = []
+    for rec in records:
+        ck = rec["checkpoint"]
+        who = f"random {ck['arch']}" if ck.get("family") == "random" else ck.get("registry_name") or ck["name"]
+        parts.append(f"{who} {rec['metrics'][metric]:.1f}")
+    return f"{first['protocol']} {metric} on {data}: " + " · ".join(parts)
 
 
 def parse_ckpt_meta(items: list[str] | None) -> dict:
