@@ -117,6 +117,20 @@ def _jitter(x, gen, strength: float = 0.4):
     return ((x - mean) * c + mean) * b * tint
 
 
+def _colour_shuffle(x, gen, p_gray: float, p_permute: float):
+    """MoCo v2's RandomGrayscale(p) and, with probability `p_permute`, a random order of the colour channels (a
+    hue change as large as it gets): the miniature's digits are randomly coloured, so colour alone tells its images
+    apart and a small network learns nothing else unless colour is taken away from it."""
+    import torch
+    n = x.shape[0]
+    perms = torch.stack([torch.randperm(3, generator=gen) for _ in range(n)])
+    permute = torch.rand(n, generator=gen) < p_permute
+    idx = torch.where(permute[:, None], perms, torch.arange(3).expand(n, 3))
+    x = torch.gather(x, 1, idx[:, :, None, None].expand_as(x))
+    gray = (torch.rand(n, generator=gen) < p_gray)[:, None, None, None]
+    return torch.where(gray, x.mean(dim=1, keepdim=True).expand_as(x), x)
+
+
 def _batches(n: int, batch: int, gen):
     import torch
     perm = torch.randperm(n, generator=gen)
@@ -221,7 +235,7 @@ def _grouped(encoder, v, groups: int):
 
 def train_mocov2(dest: Path, seed: int, epochs: int = 4, batch: int = 64, lr: float = 0.06, queue: int = 1024,
                  t: float = 0.2, m: float = 0.99, groups: int = 4, arch: str = "resnet18",
-                 keep_optimizer: bool = True) -> None:
+                 keep_optimizer: bool = True, p_gray: float = 0.0, p_permute: float = 0.0) -> None:
     import torch
     import torch.nn.functional as F
     gen = torch.Generator().manual_seed(seed)
@@ -244,6 +258,8 @@ def train_mocov2(dest: Path, seed: int, epochs: int = 4, batch: int = 64, lr: fl
             xb = _normalise(x[idx])
             v1 = _jitter(random_resized_crop(xb, TRAIN_RES, (0.2, 1.0), gen), gen)
             v2 = _jitter(random_resized_crop(xb, TRAIN_RES, (0.2, 1.0), gen), gen)
+            if p_gray or p_permute:    # off for the resnet18 recipe: its weights (and the pins) stay as they were
+                v1, v2 = (_colour_shuffle(v, gen, p_gray, p_permute) for v in (v1, v2))
             q = F.normalize(_grouped(enc_q, v1, groups), dim=1)
             with torch.no_grad():
                 for pq, pk in zip(enc_q.parameters(), enc_k.parameters()):
