@@ -18,6 +18,7 @@ def test_there_are_pins():
 
 
 # one test per pin, so a failure names its protocol (and -k knn runs one)
+@pytest.mark.slow
 @pytest.mark.parametrize("pin", PINS, ids=[p.stem for p in PINS])
 def test_project_expectation_holds(pin, check_results, capsys):
     assert run_cli("check", "--expected", pin, "--results", check_results) == 0

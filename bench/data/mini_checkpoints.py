@@ -178,21 +178,27 @@ def _save(obj, dest: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------ supervised
 
-def train_supervised(dest: Path, seed: int, epochs: int = 6, batch: int = 64, lr: float = 0.1) -> None:
-    """torchvision-style supervised ResNet-18: SGD + momentum, cosine, random-resized crops; saved as torchvision
-    publishes its weights (a bare state dict, classifier `fc.` included)."""
+def train_supervised(dest: Path, seed: int, epochs: int = 6, batch: int = 64, lr: float = 0.1,
+                     arch: str = "resnet18") -> None:
+    """torchvision-style supervised ResNet: SGD + momentum, cosine, random-resized crops; saved as torchvision
+    publishes its weights (a bare state dict, classifier `fc.` included). resnet18 is torchvision's model (the
+    recipe the pins were measured with); another name is timm's."""
     import torch
     import torch.nn.functional as F
     import torchvision
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     x, y = _train_images(dest.parent.parent)
-    model = torchvision.models.resnet18(num_classes=int(y.max()) + 1)
+    if arch == "resnet18":
+        model = torchvision.models.resnet18(num_classes=int(y.max()) + 1)
+    else:
+        import timm
+        model = timm.create_model(arch, num_classes=int(y.max()) + 1)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4, nesterov=True)
     steps = epochs * (len(x) // batch)
     step = 0
     model.train()
-    bar = _progress(steps, "train mini_supervised_resnet18")
+    bar = _progress(steps, f"train supervised {arch}")
     for _ in range(epochs):
         for idx in _batches(len(x), batch, gen):
             for g in opt.param_groups:
@@ -205,7 +211,7 @@ def train_supervised(dest: Path, seed: int, epochs: int = 6, batch: int = 64, lr
             step += 1
             bar.update()
     bar.close()
-    _logger.info("supervised resnet18: last loss %.3f", loss.item())
+    _logger.info("supervised %s: last loss %.3f", arch, loss.item())
     _save(model.state_dict(), dest)
 
 
@@ -406,6 +412,57 @@ MINI_CHECKPOINTS: dict[str, MiniCheckpoint] = {c.name: c for c in (
 )}
 
 
+# Shipped inside the package (bench/_data/checkpoints/, checkpoints.yaml url `package:<file>`), so that
+# `bench run --protocol P` with no backbone evaluates a trained network at once: timm's 0.37M-parameter
+# `test_resnet` (ResNet basic blocks, widths 32-48-48-96, deep stem), small enough to ship (< 4 MB) and to
+# evaluate in seconds on a CPU. Its recipe differs from the ResNet-18's in two ways, both recorded here: MoCo v2's
+# RandomGrayscale (p 0.2) plus a random colour-channel order (p 0.8) — the miniature's digits are randomly coloured,
+# and without taking colour away this small network learns only colour (k-NN top-1 at chance after 12 epochs) — and
+# one training thread (identical files from any OMP_NUM_THREADS; two threads were ~10x slower on a busy 2-core
+# machine). Rebuild it with `python -m bench.data.mini_checkpoints --packaged` (then copy the printed sha256 into
+# checkpoints.yaml).
+PACKAGED = {
+    "mini_mocov2_test_resnet": dict(epochs=36, arch="test_resnet", p_gray=0.2, p_permute=0.8, keep_optimizer=False),
+}
+PACKAGED_THREADS = 1
+
+
+def build_packaged(name: str, dest: Path, cache: Path | None = None, seed: int = 0) -> Path:
+    """Train the packaged checkpoint `name` (its miniature ImageNet in `cache`) and write it to `dest`."""
+    import tempfile
+
+    from .._io import atomic_write_bytes
+    with tempfile.TemporaryDirectory(prefix="bench-packaged-") as tmp:
+        work = Path(cache or tmp) / "checkpoints" / dest.name
+        work.parent.mkdir(parents=True, exist_ok=True)
+        with _fixed_threads(PACKAGED_THREADS):
+            train_mocov2(work, seed, **PACKAGED[name])
+        atomic_write_bytes(dest, work.read_bytes())
+    return dest
+
+
+def _main(argv: list[str] | None = None) -> int:
+    import argparse as ap
+
+    from .._io import sha256_file
+    from ..backbones.zoo import get_entry, packaged_file
+    p = ap.ArgumentParser(prog="python -m bench.data.mini_checkpoints",
+                          description="train the reference miniature checkpoints (into the cache), or rebuild the "
+                                      "ones shipped inside the package (--packaged)")
+    p.add_argument("--packaged", action="store_true", help="rebuild bench/_data/checkpoints/* and print sha256")
+    p.add_argument("--cache", type=Path, help="bench cache holding the miniatures (default $BENCH_CACHE)")
+    args = p.parse_args(argv)
+    if not args.packaged:
+        for name, path in train_mini_checkpoints(args.cache).items():
+            print(f"{name}: {path}")
+        return 0
+    for name in PACKAGED:
+        dest = packaged_file(get_entry(name))
+        build_packaged(name, dest, args.cache)
+        print(f"{name}: {dest} sha256 {sha256_file(dest)} (checkpoints.yaml: {name}.sha256)")
+    return 0
+
+
 def ensure_mini_checkpoint(name: str, dest: Path, seed: int = 0) -> Path:
     """Train `name` into `dest` unless it is there (a finished file: writes are atomic)."""
     spec = MINI_CHECKPOINTS[name]
@@ -424,3 +481,7 @@ def train_mini_checkpoints(cache: Path | None = None, names: list[str] | None = 
     """Every reference miniature checkpoint (trained unless cached), through the registry like any `--ckpt NAME`."""
     from ..backbones.zoo import fetch_checkpoint
     return {n: fetch_checkpoint(n, cache)[0] for n in names or MINI_CHECKPOINTS}
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
