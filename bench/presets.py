@@ -139,7 +139,11 @@ def _coerce(cls: type, name: str, value: Any, hint: Any, where: str) -> Any:
             raise PresetError(f"{where}: {cls.__name__}.{name} is a list, got {value!r}; write it "
                               f"--set {name}=10,20 or --set {name}=[10,20]")
         inner = args[0] if args else Any
-        return tuple(_coerce(cls, name, v, inner, where) for v in value)
+        try:
+            return tuple(_coerce(cls, name, v, inner, where) for v in value)
+        except PresetError as e:
+            raise PresetError(f"{e} (a list of {getattr(inner, '__name__', inner)}: --set {name}=10,20 or "
+                              f"--set {name}=[10,20])") from None
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     check = origin or hint
