@@ -197,7 +197,10 @@ def resolve_preset(protocol: str, cls: type, name: str | None, overrides: dict[s
         check_ranges(preset)
     except (TypeError, ValueError) as e:
         bad = [k for k in (overrides or {}) if re.match(rf"{re.escape(k)}\b", str(e))]
-        where = f"--set {bad[0]}={overrides[bad[0]]!r}" if bad else f"protocols/{protocol}.yaml:{name}"
+        # the preset file alone is valid, so with --set given the clash is theirs (k=10 against headline_k=20)
+        where = (f"--set {bad[0]}={overrides[bad[0]]!r}" if bad else
+                 "--set " + " ".join(f"{k}={v!r}" for k, v in overrides.items()) if overrides else
+                 f"protocols/{protocol}.yaml:{name}")
         raise PresetError(f"{where}: {e}") from e
     return preset, name
 

@@ -9,11 +9,13 @@ os.environ.setdefault("BENCH_PROGRESS", "0")
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
     """Every test session gets its own cache and never reads $BENCH_DATA. The one exception: the reference miniature
-    checkpoints (minutes of CPU training each, deterministic, their recipe version in the file name) are trained
-    once per user cache: taken from it when there, and put there when a session trained them."""
+    checkpoints (minutes of CPU training each, deterministic) are trained once per user cache and recipe: kept in
+    `<cache>/test-reference-checkpoints/<hash of the recipe and miniature sources, torch version>/`, taken from
+    there when present and put there when a session trained them. (Not `<cache>/checkpoints/`: a file there may
+    come from another version of the recipe under the same name, and the pins need exactly this recipe's.)"""
     cache = tmp_path_factory.mktemp("bench-cache")
     old = {k: os.environ.get(k) for k in ("BENCH_CACHE", "BENCH_DATA")}
-    shared = Path(old["BENCH_CACHE"] or Path.home() / ".cache" / "bench") / "checkpoints"
+    shared = Path(old["BENCH_CACHE"] or Path.home() / ".cache" / "bench") / "test-reference-checkpoints" / _recipe_key()
     pattern = _reference_checkpoint_pattern()
     (cache / "checkpoints").mkdir()
     for f in sorted(shared.glob(pattern)) if shared.is_dir() else []:
@@ -27,6 +29,20 @@ def _isolated_cache(tmp_path_factory):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+def _recipe_key() -> str:
+    """What the reference checkpoints' bytes depend on: the training recipe, the miniature writers, torch."""
+    import hashlib
+
+    import torch
+
+    import bench.data.mini_checkpoints as recipe
+    src = Path(recipe.__file__).parent
+    h = hashlib.sha256(torch.__version__.encode())
+    for f in [Path(recipe.__file__), *sorted((src / "mini").glob("*.py"))]:
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _reference_checkpoint_pattern() -> str:

@@ -188,7 +188,9 @@ def test_set_on_a_list_field_takes_one_value_or_commas_and_the_error_shows_the_s
     from bench.presets import parse_overrides, resolve_preset
     from bench.protocols import get_protocol
     cls = get_protocol("knn").preset_cls
-    assert resolve_preset("knn", cls, None, parse_overrides(["k=10"]))[0].k == (10,)
+    assert resolve_preset("knn", cls, None, parse_overrides(["k=10", "headline_k=10"]))[0].k == (10,)
+    with pytest.raises(PresetError, match=r"^--set k=10: headline_k=20 must be one of k=\(10,\)"):
+        resolve_preset("knn", cls, None, parse_overrides(["k=10"]))    # dino's headline k is 20
     assert resolve_preset("knn", cls, None, parse_overrides(["k=10,20"]))[0].k == (10, 20)
     assert resolve_preset("knn", cls, None, parse_overrides(["k=[10, 20]"]))[0].k == (10, 20)
     with pytest.raises(PresetError, match=r"--set k=10,20 or --set k=\[10,20\]"):
