@@ -52,6 +52,7 @@ def _edited(tmp_path: Path, metric: str, delta: float) -> Path:
     return path
 
 
+@pytest.mark.slow     # trains a reference checkpoint on a fresh cache
 def test_edit_beyond_tolerance_fails_with_a_diff(check_results, tmp_path, capsys):
     tol = yaml.safe_load((EXPECTED / "knn.yaml").read_text())["tolerance"]
     assert run_cli("check", "--expected", _edited(tmp_path, "top1", 2 * tol), "--results", check_results) == 1
@@ -61,11 +62,13 @@ def test_edit_beyond_tolerance_fails_with_a_diff(check_results, tmp_path, capsys
     assert "0/1 expectations hold" in out
 
 
+@pytest.mark.slow     # trains a reference checkpoint on a fresh cache
 def test_edit_within_tolerance_passes(check_results, tmp_path):
     tol = yaml.safe_load((EXPECTED / "knn.yaml").read_text())["tolerance"]
     assert run_cli("check", "--expected", _edited(tmp_path, "top5", tol / 2), "--results", check_results) == 0
 
 
+@pytest.mark.slow     # trains a reference checkpoint on a fresh cache
 def test_missing_metric_fails(check_results, tmp_path, capsys):
     data = yaml.safe_load((EXPECTED / "knn.yaml").read_text())
     data["metrics"]["no_such_metric"] = 1.0

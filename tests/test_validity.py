@@ -84,6 +84,7 @@ def test_random_twin_args():
                                                          "resnet18")
 
 
+@pytest.mark.slow     # trains a reference checkpoint on a fresh cache
 def test_reference_checkpoints_are_written_in_their_publishers_layouts():
     """The files the pins run on are what the publishers' save code writes, and load like downloaded files."""
     import argparse
