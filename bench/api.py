@@ -62,7 +62,7 @@ def _protocol_options(spec, options: dict[str, Any]) -> dict[str, Any]:
 
 def evaluate(backbone_or_features: Any, protocol: str, preset: str | None = None, *, dataset: str | None = None,
              data_root: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None,
-             quick: bool = False, out: str | os.PathLike = "results", force: bool = False, device: str = "auto",
+             quick: bool = False, out: str | os.PathLike | None = None, force: bool = False, device: str = "auto",
              batch_size: int = 64, workers: int | None = None, resolution: int | None = None,
              feature_mode: str | None = None, cache_dir: str | os.PathLike | None = None, seed: int = 0,
              seeds: int = 1, **options: Any) -> dict[str, Any]:
@@ -100,5 +100,8 @@ def evaluate(backbone_or_features: Any, protocol: str, preset: str | None = None
                                                                  if dev.type == "cuda" else 0),
                      cache_dir=Path(cache_dir or default_cache()), seed=seed, quick=quick, options=options,
                      seeds=seeds)
+    if out is None:
+        from ._results_dir import default_results
+        out = default_results()
     record, _, _ = run_protocol(protocol, ctx, preset=preset, overrides=overrides, out_dir=out, force=force)
     return record

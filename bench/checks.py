@@ -97,8 +97,14 @@ def run_expectation(exp: Expectation, results: Path) -> dict[str, Any]:
     from .cli import main
     out = Path(results) / "check" / exp.path.stem
     buf = io.StringIO()
-    with _miniature_env(exp.args), contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+    # with progress on, the run's bars (training a reference checkpoint, extraction) and its error line reach the
+    # terminal; its printed record stays out of the PASS/FAIL report
+    quiet = os.environ.get("BENCH_PROGRESS", "1") == "0"
+    err = contextlib.redirect_stderr(buf) if quiet else contextlib.nullcontext()
+    with _miniature_env(exp.args), contextlib.redirect_stdout(buf), err:
         rc = main([*exp.args, "--out", str(out)])
+    if rc == 130:   # the nested run was interrupted (Ctrl-C): stop the whole check, never go on to the next pin
+        raise KeyboardInterrupt
     if rc != 0:
         raise BenchError(f"{exp.path}: `bench {' '.join(exp.args)}` failed (exit {rc}): {buf.getvalue().strip()}")
     runs = sorted((out / "runs").glob("*.json"), key=lambda p: (p.stat().st_mtime_ns, p.name))

@@ -8,6 +8,8 @@ Decisions:
 - At most MAX_DOCUMENTED_BARS documented bars per panel, but never fewer than the papers' rows of the measured
   rows' methods (DINO's own rows for a DINO checkpoint); what the cap leaves out is counted in the title.
 - Every legend entry appears once.
+- Miniature rows never share an axis with the papers' (ImageNet-scale) numbers: they get their own panel.
+- Labels name methods and papers as a reader knows them ("BYOL ResNet-50 — Grill et al. 2020"), never source keys.
 
 Determinism: Agg backend, fixed `svg.hashsalt`, no Date/Software metadata, sorted inputs — regenerating from the
 same records writes byte-identical files (tested).
@@ -26,8 +28,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from ._io import atomic_write_bytes  # noqa: E402
+import functools  # noqa: E402
+
 from ._text import mpl_text, safe_name  # noqa: E402
-from .reference import canonical_method  # noqa: E402
+from .reference import canonical_arch, canonical_method, documented_entries  # noqa: E402
+from .reference.names import display_method, method_names  # noqa: E402
 from .tables import (LOWER_IS_BETTER, Measured, Table, _doc_rows, _method_arch_match, label_fraction,  # noqa: E402
                      measurements, ordered_rows)
 
@@ -76,12 +81,30 @@ def _legend(ax, entries: list[tuple[str, Any]], **kw) -> None:
         ax.legend(list(seen.values()), list(seen), **kw)
 
 
+@functools.lru_cache(maxsize=1)
+def _method_names() -> dict[str, str]:
+    return method_names(documented_entries())
+
+
+def paper_short(paper: str) -> str:
+    """'Grill et al. "Bootstrap your own latent ...". NeurIPS 2020.' → 'Grill et al. 2020'."""
+    authors = paper.split('"')[0].strip().rstrip(" .")
+    authors += "." if authors.endswith(" al") else ""
+    years = re.findall(r"\b(?:19|20)\d\d\b", paper)
+    return " ".join(p for p in (authors, years[-1] if years else "") if p)
+
+
 def _doc_label(d) -> str:
-    return mpl_text(" ".join(p for p in (d.method, d.arch) if p) + f" ({d.table})")
+    method = display_method(d.method, d.table, _method_names())
+    return mpl_text(" ".join(p for p in (method, d.arch) if p) + (f" — {paper_short(d.paper)}" if d.paper else ""))
 
 
 def _measured_label(m: Measured) -> str:   # record text: drawn literally (bench._text.mpl_text)
     return mpl_text(f"{m.method} {m.arch} [{m.checkpoint}, {m.preset}]")
+
+
+def _is_mini(m: Measured) -> bool:
+    return any((r.get("dataset") or {}).get("mini") for r in m.records)
 
 
 def _plot_metrics(table: Table) -> list[str]:
@@ -90,11 +113,10 @@ def _plot_metrics(table: Table) -> list[str]:
     return wanted or have[:1]
 
 
-def _bars(table: Table, metric: str) -> tuple[list[tuple[str, float, str, str, tuple | None]], int]:
-    """(label, value, colour, hatch, 95% interval or None) in the table's order, and how many documented rows the
-    cap left out. The
-    papers' rows of a measured row's method and arch are always kept; the others fill up to the cap, rows of the
-    measured presets first."""
+def _bars(table: Table, metric: str) -> tuple[list[tuple[str, float, str, str, tuple | None]], int, list]:
+    """(label, value, colour, hatch, 95% interval or None) in the table's order, how many documented rows the cap
+    left out, and the miniature rows' bars (their own panel). The papers' rows of a measured row's method and arch
+    are always kept; the others fill up to the cap, rows of the measured presets first."""
     measured = [m for m in table.measured if metric in m.values]
     presets = {m.preset for m in measured}
     methods = {canonical_method(m.method) for m in measured}
@@ -104,16 +126,24 @@ def _bars(table: Table, metric: str) -> tuple[list[tuple[str, float, str, str, t
            or canonical_method(d.method) in methods}
     rest = sorted((i for i, _ in docs if i not in own), key=lambda i: (dict(docs)[i][1].preset not in presets, i))
     keep = own | set(rest[:max(0, MAX_DOCUMENTED_BARS - len(own))])
-    bars = []
+    bars, mini, same = [], [], {}
     for i, item in enumerate(ordered_rows(table)):
         if isinstance(item, Measured):
             if metric in item.values:
-                bars.append((_measured_label(item), item.values[metric], MEASURED_COLOUR,
-                             "//" if item.reasons else "", item.intervals.get(metric)))
+                (mini if _is_mini(item) else bars).append((_measured_label(item), item.values[metric],
+                                                           MEASURED_COLOUR, "//" if item.reasons else "",
+                                                           item.intervals.get(metric)))
         elif i in keep:
             cells, d = item
+            # the same number of the same method and arch, reported by several papers: one bar naming them all
+            key = (display_method(d.method, d.table, _method_names()), canonical_arch(d.arch), cells[metric])
+            if key in same:
+                j = same[key]
+                bars[j] = (f"{bars[j][0]}; {mpl_text(paper_short(d.paper))}",) + bars[j][1:]
+                continue
+            same[key] = len(bars)
             bars.append((_doc_label(d), float(cells[metric]), DOC_COLOUR, "", None))
-    return bars, len(docs) - len(keep & {i for i, _ in docs})
+    return bars, len(docs) - len(keep & {i for i, _ in docs}), mini
 
 
 def vs_documented_figure(table: Table):
@@ -122,12 +152,18 @@ def vs_documented_figure(table: Table):
     metrics = _plot_metrics(table)
     if not metrics:
         return None
-    panels = [(metric, *_bars(table, metric)) for metric in metrics]
-    heights = [0.25 * len(bars) + 1.4 for _, bars, _ in panels]
+    panels = []
+    for metric in metrics:
+        bars, dropped, mini = _bars(table, metric)
+        if bars:
+            panels.append((metric, bars, dropped, ""))
+        if mini:
+            panels.append((metric, mini, 0, " · miniature datasets (not comparable with the papers)"))
+    heights = [0.25 * len(bars) + 1.4 for _, bars, _, _ in panels]
     fig, axes = plt.subplots(len(panels), 1, figsize=(7, sum(heights)), squeeze=False,
                              gridspec_kw={"height_ratios": heights})
     entries = []
-    for ax, (metric, bars, dropped) in zip(axes[:, 0], panels):
+    for ax, (metric, bars, dropped, where) in zip(axes[:, 0], panels):
         for i, (label, value, colour, hatch, iv) in enumerate(bars):
             # a measured bar carries its record's 95% bootstrap interval as an error bar
             err = [[value - iv[0]], [iv[1] - value]] if iv else None
@@ -137,7 +173,7 @@ def vs_documented_figure(table: Table):
         ax.invert_yaxis()
         ax.set_xlabel(metric_label(metric))
         note = f" ({dropped} more documented rows in the table)" if dropped else ""
-        ax.set_title(mpl_text(f"{table.protocol} · {table.dataset}: {metric}{note}", limit=200))
+        ax.set_title(mpl_text(f"{table.protocol} · {table.dataset}{where}: {metric}{note}", limit=200))
         kinds = {(c, h) for _, _, c, h, _ in bars}
         entries += [(name, Patch(facecolor=c, hatch=h, edgecolor="black", linewidth=0.3))
                     for name, c, h in (("documented (paper)", DOC_COLOUR, ""), ("measured", MEASURED_COLOUR, ""),
@@ -218,24 +254,36 @@ def label_efficiency_figure(records: list[dict[str, Any]], tables: list[Table]):
     semisup = [r for r in records if r.get("protocol") == "semisup"]
     methods = {canonical_method(m.method) for m in measurements(semisup)}
     docs = documented_label_efficiency(tables, {str(r.get("preset")) for r in semisup}, methods)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    entries = []
+    mini = any((r.get("dataset") or {}).get("mini") for r in semisup)
+    # miniature lines get their own axis: a digit miniature's 90% is not on the papers' ImageNet scale
+    fig, axes = plt.subplots(1, 2 if mini and docs else 1, figsize=(11 if mini and docs else 6, 4), squeeze=False)
+    ax_doc, ax_run = axes[0][0], axes[0][-1]
+    doc_entries, run_entries = [], []
     for label, points in docs.items():
         xs, ys = zip(*points)
-        (line,) = ax.plot(xs, ys, marker="s", linestyle="--", color=DOC_COLOUR, linewidth=0.8)
-        entries.append((f"paper: {label}", line))
+        (line,) = ax_doc.plot(xs, ys, marker="s", linestyle="--", color=DOC_COLOUR, linewidth=0.8)
+        doc_entries.append((f"paper: {label}", line))
     for label, points in lines.items():
         xs, ys = zip(*points)
-        (line,) = ax.plot(xs, ys, marker="o")
-        entries.append((label, line))
-    ax.set_xscale("log")
-    ticks = sorted({x for pts in list(lines.values()) + list(docs.values()) for x, _ in pts})
-    ax.set_xticks(ticks, [f"{t:g}%" for t in ticks])
-    ax.minorticks_off()
-    ax.set_xlabel("labelled fraction of the train split")
-    ax.set_ylabel(metric_label("top1"))
-    ax.set_title("Label efficiency (semisup; dashed grey: papers; * not comparable)")
-    _legend(ax, entries, fontsize=6)
+        (line,) = ax_run.plot(xs, ys, marker="o")
+        run_entries.append((label, line))
+    for ax, pts in ((ax_doc, list(docs.values())), (ax_run, list(lines.values()))):
+        if ax is ax_run and ax_run is ax_doc:
+            pts = list(lines.values()) + list(docs.values())
+        ax.set_xscale("log")
+        ticks = sorted({x for p in pts for x, _ in p})
+        ax.set_xticks(ticks, [f"{t:g}%" for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("labelled fraction of the train split")
+        ax.set_ylabel(metric_label("top1"))
+    if ax_doc is ax_run:
+        ax_run.set_title("Label efficiency (semisup; dashed grey: papers; * not comparable)")
+        _legend(ax_run, doc_entries + run_entries, fontsize=6)
+    else:
+        ax_doc.set_title("Label efficiency: the papers (ImageNet)")
+        ax_run.set_title("Measured on the miniature datasets (* not comparable)")
+        _legend(ax_doc, doc_entries, fontsize=6)
+        _legend(ax_run, run_entries, fontsize=6)
     return fig
 
 
@@ -255,20 +303,25 @@ def transfer_figure(records: list[dict[str, Any]], tables: list[Table]):
                         f"[{r.get('preset')}]") + ("" if r.get("comparable") else " *"),
                [(r.get("metrics") or {}).get(d, float("nan")) for d in datasets], None) for r in rows]
     shades = ["0.45", "0.6", "0.75", "0.85"]
-    series += [(f"paper: {label}", [vals.get(d, float("nan")) for d in datasets], shades[i % len(shades)])
-               for i, (label, vals) in enumerate(sorted(doc_series.items()))]
-    width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(max(6, len(datasets) * 0.9), 4))
-    entries = []
-    for i, (label, ys, colour) in enumerate(series):
-        bars = ax.bar([j + i * width for j in range(len(datasets))], ys, width, color=colour)
-        entries.append((label, bars))
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(datasets))], [mpl_text(d) for d in datasets], rotation=45,
-                  ha="right")
-    ax.set_ylabel("score (%)")
-    ax.set_title("Transfer per dataset: its metric (top-1, mean per-class accuracy or 11-point mAP)\n"
-                 "grey: papers; * not comparable")
-    _legend(ax, entries, fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))
+    papers = [(f"paper: {label}", [vals.get(d, float("nan")) for d in datasets], shades[i % len(shades)])
+              for i, (label, vals) in enumerate(sorted(doc_series.items()))]
+    # miniature records get their own axis: the digit miniatures are not on the papers' scale
+    mini = any((r.get("dataset") or {}).get("mini") for r in rows)
+    groups = [(series, " (miniature datasets: not comparable with the papers)"), (papers, ": the papers")] \
+        if mini and papers else [(series + papers, "")]
+    fig, axes = plt.subplots(len(groups), 1, figsize=(max(6, len(datasets) * 0.9), 4 * len(groups)), squeeze=False)
+    for ax, (group, where) in zip(axes[:, 0], groups):
+        width = 0.8 / len(group)
+        entries = []
+        for i, (label, ys, colour) in enumerate(group):
+            bars = ax.bar([j + i * width for j in range(len(datasets))], ys, width, color=colour)
+            entries.append((label, bars))
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(datasets))], [mpl_text(d) for d in datasets],
+                      rotation=45, ha="right")
+        ax.set_ylabel("score (%)")
+        ax.set_title(f"Transfer per dataset{where}: its metric (top-1, mean per-class accuracy or 11-point mAP)\n"
+                     "grey: papers; * not comparable")
+        _legend(ax, entries, fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))
     return fig
 
 

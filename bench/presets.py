@@ -129,9 +129,20 @@ def _coerce(cls: type, name: str, value: Any, hint: Any, where: str) -> Any:
             return None
         hint = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is tuple and isinstance(value, (list, tuple)):
+    if origin is tuple:
+        if isinstance(value, str) and "," in value:       # --set k=10,20
+            value = [yaml.safe_load(v) for v in value.split(",")]
+        elif not isinstance(value, (list, tuple, dict)) and value is not None:
+            value = [value]                                # --set k=10: a tuple of one
+        if not isinstance(value, (list, tuple)):
+            raise PresetError(f"{where}: {cls.__name__}.{name} is a list, got {value!r}; write it "
+                              f"--set {name}=10,20 or --set {name}=[10,20]")
         inner = args[0] if args else Any
-        return tuple(_coerce(cls, name, v, inner, where) for v in value)
+        try:
+            return tuple(_coerce(cls, name, v, inner, where) for v in value)
+        except PresetError as e:
+            raise PresetError(f"{e} (a list of {getattr(inner, '__name__', inner)}: --set {name}=10,20 or "
+                              f"--set {name}=[10,20])") from None
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     check = origin or hint
@@ -185,7 +196,10 @@ def resolve_preset(protocol: str, cls: type, name: str | None, overrides: dict[s
         check_ranges(preset)
     except (TypeError, ValueError) as e:
         bad = [k for k in (overrides or {}) if re.match(rf"{re.escape(k)}\b", str(e))]
-        where = f"--set {bad[0]}={overrides[bad[0]]!r}" if bad else f"protocols/{protocol}.yaml:{name}"
+        # the preset file alone is valid, so with --set given the clash is theirs (k=10 against headline_k=20)
+        where = (f"--set {bad[0]}={overrides[bad[0]]!r}" if bad else
+                 "--set " + " ".join(f"{k}={v!r}" for k, v in overrides.items()) if overrides else
+                 f"protocols/{protocol}.yaml:{name}")
         raise PresetError(f"{where}: {e}") from e
     return preset, name
 

@@ -23,9 +23,12 @@ from pathlib import Path
 from ._io import atomic_write_bytes, atomic_write_text
 from .errors import BenchError
 from .records import record_files
+from typing import Any
+
+from .reference import canonical_arch
+from .reference.names import display_method, method_names
 from .tables import (Measured, Table, _doc_rows, attach_spreads, build_tables, delta_parts, ordered_rows,
-                     read_sweeps,
-                     table_rows)
+                     read_sweeps, table_rows)
 
 __all__ = ["write_site"]
 
@@ -69,7 +72,7 @@ def _delta_html(parts) -> tuple[str, str]:
     return " ".join(spans), first
 
 
-def _table_page(t: Table, names: dict[int, str], plots: list[str]) -> str:
+def _table_page(t: Table, names: dict[int, str], plots: list[str], names_of_methods: dict[str, str]) -> str:
     header, rows = table_rows(t)
     n_fixed, metrics = 6, t.metric_columns()
     items = ordered_rows(t)     # the order of `rows`
@@ -85,33 +88,39 @@ def _table_page(t: Table, names: dict[int, str], plots: list[str]) -> str:
     body.append("<p>Measured rows are highlighted. Δ = measured − documented, given only for a comparable record run "
                 "with the documented preset; hover a grey label for the reason there is none. "
                 + MINIATURE_NOTE + "</p>")
-    values = {f: sorted({r[FIXED_INDEX[f]] for r in rows if r[FIXED_INDEX[f]]}) for f in FILTERS}
+    shown = _fold_documented(list(zip(rows, items)), t, names_of_methods)
+    values = {f: sorted({r[FIXED_INDEX[f]] for r, _, _ in shown if r[FIXED_INDEX[f]]}) for f in FILTERS}
     body.append('<form class="filters" id="filters">')
     for f in FILTERS:
         options = "".join(f'<option value="{_e(v)}">{_e(v)}</option>' for v in values[f])
         body.append(f'<label>{f} <select name="{f}" data-filter="{f}"><option value="">all</option>{options}'
                     f"</select></label>")
-    body.append(f'<span class="count" id="count">{len(rows)} of {len(rows)} rows</span></form>')
+    body.append(f'<span class="count" id="count">{len(shown)} of {len(shown)} rows</span></form>')
     cols = header[:-2] + ["Δ", "record", "paper"]
     kinds = ["text"] * n_fixed + ["num"] * len(metrics) + ["num", "text", "text"]
-    body.append('<table class="board" id="board">')
+    body.append('<div class="scroll"><table class="board" id="board">')
     body.append("<thead><tr>" + "".join(
         f'<th data-type="{k}" title="sort by {_e(c)}"><button type="button">{_e(c)}</button></th>'
         for c, k in zip(cols, kinds)) + "</tr></thead>")
     body.append("<tbody>")
-    for row, item in zip(rows, items):
+    for row, item, extra in shown:
         attrs = "".join(f' data-{f}="{_e(row[FIXED_INDEX[f]])}"' for f in FILTERS)
         doc = None if isinstance(item, Measured) else item[1]
+        printed = _e(extra["printed"])
+        method = f'<td title="{printed}">{_e(row[1])}</td>' if extra["printed"] != row[1] else f"<td>{_e(row[1])}</td>"
         if doc is not None:
-            cite = f"{doc.paper} Outside the slide set, read in {doc.citation}" if doc.outside_slides else doc.paper
-            cells = [f'<td title="{_e(cite)}">{_e(row[0])}</td>']
-            cells += [f"<td>{_e(c)}</td>" for c in row[1:n_fixed]]
+            sources = extra["sources"]
+            cells = ['<td class="source">' + "<br>".join(
+                f'<span title="{_e(_cite(d))}">{_e(d.table)}</span>' for d in sources) + "</td>", method]
+            cells += [f"<td>{_e(c)}</td>" for c in row[2:n_fixed]]
             cells += [f'<td class="num">{_e(c)}</td>' for c in row[n_fixed:-2]]
-            cells += ["<td></td>", "<td></td>", f'<td class="paper" title="{_e(doc.paper)}">{_e(doc.paper)}</td>']
+            papers = list(dict.fromkeys(d.paper for d in sources))
+            cells += ["<td></td>", "<td></td>", '<td class="paper">' + "<br>".join(
+                f'<span title="{_e(p)}">{_e(p)}</span>' for p in papers) + "</td>"]
             mini = ""
         else:
             m = item
-            cells = [f"<td>{_e(c)}</td>" for c in row[:n_fixed]]
+            cells = [f"<td>{_e(row[0])}</td>", method] + [f"<td>{_e(c)}</td>" for c in row[2:n_fixed]]
             cells[5] = f'<td><span class="tag">{_e(row[5])}</span></td>' if row[5] else "<td></td>"
             cells += [f'<td class="num">{_e(c)}</td>' for c in row[n_fixed:-2]]
             delta, key = _delta_html(delta_parts(m, t))
@@ -122,10 +131,42 @@ def _table_page(t: Table, names: dict[int, str], plots: list[str]) -> str:
             mini = " mini" if row[5] == "miniature" else ""
         cls = "documented" if doc is not None else "measured" + mini
         body.append(f'<tr class="{cls}"{attrs}>' + "".join(cells) + "</tr>")
-    body.append("</tbody></table>")
+    body.append("</tbody></table></div>")
     body += [f'<figure><img src="plots/{_e(p)}" alt="{_e(p)}"><figcaption>{_e(p)}</figcaption></figure>'
              for p in plots]
     return _page(f"{t.protocol} · {t.dataset} — bench leaderboard", body)
+
+
+def _cite(d) -> str:
+    return f"{d.paper} Outside the slide set, read in {d.citation}" if d.outside_slides else d.paper
+
+
+def _fold_documented(pairs: list, t: Table, method_names: dict[str, str]) -> list[tuple[list[str], Any, dict]]:
+    """(row, item, extra) to show: each row's method under its canonical name (`extra['printed']` the label as
+    printed, for the tooltip), and documented rows that state the same number for the same method, arch, preset and
+    setting folded into one row listing every paper that reports it (`extra['sources']`)."""
+    n_fixed = 6
+    out, seen = [], {}
+    for row, item in pairs:
+        row = list(row)
+        printed = row[1]
+        table = None if isinstance(item, Measured) else item[1].table
+        row[1] = display_method(printed, table, method_names)
+        if isinstance(item, Measured):
+            out.append((row, item, {"printed": printed}))
+            continue
+        d = item[1]
+        key = (row[1], canonical_arch(row[2]) or row[2], row[4], row[5], tuple(row[n_fixed:-2]))
+        if key in seen:
+            extra = seen[key]
+            if d not in extra["sources"]:
+                extra["sources"].append(d)
+            if printed not in extra["printed"].split(" / "):
+                extra["printed"] += f" / {printed}"
+            continue
+        seen[key] = extra = {"printed": printed, "sources": [d]}
+        out.append((row, item, extra))
+    return out
 
 
 FIXED_INDEX = {"method": 1, "arch": 2, "preset": 4}
@@ -190,10 +231,11 @@ def write_site(results: Path | str, out: Path | str | None = None) -> Path:
             atomic_write_bytes(tmp / "runs" / path.name, path.read_bytes(), root=tmp)
         plots = _draw_plots(tmp / "plots", tables, records)
         used = set()
+        canonical_names = method_names(d for t in tables for d in t.documented)
         for t in tables:
             mine = _plots_of(t, plots)
             used.update(mine)
-            atomic_write_text(tmp / f"{t.stem}.html", _table_page(t, names, mine), root=tmp)
+            atomic_write_text(tmp / f"{t.stem}.html", _table_page(t, names, mine, canonical_names), root=tmp)
         from .site_analyses import write_analyses
         analyses = write_analyses(results, tmp, _page)
         atomic_write_text(tmp / "index.html", _index_page(tables, [p for p in plots if p not in used], len(files),

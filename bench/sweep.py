@@ -75,8 +75,8 @@ def plan_checkpoints() -> list[tuple[str, str, str | None, str | None]]:
         candidates = [Path(entry.path).expanduser()] if entry.path else []
         candidates += [d / fname for d in _search_dirs() for fname in _file_names(entry)]
         found = next((p for p in candidates if p.is_file()), None)
-        from .backbones.zoo import MINI_SCHEME, fetch_checkpoint
-        if found is None and (entry.url or "").startswith(MINI_SCHEME):
+        from .backbones.zoo import MINI_SCHEME, PACKAGE_SCHEME, fetch_checkpoint
+        if found is None and (entry.url or "").startswith((MINI_SCHEME, PACKAGE_SCHEME)):
             found = fetch_checkpoint(name)[0]   # a reference miniature checkpoint: trained here on first use
         if found is None:
             where = ", ".join(str(p) for p in candidates) or "no path/url/file in checkpoints.yaml"

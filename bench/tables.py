@@ -205,7 +205,8 @@ def _version_reasons(record: dict[str, Any], current: dict[tuple[str, str], int 
 
 def measurements(records: list[dict[str, Any]]) -> list[Measured]:
     """Measured rows from records; records of the same checkpoint/preset/status share a row when their columns
-    do not overlap (semisup 1% and 10% side by side), otherwise each gets its own row."""
+    do not overlap (semisup 1% and 10% side by side), otherwise each gets its own row; a record of a run id the
+    row already holds (the same run written twice) is folded into it."""
     rows: list[Measured] = []
     versions: dict[tuple[str, str], int | None] = {}
     for rec in sorted(records, key=lambda r: (r.get("protocol", ""), r.get("preset", ""), r.get("fingerprint", ""),
@@ -215,6 +216,9 @@ def measurements(records: list[dict[str, Any]]) -> list[Measured]:
             reasons = tuple(rec.get("not_comparable_because") or ()) + extra + _version_reasons(rec, versions)
             new = Measured(rec["protocol"], dataset, method, arch, ckpt, str(rec.get("preset", "")), reasons,
                            pretrain=pretrain)
+            if any(r.key == new.key and record_run_id(rec) in r.run_ids and set(values) <= set(r.values)
+                   for r in rows):
+                continue    # the same run key recorded twice (e.g. by the CLI and the Python API): one row
             row = next((r for r in rows if r.key == new.key and not set(r.values) & set(values)), None)
             if row is None:
                 rows.append(row := new)

@@ -10,10 +10,38 @@ from conftest import run_cli
 EXPECTED = Path(__file__).resolve().parent.parent / "results" / "expected"
 
 
-def test_project_expectations_hold(check_results, capsys):
-    assert sorted(EXPECTED.glob("*.yaml")), "results/expected/ holds no expectation"
-    assert run_cli("check", "--expected", EXPECTED, "--results", check_results) == 0
-    assert "FAIL" not in capsys.readouterr().out
+PINS = sorted(EXPECTED.glob("*.yaml"))
+
+
+def test_there_are_pins():
+    assert PINS, "results/expected/ holds no expectation"
+
+
+# one test per pin, so a failure names its protocol (and -k knn runs one)
+@pytest.mark.slow
+@pytest.mark.parametrize("pin", PINS, ids=[p.stem for p in PINS])
+def test_project_expectation_holds(pin, check_results, capsys):
+    assert run_cli("check", "--expected", pin, "--results", check_results) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and "1/1 expectations hold" in out
+
+
+def test_interrupt_stops_check_at_once(tmp_path, monkeypatch, capsys):
+    """Ctrl-C inside a pin's run (which bench's own main turns into exit 130) stops `bench check`: the next pin
+    never starts and the exit status is 130."""
+    import bench.commands.run
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.yaml").write_text("args: [run, --protocol, knn]\nmetrics: {top1: 1}\ntolerance: 1\n")
+    started = []
+
+    def interrupted(args, extra):
+        started.append(args.argv)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(bench.commands.run, "run", interrupted)
+    monkeypatch.setenv("BENCH_PROGRESS", "1")
+    assert run_cli("check", "--expected", tmp_path) == 130
+    err = capsys.readouterr().err
+    assert len(started) == 1 and "[1/2] a.yaml" in err and "[2/2]" not in err and "0/2 pins ran" in err
 
 
 def _edited(tmp_path: Path, metric: str, delta: float) -> Path:
@@ -24,6 +52,7 @@ def _edited(tmp_path: Path, metric: str, delta: float) -> Path:
     return path
 
 
+@pytest.mark.slow     # trains a reference checkpoint on a fresh cache
 def test_edit_beyond_tolerance_fails_with_a_diff(check_results, tmp_path, capsys):
     tol = yaml.safe_load((EXPECTED / "knn.yaml").read_text())["tolerance"]
     assert run_cli("check", "--expected", _edited(tmp_path, "top1", 2 * tol), "--results", check_results) == 1
@@ -33,11 +62,13 @@ def test_edit_beyond_tolerance_fails_with_a_diff(check_results, tmp_path, capsys
     assert "0/1 expectations hold" in out
 
 
+@pytest.mark.slow     # trains a reference checkpoint on a fresh cache
 def test_edit_within_tolerance_passes(check_results, tmp_path):
     tol = yaml.safe_load((EXPECTED / "knn.yaml").read_text())["tolerance"]
     assert run_cli("check", "--expected", _edited(tmp_path, "top5", tol / 2), "--results", check_results) == 0
 
 
+@pytest.mark.slow     # trains a reference checkpoint on a fresh cache
 def test_missing_metric_fails(check_results, tmp_path, capsys):
     data = yaml.safe_load((EXPECTED / "knn.yaml").read_text())
     data["metrics"]["no_such_metric"] = 1.0

@@ -19,7 +19,8 @@ def _record(out):
 
 def test_knn_on_the_miniature_writes_a_complete_record(mini_root, tmp_path, capsys):
     out = tmp_path / "results"
-    assert main(["run", "--protocol", "knn", "--data-root", str(mini_root), "--out", str(out)]) == 0
+    assert main(["run", "--protocol", "knn", "--model", "resnet18", "--data-root", str(mini_root), "--out",
+                 str(out)]) == 0
     rec = _record(out)
     assert rec["protocol"] == "knn" and rec["preset"] == "dino"
     assert rec["checkpoint"]["name"] == "random" and rec["checkpoint"]["arch"] == "resnet18"
@@ -65,7 +66,7 @@ def test_extracted_features_reproduce_the_backbone_run(mini_root, tmp_path):
     meta = json.loads((feats / "meta.json").read_text())
     assert meta["counts"] == {"train": 1437, "val": 360} and meta["feature_mode"] == "pool"
     assert meta["transform"]["crop"] == 32 and meta["checkpoint_sha256"] is None
-    assert main(["run", "--protocol", "knn", *common, "--out", str(tmp_path / "a")]) == 0
+    assert main(["run", "--protocol", "knn", "--model", "resnet18", *common, "--out", str(tmp_path / "a")]) == 0
     assert main(["run", "--protocol", "knn", "--features", str(feats), "--out", str(tmp_path / "b")]) == 0
     assert _record(tmp_path / "a")["metrics"] == _record(tmp_path / "b")["metrics"]
 
@@ -163,3 +164,71 @@ def test_quiet_also_silences_the_progress_bars(monkeypatch, capsys):
     monkeypatch.setenv("BENCH_PROGRESS", "1")       # and restored after the test
     assert main(["list", "layouts"]) == 0 and os.environ["BENCH_PROGRESS"] == "1"
     assert main(["list", "layouts", "--quiet"]) == 0 and os.environ["BENCH_PROGRESS"] == "0"
+
+
+def test_the_default_run_puts_the_packaged_reference_beside_a_random_model_of_its_arch(mini_root, tmp_path, capsys):
+    """`bench run --protocol knn` with no backbone: the trained checkpoint shipped in the package and a random model
+    of the same arch, each with its record, then one summary line; the trained one ranks far above the random one."""
+    out = tmp_path / "results"
+    assert main(["run", "--protocol", "knn", "--data-root", str(mini_root), "--out", str(out)]) == 0
+    recs = {json.loads(p.read_text())["checkpoint"]["family"]: json.loads(p.read_text())
+            for p in (out / "runs").glob("*.json")}
+    assert set(recs) == {"moco-v1/v2", "random"}
+    trained, random = recs["moco-v1/v2"], recs["random"]
+    assert trained["checkpoint"]["registry_name"] == "mini_mocov2_test_resnet"
+    assert trained["checkpoint"]["arch"] == random["checkpoint"]["arch"] == "test_resnet"
+    assert trained["metrics"]["top1"] > random["metrics"]["top1"] + 10
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert summary == (f"summary: knn top1 on imagenet [miniature]: mini_mocov2_test_resnet "
+                       f"{trained['metrics']['top1']:.1f} · random test_resnet {random['metrics']['top1']:.1f}")
+
+
+def test_set_on_a_list_field_takes_one_value_or_commas_and_the_error_shows_the_syntax():
+    from bench.errors import PresetError
+    from bench.presets import parse_overrides, resolve_preset
+    from bench.protocols import get_protocol
+    cls = get_protocol("knn").preset_cls
+    assert resolve_preset("knn", cls, None, parse_overrides(["k=10", "headline_k=10"]))[0].k == (10,)
+    with pytest.raises(PresetError, match=r"^--set k=10: headline_k=20 must be one of k=\(10,\)"):
+        resolve_preset("knn", cls, None, parse_overrides(["k=10"]))    # dino's headline k is 20
+    assert resolve_preset("knn", cls, None, parse_overrides(["k=10,20"]))[0].k == (10, 20)
+    assert resolve_preset("knn", cls, None, parse_overrides(["k=[10, 20]"]))[0].k == (10, 20)
+    with pytest.raises(PresetError, match=r"--set k=10,20 or --set k=\[10,20\]"):
+        resolve_preset("knn", cls, None, parse_overrides(["k={a: 1}"]))
+
+
+def test_bad_preset_values_are_refused_before_the_backbone_is_built(mini_root, tmp_path, capsys, monkeypatch):
+    """A reference checkpoint may take minutes to train: a wrong --set must be refused before that starts."""
+    import bench.commands.run as run_cmd
+    built = []
+    monkeypatch.setattr(run_cmd, "load_backbone_from_args", lambda args: built.append(args) or 1 / 0)
+    for bad in (["--set", "k=ten"], ["--set", "nope=1"], ["--preset", "nope"]):
+        assert main(["run", "--protocol", "knn", "--ckpt", "mini_mocov2_resnet18", *bad, "--data-root",
+                     str(mini_root), "--out", str(tmp_path)]) == 2
+    assert not built
+    assert main(["run", "--protocol", "knn", "--ckpt", "mini_mocov2_resnet18", "--data-root",
+                 str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
+    assert not built and "nowhere" in capsys.readouterr().err
+
+
+def test_an_existing_record_says_it_was_not_re_measured(mini_root, tmp_path, capsys):
+    argv = ["run", "--protocol", "knn", "--model", "test_resnet", "--resolution", "32", "--data-root",
+            str(mini_root), "--out", str(tmp_path)]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "record written:" in first and "NOT re-measured" not in first
+    assert main(argv) == 0
+    again = capsys.readouterr().out
+    rec = _record(tmp_path)
+    when = rec["created"].replace("T", " ").replace("+00:00", " UTC")
+    assert "record exists:" in again and "were NOT re-measured now" in again and "--force" in again
+    assert f"measured {when} on cpu" in again and rec["environment"]["platform"] in again
+
+
+def test_bench_list_alone_lists_every_registry(capsys):
+    from bench.commands.list import WHAT
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for what in WHAT:
+        assert f"{what} (bench list {what}):" in out
+    assert "knn" in out and "mini_mocov2_test_resnet" in out and "imagenet" in out

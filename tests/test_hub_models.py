@@ -79,3 +79,32 @@ def test_record_names_the_weights_and_a_missing_cache_is_one_line(hub_cache, min
                        capture_output=True, text=True, env=_env(hub_root, tmp_path))
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr[-2000:]
     assert "not in the Hugging Face cache" in r.stderr and not (tmp_path / "res2" / "runs").exists()
+
+
+def test_without_network_a_missing_cache_fails_at_once_and_a_cached_one_loads(hub_cache, monkeypatch):
+    """No HF_HUB_OFFLINE and no network (an endpoint that refuses): weights not cached give the one-line error in
+    well under 2 s with no hub request (huggingface_hub alone retries for about a minute); cached ones load with
+    the hub offline."""
+    import time
+
+    from huggingface_hub import constants
+
+    from bench import load_backbone
+    from bench.errors import CheckpointError
+    hub_root, _ = hub_cache
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_root))
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    pretrained_calls = []
+    real_create = timm.create_model
+
+    def counting_create(*a, **kw):
+        pretrained_calls.append(bool(kw.get("pretrained")))
+        return real_create(*a, **kw)
+    monkeypatch.setattr(timm, "create_model", counting_create)
+    t0 = time.perf_counter()
+    with pytest.raises(CheckpointError, match="cannot be reached"):
+        load_backbone(None, "test_resnet.r160_in1k")
+    assert time.perf_counter() - t0 < 2 and True not in pretrained_calls
+    bb = load_backbone(None, "test_vit.r160_in1k")
+    assert bb.report.source == f"hf-hub:timm/test_vit.r160_in1k@{REVISION}" and constants.HF_HUB_OFFLINE is False

@@ -10,8 +10,12 @@ from bench.reference import Documented  # noqa: E402
 from bench.tables import Measured, Table  # noqa: E402
 
 
-def _doc(table, method, arch, metric, value, row, preset="dino", protocol="linear", dataset="imagenet"):
-    return Documented(table, "A paper", protocol, preset, dataset, metric, method, arch, "", value, row)
+PAPER = 'Doe et al. "A paper". NeurIPS 2020.'
+
+
+def _doc(table, method, arch, metric, value, row, preset="dino", protocol="linear", dataset="imagenet",
+         paper=PAPER):
+    return Documented(table, paper, protocol, preset, dataset, metric, method, arch, "", value, row)
 
 
 def _measured(method, arch, values, protocol="linear", dataset="imagenet", preset="dino", reasons=(),
@@ -34,8 +38,10 @@ def test_the_cap_keeps_the_measured_methods_own_rows_and_counts_what_it_drops():
     fig = plots.vs_documented_figure(Table("linear", "imagenet", docs, measured))
     (ax,) = fig.axes
     labels = _ytick_texts(ax)
-    assert "DINO ViT-S/16 (dino_table)" in labels and "MoCo v3 ViT-S/16 (mocov3_table)" in labels
-    documented = [t for t in labels if t.endswith("_table)")]
+    # a reader's label: method, arch, who and when; never the reference table's file name
+    assert "DINO ViT-S/16 — Doe et al. 2020" in labels and "MoCo v3 ViT-S/16 — Doe et al. 2020" in labels
+    assert not any("_table" in t for t in labels)
+    documented = [t for t in labels if t.endswith("— Doe et al. 2020")]
     assert len(documented) == plots.MAX_DOCUMENTED_BARS
     assert f"({42 - plots.MAX_DOCUMENTED_BARS} more documented rows in the table)" in ax.get_title()
     assert ax.get_xlabel() == "top-1 (%)"
@@ -101,7 +107,7 @@ def test_semisup_and_transfer_plots_show_the_papers_numbers_beside_the_measured_
     fig = plots.label_efficiency_figure([rec, rec10], [semisup])
     (ax,) = fig.axes
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert legend == ["paper: BYOL (ours) ResNet-50 (byol_semisup)", "byol.pth resnet50 [byol]"]
+    assert legend == ["paper: BYOL ResNet-50 — Doe et al. 2020", "byol.pth resnet50 [byol]"]
     paper, measured = ax.get_lines()
     assert list(paper.get_ydata()) == [53.2, 68.8] and list(measured.get_ydata()) == [50.0, 66.0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1%", "10%"] and ax.get_ylabel() == "top-1 (%)"
@@ -115,7 +121,8 @@ def test_semisup_and_transfer_plots_show_the_papers_numbers_beside_the_measured_
     fig = plots.transfer_figure([trec], [food, dtd])
     (ax,) = fig.axes
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert legend == ["m.pth resnet50 [linear] *", "paper: SimCLR (simclr_t)", "paper: Supervised (simclr_t)"]
+    assert legend == ["m.pth resnet50 [linear] *", "paper: SimCLR — Doe et al. 2020",
+                      "paper: Supervised — Doe et al. 2020"]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["dtd", "food101"]
     heights = [p.get_height() for p in ax.patches]
     assert heights[:4] == [60.0, 70.0, 75.7, 76.9]
@@ -129,3 +136,23 @@ def test_metric_labels_carry_units():
     assert plots.metric_label("top1@10%") == "top-1 at 10% labels (%)"
     assert plots.metric_label("mCE") == "mCE (%, lower is better)"
     assert plots.metric_label("top1_res4") == "top-1, res4 (%)"
+
+
+def test_miniature_rows_get_their_own_axis_and_a_number_two_papers_print_is_one_bar():
+    """A miniature row's 95% never sits on the axis of the papers' ImageNet numbers; SwAV RN50's 65.7 printed by
+    two papers is one bar naming both."""
+    docs = [_doc("t1", "SwAV [12]", "RN50", "top1", "65.7", 0, preset="dino", protocol="knn"),
+            _doc("t2", "SwAV", "ResNet-50", "top1", "65.7", 1, preset="dino", protocol="knn",
+                 paper='Roe et al. "Another". ICCV 2021.'),
+            _doc("t1", "DINO", "RN50", "top1", "67.5", 2, preset="dino", protocol="knn")]
+    mini = _measured("supervised", "resnet18", {"top1": 95.0}, protocol="knn", reasons=("miniature data",))
+    mini.records[0]["dataset"]["mini"] = True
+    full = _measured("dino", "resnet50", {"top1": 67.0}, protocol="knn")
+    fig = plots.vs_documented_figure(Table("knn", "imagenet", docs, [mini, full]))
+    papers_ax, mini_ax = fig.axes[:2]
+    assert "miniature" in mini_ax.get_title() and "miniature" not in papers_ax.get_title()
+    assert [p.get_width() for p in mini_ax.patches] == [95.0]
+    assert 95.0 not in [p.get_width() for p in papers_ax.patches]
+    swav = [t for t in _ytick_texts(papers_ax) if t.startswith("SwAV")]
+    assert swav == ["SwAV RN50 — Doe et al. 2020; Roe et al. 2021"]
+    plt.close(fig)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
@@ -18,6 +20,7 @@ def _try_it_block() -> list[str]:
     return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.split("#", 1)[0].strip()]
 
 
+@pytest.mark.slow     # trains the reference checkpoints on a fresh cache
 def test_try_it_block_runs_as_written(tmp_path):
     commands = _try_it_block()
     assert commands[0].startswith("bench run") and any(c.startswith("bench table") for c in commands)
@@ -51,3 +54,26 @@ def test_command_blocks_use_no_pipe_as_alternatives():
                 if re.search(r"\bbench\b", code):
                     for after in re.findall(r"(?<!\|)\|(?!\|)\s*([\w.-]+)", code):
                         assert after in filters, f"{page.name}: {line.strip()}"
+
+
+def test_in_the_repository_runs_and_tables_leave_the_committed_results_alone(mini_root, tmp_path, monkeypatch):
+    """A folder whose results/ holds regenerate.py is bench's checkout: `bench run` and `bench table` write to
+    results/local/ (git-ignored), nothing else under results/ changes, and `bench table --check` reads results/."""
+    from conftest import run_cli
+    committed = tmp_path / "results"
+    committed.mkdir()
+    (committed / "regenerate.py").write_text("# the committed leaderboard's own command\n")
+    (committed / "index.md").write_text("committed\n")
+    before = {p: p.read_bytes() for p in committed.rglob("*")}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BENCH_RESULTS", raising=False)
+    assert run_cli("run", "--protocol", "knn", "--model", "test_resnet", "--resolution", "32", "--data-root",
+                   mini_root) == 0
+    assert run_cli("table", "--no-plots") == 0
+    assert len(list((committed / "local" / "runs").glob("*.json"))) == 1
+    assert (committed / "local" / "index.md").is_file()
+    assert {p: p.read_bytes() for p in committed.rglob("*") if "local" not in p.relative_to(committed).parts} \
+        == before
+    assert "/results/local/" in (ROOT / ".gitignore").read_text().splitlines()
+    from bench._results_dir import default_results
+    assert default_results(committed=True) == Path("results")

@@ -49,6 +49,7 @@ def test_every_pin_is_on_a_reference_checkpoint_and_states_its_validity():
         assert {"random", "metric", "margin"} <= set(v) and v["margin"] > 0, f"{path.name}: no validity block"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", PINS, ids=lambda p: p.stem)
 def test_trained_scores_above_random(path, check_results):
     exp = load_expectation(path)
@@ -64,6 +65,7 @@ def test_trained_scores_above_random(path, check_results):
         f"< {v['margin']}")
 
 
+@pytest.mark.slow
 def test_supervised_ranks_above_self_supervised_in_domain(check_results):
     """On the miniature ImageNet's own classes, the network trained with those labels beats the MoCo v2 one on
     k-NN (as supervised beats SSL pre-training in-domain at this scale), and both beat random init."""
@@ -82,6 +84,7 @@ def test_random_twin_args():
                                                          "resnet18")
 
 
+@pytest.mark.slow     # trains a reference checkpoint on a fresh cache
 def test_reference_checkpoints_are_written_in_their_publishers_layouts():
     """The files the pins run on are what the publishers' save code writes, and load like downloaded files."""
     import argparse
@@ -111,6 +114,7 @@ def test_reference_checkpoints_are_written_in_their_publishers_layouts():
         assert (bb.report.layout, bb.report.family, bb.report.arch) == (entry.layout, entry.family, entry.arch)
 
 
+@pytest.mark.slow
 def test_self_supervised_ranks_above_supervised_on_dense_prediction(check_results):
     """On the miniature ADE20K the MoCo v2 checkpoint beats the supervised one (MoCo's finding that contrastive
     pre-training transfers better to dense tasks than supervised; here the supervised features have learnt to

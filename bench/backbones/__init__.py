@@ -4,6 +4,8 @@ A partial or mismatched load is an error, never a warning: numbers from half-loa
 """
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import os
 from dataclasses import asdict, dataclass, field
@@ -179,6 +181,44 @@ def _hub_file(hub_id: str) -> Path | None:
     return None
 
 
+def _hub_reachable(timeout: float = 1.5) -> bool:
+    """One TCP connect to the hub's endpoint: without a network, huggingface_hub retries for about a minute before
+    it gives up, so bench asks once and answers in a second or two."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _hub_offline_when_possible(arch: str, hub_id: str | None):
+    """Weights already in the hub cache: load them with the hub offline (no request at all). Not cached and no
+    network: the one-line error at once. Otherwise timm downloads them as usual."""
+    from huggingface_hub import constants
+    if hub_id is None or constants.HF_HUB_OFFLINE:
+        yield
+        return
+    if _hub_file(hub_id) is None:
+        if not _hub_reachable():
+            raise CheckpointError(f"--model {arch}: its pretrained weights are not in the Hugging Face cache "
+                                  f"({constants.HF_HUB_CACHE}) and {constants.ENDPOINT} cannot be reached; run once "
+                                  f"with network access, copy a hub cache there, or give the file with --ckpt")
+        yield
+        return
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
 def _pretrained_backbone(arch: str) -> Backbone:
     """timm's published weights through the Hugging Face hub cache (offline once cached, as HF_HUB_OFFLINE says);
     the report names the hub repository, its snapshot and the file's sha256."""
@@ -189,11 +229,14 @@ def _pretrained_backbone(arch: str) -> Backbone:
         base = name.split(".")[0]
         raise CheckpointError(f"--model {arch}: timm has no such pretrained tag; the tags of {base} are "
                               f"{timm.list_pretrained(base + '.*')[:8]}")
+    cfg0 = None if name.startswith("hf-hub:") else timm.models.get_pretrained_cfg(name)
+    hub_id0 = name.removeprefix("hf-hub:") if name.startswith("hf-hub:") else getattr(cfg0, "hf_hub_id", None)
     try:
-        try:
-            model = timm.create_model(name, pretrained=True, num_classes=0, dynamic_img_size=True)
-        except TypeError:
-            model = timm.create_model(name, pretrained=True, num_classes=0)
+        with _hub_offline_when_possible(arch, hub_id0):
+            try:
+                model = timm.create_model(name, pretrained=True, num_classes=0, dynamic_img_size=True)
+            except TypeError:
+                model = timm.create_model(name, pretrained=True, num_classes=0)
     except CheckpointError:
         raise
     except Exception as e:   # huggingface_hub / urllib raise many types for "not cached and offline"

@@ -25,11 +25,13 @@ from .._io import default_file_mode, remove_stale_temps, sha256_file
 from .._yaml import read_yaml
 from ..errors import CheckpointError
 
-__all__ = ["CheckpointEntry", "Unavailable", "PRETRAIN_KEYS", "check_pretrain", "registry_path", "load_registry",
-           "load_unavailable", "get_entry", "published_names", "recognise_file", "checkpoint_file", "fetch_checkpoint"]
+__all__ = ["CheckpointEntry", "Unavailable", "packaged_file", "PRETRAIN_KEYS", "check_pretrain", "registry_path",
+           "load_registry", "load_unavailable", "get_entry", "published_names", "recognise_file", "checkpoint_file",
+           "fetch_checkpoint"]
 
 _logger = logging.getLogger(__name__)
 MINI_SCHEME = "mini:"     # url of a reference miniature checkpoint: trained locally by bench/data/mini_checkpoints.py
+PACKAGE_SCHEME = "package:"   # url of a checkpoint shipped inside bench (bench/_data/checkpoints/<file>)
 _FIELDS = {"name", "url", "file", "path", "sha256", "sha256_prefix", "md5_prefix", "family", "layout", "arch", "ckpt_key",
            "preprocessing", "feature_mode", "numbers", "source", "how_to_get", "notes", "method", "pretrain"}
 # Pre-training settings an ablation table can tell apart (checkpoints.yaml `pretrain:`, `bench run --ckpt-meta`);
@@ -284,12 +286,24 @@ def _download(url: str, dest: Path, entry: CheckpointEntry) -> None:
             os.unlink(tmp)
 
 
+def packaged_file(entry: CheckpointEntry) -> Path:
+    """Where a `package:` checkpoint lies inside the installed bench."""
+    return Path(__file__).resolve().parent.parent / "_data" / "checkpoints" / entry.url[len(PACKAGE_SCHEME):]
+
+
 def fetch_checkpoint(name: str, cache: Path | None = None) -> tuple[Path, CheckpointEntry]:
     """The local file for registry entry `name`, downloading it if needed. Raises CheckpointError offline."""
     entry = get_entry(name)
     if entry is None:
         raise CheckpointError(f"{name}: neither a file nor a name in checkpoints.yaml "
                               f"(see the names in checkpoints.yaml)")
+    if entry.url and entry.url.startswith(PACKAGE_SCHEME):
+        own = packaged_file(entry)
+        if not own.is_file():
+            raise CheckpointError(f"{name}: {own} is missing from this installation of bench; reinstall it "
+                                  f"(pip install -e .) or rebuild the file: {entry.how_to_get}")
+        _verify(own, entry)
+        return own, entry
     if entry.path and (own := Path(entry.path).expanduser()).is_file():
         _verify(own, entry)
         return own, entry

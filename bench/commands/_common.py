@@ -15,7 +15,8 @@ __all__ = ["add_backbone_args", "add_pos_embed_rule_arg", "add_data_args", "load
 def add_backbone_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("backbone")
     g.add_argument("--model", help="timm/torchvision architecture, random weights unless --ckpt is given "
-                                   "(default without --ckpt: random resnet18); a timm pretrained tag "
+                                   "(with no --model, --ckpt or --features: bench's packaged reference checkpoint and a random "
+                                   "model of its arch, side by side); a timm pretrained tag "
                                    "(vit_small_patch14_dinov2.lvd142m) or hf-hub:org/name loads those weights "
                                    "from the Hugging Face cache")
     g.add_argument("--ckpt", help="checkpoint file (.pth/.pt/.safetensors) or a name from checkpoints.yaml "

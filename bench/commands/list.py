@@ -8,9 +8,11 @@ HELP = "list protocols, presets, checkpoints (--ckpt NAME), datasets, feature mo
 
 def add_parser(sub) -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help=HELP)
-    lst.add_argument("what", choices=["protocols", "presets", "checkpoints", "datasets", "feature-modes", "layouts",
-                                        "minis"])
+    lst.add_argument("what", nargs="?", choices=WHAT, help="what to list (default: everything, one section each)")
     return lst
+
+
+WHAT = ["protocols", "presets", "checkpoints", "datasets", "feature-modes", "layouts", "minis"]
 
 
 def preset_lines(protocol: str) -> list[str]:
@@ -27,26 +29,35 @@ def preset_lines(protocol: str) -> list[str]:
 
 
 def run(args) -> int:
+    if args.what is None:
+        for i, what in enumerate(WHAT):
+            print(f"{'' if i == 0 else chr(10)}{what} (bench list {what}):")
+            _list(what)
+        return 0
+    return _list(args.what)
+
+
+def _list(what: str) -> int:
     # Each branch imports only what it lists: presets and layouts need no torch, so they answer at once.
-    if args.what == "protocols":
+    if what == "protocols":
         from ..protocols import protocol_summaries
         for name, description in protocol_summaries().items():
             print(f"{name:14s} {description}")
-    elif args.what == "presets":
+    elif what == "presets":
         from ..presets import presets_dir
         for name in sorted(p.stem for p in presets_dir().glob("*.yaml")):
             print("\n".join(preset_lines(name)))
-    elif args.what == "checkpoints":
+    elif what == "checkpoints":
         from ..backbones.zoo import load_registry
         for name, entry in load_registry().items():
             where = entry.url or entry.path or "no direct URL (checkpoints.yaml: how_to_get)"
             print(f"{name:28s} {entry.arch or '-':28s} {where}")
     else:
-        if args.what == "datasets":
+        if what == "datasets":
             from ..data import DATASETS as reg
-        elif args.what == "feature-modes":
+        elif what == "feature-modes":
             from ..backbones.features import FEATURE_MODES as reg
-        elif args.what == "layouts":
+        elif what == "layouts":
             # list_layouts() imports the module that registers them; the bare registry is empty until then
             from ..backbones.layouts import list_layouts
             for layout in list_layouts():

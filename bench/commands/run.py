@@ -23,7 +23,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     run.add_argument("--preset", help="preset from protocols/<protocol>.yaml (default: the file's default)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a preset field (repeatable)")
     run.add_argument("--features", help="folder with <split>.npz feature files instead of a backbone")
-    run.add_argument("--out", default="results", help="results folder; the record goes to OUT/runs/")
+    run.add_argument("--out", help="results folder; the record goes to OUT/runs/ (default: ./results, or "
+                                   "results/local/ in bench's repository, whose results/ is the committed leaderboard)")
     run.add_argument("--quick", action="store_true", help="smoke run: fewer epochs; never comparable to papers")
     run.add_argument("--force", action="store_true", help="re-run even if the record exists")
     run.add_argument("--seeds", type=POSITIVE_INT, default=1, metavar="N",
@@ -69,8 +70,11 @@ def run(args, extra: list[str]) -> int:
     if args.launcher != "none":
         from ..launch import submit
         return submit(args.argv, args)
+    if args.out is None:
+        from .._results_dir import default_results
+        args.out = str(default_results())
     check_run_args(args)
-    from ..presets import parse_overrides
+    from ..presets import parse_overrides, resolve_preset
     from ..protocols import get_protocol
     from ..runner import run_protocol
     spec = get_protocol(args.protocol)
@@ -86,16 +90,34 @@ def run(args, extra: list[str]) -> int:
         raise BenchError("give either --features or a backbone (--model/--ckpt), not both")
     if args.features and not Path(args.features).is_dir():
         raise BenchError(f"{args.features}: --features folder not found")
+    # everything that can be refused is refused before the backbone is built (which may train or download it):
+    # the preset and its --set values, --ckpt-meta, the data root and its layout
+    overrides = parse_overrides(args.set)
+    resolve_preset(spec.name, spec.preset_cls, args.preset, overrides)
+    ckpt_meta = parse_ckpt_meta(args.ckpt_meta)
     seeds = _seeds(args, options)
-    backbone = None if args.features else load_backbone_from_args(args)
-    ctx = make_context(args, args.dataset or spec.default_dataset, backbone, args.features, options)
-    ctx.ckpt_meta = parse_ckpt_meta(args.ckpt_meta)
-    ctx.seeds = seeds
-    record, path, reused = run_protocol(args.protocol, ctx, preset=args.preset, overrides=parse_overrides(args.set),
-                                        out_dir=args.out, force=args.force)
     from .. import distributed as dd
-    if dd.is_main():
-        _print_record(record, path, reused)
+    pair = not (args.features or args.ckpt or args.model or args.arch)
+    runs = _default_pair() if pair else [(args.ckpt, args.model)]
+    records = []
+    for ckpt, model in runs:
+        args.ckpt, args.model = ckpt, model
+        ctx = make_context(args, args.dataset or spec.default_dataset, None, args.features, options)
+        ctx.ckpt_meta = ckpt_meta
+        ctx.seeds = seeds
+        if ctx.data_root is not None:
+            from ..data.datasets import check_layout
+            check_layout(ctx.dataset, ctx.data_root.path, mini=ctx.mini)
+        ctx.backbone = None if args.features else load_backbone_from_args(args)
+        record, path, reused = run_protocol(args.protocol, ctx, preset=args.preset, overrides=overrides,
+                                            out_dir=args.out, force=args.force)
+        records.append(record)
+        if dd.is_main():
+            _print_record(record, path, reused)
+            if pair and len(records) == 1:
+                print()
+    if pair and dd.is_main():
+        print(f"\nsummary: {_summary(records)}")
     return 0
 
 
@@ -107,6 +129,33 @@ def _seeds(args, options: dict) -> int:
         options["trials"] = max(options["trials"], args.seeds)
         return 1
     return args.seeds
+
+
+# `bench run --protocol P` with no backbone: bench's packaged reference checkpoint beside a random model of the same
+# architecture, so the first number a newcomer sees means something
+DEFAULT_REFERENCE = "mini_mocov2_test_resnet"
+
+
+def _default_pair() -> list[tuple[str | None, str | None]]:
+    from ..backbones.zoo import get_entry
+    entry = get_entry(DEFAULT_REFERENCE)
+    if entry is None or not entry.arch:
+        raise BenchError(f"checkpoints.yaml has no {DEFAULT_REFERENCE} (with its arch), the default backbone; give "
+                         f"--model NAME or --ckpt FILE")
+    return [(DEFAULT_REFERENCE, None), (None, entry.arch)]
+
+
+def _summary(records: list[dict]) -> str:
+    """'knn top1 on imagenet [miniature]: mini_mocov2_test_resnet 47.2 · random test_resnet 25.6'."""
+    first = records[0]
+    metric = (first.get("headline") or sorted(first["metrics"]))[0]
+    data = first["dataset"]["name"] + (" [miniature]" if first["dataset"]["mini"] else "")
+    parts = []
+    for rec in records:
+        ck = rec["checkpoint"]
+        who = f"random {ck['arch']}" if ck.get("family") == "random" else ck.get("registry_name") or ck["name"]
+        parts.append(f"{who} {rec['metrics'][metric]:.1f}")
+    return f"{first['protocol']} {metric} on {data}: " + " · ".join(parts)
 
 
 def parse_ckpt_meta(items: list[str] | None) -> dict:
@@ -129,7 +178,8 @@ def _print_record(rec: dict, path: Path, reused: bool) -> None:
     ck = rec["checkpoint"]
     who = f"{ck['arch']} ({ck['name']})" if ck.get("arch") else ck["name"]
     data = rec["dataset"]["name"] + (" [miniature]" if rec["dataset"]["mini"] else "")
-    print(f"{rec['protocol']} · preset {rec['preset']} · {who} · {data} · {rec['wall_time_s']:.1f} s")
+    took = "" if reused else f" · {rec['wall_time_s']:.1f} s"
+    print(f"{rec['protocol']} · preset {rec['preset']} · {who} · {data}{took}")
     metrics = rec["metrics"]
     order = list(rec.get("headline") or []) + sorted(k for k in metrics if k not in (rec.get("headline") or []))
     width = max(len(k) for k in order)
@@ -140,4 +190,18 @@ def _print_record(rec: dict, path: Path, reused: bool) -> None:
               + (f"  std over {len(rec['seeds']['seeds'])} seeds {spread:.2f}" if spread is not None else ""))
     if not rec["comparable"]:
         print(f"  not comparable with the papers: {'; '.join(rec['not_comparable_because'])}")
-    print(f"record {'exists (use --force to re-run)' if reused else 'written'}: {path}")
+    if reused:
+        print(f"record exists: {path}")
+        print(f"  these numbers were NOT re-measured now: {measured_where(rec)}; add --force to re-measure them here")
+    else:
+        print(f"record written: {path}")
+
+
+def measured_where(rec: dict) -> str:
+    """When and on what a record's numbers were measured, from its own `created` and `environment`."""
+    env = rec.get("environment") or {}
+    when = str(rec.get("created") or "at an unrecorded time").replace("T", " ").replace("+00:00", " UTC")
+    machine = ", ".join(str(x) for x in (env.get("gpu") or env.get("device"), env.get("platform"),
+                                         env.get("torch") and f"torch {env['torch']}",
+                                         env.get("git_commit") and f"bench {str(env['git_commit'])[:10]}") if x)
+    return f"measured {when} on {machine or 'an unrecorded machine'}"

@@ -13,8 +13,9 @@ HELP = "regenerate leaderboard tables and plots from the run records (--check: v
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("table", help=HELP)
-    p.add_argument("--results", default="results", help="results folder: reads RESULTS/runs/, writes tables into "
-                                                        "RESULTS/ (default results)")
+    p.add_argument("--results", help="results folder: reads RESULTS/runs/, writes tables into RESULTS/ (default: "
+                                     "./results, or results/local/ in bench's repository; --check: ./results, the "
+                                     "committed leaderboard)")
     p.add_argument("--no-plots", action="store_true", help="tables only")
     p.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 when a table or plot in RESULTS/ differs from what the records "
@@ -31,7 +32,8 @@ def run(args) -> int:
         print(render_coverage(coverage_rows()), end="")
         return 0
     from ..tables import check_tables, write_tables
-    results = Path(args.results)
+    from .._results_dir import default_results
+    results = Path(args.results) if args.results else default_results(committed=args.check)
     if not results.is_dir():
         raise BenchError(f"{results}: results folder not found; run `bench run ... --out {results}` first")
     if args.check:

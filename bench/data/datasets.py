@@ -14,7 +14,7 @@ from .._registry import Registry
 from ..errors import DataError
 
 __all__ = ["DatasetSpec", "DATASETS", "register_dataset", "open_dataset", "IndexedDataset", "check_folder",
-           "load_rgb", "SkipBadImages", "drop_skipped"]
+           "load_rgb", "SkipBadImages", "drop_skipped", "check_layout"]
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,13 @@ def check_folder(path: Path, what: str) -> Path:
     if not any(path.iterdir()):
         raise DataError(f"{path}: {what} folder is empty; (re)extract the dataset there")
     return path
+
+
+def check_layout(name: str, root: Path, *, mini: bool = False) -> None:
+    """The cheap part of open_dataset, for before any expensive work: a registered dataset's folder is there and
+    not empty (a protocol that reads several datasets checks the rest when it opens them)."""
+    if name in DATASETS:
+        check_folder(Path(root) / DATASETS.get(name).folder, name)
 
 
 def open_dataset(name: str, root: Path, split: str, transform: Any, *, mini: bool = False) -> Dataset:

@@ -117,6 +117,20 @@ def _jitter(x, gen, strength: float = 0.4):
     return ((x - mean) * c + mean) * b * tint
 
 
+def _colour_shuffle(x, gen, p_gray: float, p_permute: float):
+    """MoCo v2's RandomGrayscale(p) and, with probability `p_permute`, a random order of the colour channels (a
+    hue change as large as it gets): the miniature's digits are randomly coloured, so colour alone tells its images
+    apart and a small network learns nothing else unless colour is taken away from it."""
+    import torch
+    n = x.shape[0]
+    perms = torch.stack([torch.randperm(3, generator=gen) for _ in range(n)])
+    permute = torch.rand(n, generator=gen) < p_permute
+    idx = torch.where(permute[:, None], perms, torch.arange(3).expand(n, 3))
+    x = torch.gather(x, 1, idx[:, :, None, None].expand_as(x))
+    gray = (torch.rand(n, generator=gen) < p_gray)[:, None, None, None]
+    return torch.where(gray, x.mean(dim=1, keepdim=True).expand_as(x), x)
+
+
 def _batches(n: int, batch: int, gen):
     import torch
     perm = torch.randperm(n, generator=gen)
@@ -132,6 +146,16 @@ def _fixed_threads(n: int):
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def _progress(total: int, desc: str):
+    """One bar over a training run's steps, with its rate and the time left: training a reference checkpoint takes
+    minutes on a CPU, and they must never be silent ones."""
+    import os
+
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True,
+                disable=os.environ.get("BENCH_PROGRESS", "1") == "0")
 
 
 def _cosine(step: int, total: int, base: float, final: float = 0.0, warmup: int = 0) -> float:
@@ -154,20 +178,27 @@ def _save(obj, dest: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------ supervised
 
-def train_supervised(dest: Path, seed: int, epochs: int = 6, batch: int = 64, lr: float = 0.1) -> None:
-    """torchvision-style supervised ResNet-18: SGD + momentum, cosine, random-resized crops; saved as torchvision
-    publishes its weights (a bare state dict, classifier `fc.` included)."""
+def train_supervised(dest: Path, seed: int, epochs: int = 6, batch: int = 64, lr: float = 0.1,
+                     arch: str = "resnet18") -> None:
+    """torchvision-style supervised ResNet: SGD + momentum, cosine, random-resized crops; saved as torchvision
+    publishes its weights (a bare state dict, classifier `fc.` included). resnet18 is torchvision's model (the
+    recipe the pins were measured with); another name is timm's."""
     import torch
     import torch.nn.functional as F
     import torchvision
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     x, y = _train_images(dest.parent.parent)
-    model = torchvision.models.resnet18(num_classes=int(y.max()) + 1)
+    if arch == "resnet18":
+        model = torchvision.models.resnet18(num_classes=int(y.max()) + 1)
+    else:
+        import timm
+        model = timm.create_model(arch, num_classes=int(y.max()) + 1)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4, nesterov=True)
     steps = epochs * (len(x) // batch)
     step = 0
     model.train()
+    bar = _progress(steps, f"train supervised {arch}")
     for _ in range(epochs):
         for idx in _batches(len(x), batch, gen):
             for g in opt.param_groups:
@@ -178,17 +209,26 @@ def train_supervised(dest: Path, seed: int, epochs: int = 6, batch: int = 64, lr
             loss.backward()
             opt.step()
             step += 1
-    _logger.info("supervised resnet18: last loss %.3f", loss.item())
+            bar.update()
+    bar.close()
+    _logger.info("supervised %s: last loss %.3f", arch, loss.item())
     _save(model.state_dict(), dest)
 
 
 # ------------------------------------------------------------------------------------------------ MoCo v2
 
-def _moco_encoder(dim: int = 128):
+def _moco_encoder(dim: int = 128, arch: str = "resnet18"):
+    """moco/builder.py's encoder: the ResNet with its `fc` replaced by the v2 MLP head (hidden width = the
+    feature width). resnet18 is torchvision's (the recipe the pins were measured with); other names are timm's."""
     import torch.nn as nn
-    import torchvision
-    enc = torchvision.models.resnet18(num_classes=dim)
-    enc.fc = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), enc.fc)      # moco/builder.py: the v2 MLP head
+    if arch == "resnet18":
+        import torchvision
+        enc = torchvision.models.resnet18(num_classes=dim)
+    else:
+        import timm
+        enc = timm.create_model(arch, num_classes=dim)
+    width = enc.fc.in_features
+    enc.fc = nn.Sequential(nn.Linear(width, width), nn.ReLU(), enc.fc)
     return enc
 
 
@@ -200,13 +240,14 @@ def _grouped(encoder, v, groups: int):
 
 
 def train_mocov2(dest: Path, seed: int, epochs: int = 4, batch: int = 64, lr: float = 0.06, queue: int = 1024,
-                 t: float = 0.2, m: float = 0.99, groups: int = 4) -> None:
+                 t: float = 0.2, m: float = 0.99, groups: int = 4, arch: str = "resnet18",
+                 keep_optimizer: bool = True, p_gray: float = 0.0, p_permute: float = 0.0) -> None:
     import torch
     import torch.nn.functional as F
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     x, _ = _train_images(dest.parent.parent)
-    enc_q, enc_k = _moco_encoder(), _moco_encoder()
+    enc_q, enc_k = _moco_encoder(arch=arch), _moco_encoder(arch=arch)
     enc_k.load_state_dict(enc_q.state_dict())
     for p in enc_k.parameters():
         p.requires_grad = False
@@ -215,6 +256,7 @@ def train_mocov2(dest: Path, seed: int, epochs: int = 4, batch: int = 64, lr: fl
     opt = torch.optim.SGD(enc_q.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
     steps = epochs * (len(x) // batch)
     step = 0
+    bar = _progress(steps, f"train MoCo v2 {arch}")
     for _ in range(epochs):
         for idx in _batches(len(x), batch, gen):
             for g in opt.param_groups:
@@ -222,6 +264,8 @@ def train_mocov2(dest: Path, seed: int, epochs: int = 4, batch: int = 64, lr: fl
             xb = _normalise(x[idx])
             v1 = _jitter(random_resized_crop(xb, TRAIN_RES, (0.2, 1.0), gen), gen)
             v2 = _jitter(random_resized_crop(xb, TRAIN_RES, (0.2, 1.0), gen), gen)
+            if p_gray or p_permute:    # off for the resnet18 recipe: its weights (and the pins) stay as they were
+                v1, v2 = (_colour_shuffle(v, gen, p_gray, p_permute) for v in (v1, v2))
             q = F.normalize(_grouped(enc_q, v1, groups), dim=1)
             with torch.no_grad():
                 for pq, pk in zip(enc_q.parameters(), enc_k.parameters()):
@@ -236,12 +280,17 @@ def train_mocov2(dest: Path, seed: int, epochs: int = 4, batch: int = 64, lr: fl
             qbuf[:, ptr:ptr + len(k)] = k.T
             ptr = (ptr + len(k)) % queue
             step += 1
-    _logger.info("mocov2 resnet18: last loss %.3f", loss.item())
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    bar.close()
+    _logger.info("mocov2 %s: last loss %.3f", arch, loss.item())
     # main_moco.py's save_checkpoint of a DDP-wrapped MoCo module
     sd = {**{f"module.encoder_q.{k}": v for k, v in enc_q.state_dict().items()},
           **{f"module.encoder_k.{k}": v for k, v in enc_k.state_dict().items()},
           "module.queue": qbuf.clone(), "module.queue_ptr": torch.tensor([ptr], dtype=torch.long)}
-    _save({"epoch": epochs, "arch": "resnet18", "state_dict": sd, "optimizer": opt.state_dict()}, dest)
+    # the packaged file leaves out the optimizer's momentum buffers (nothing reads them; they would double its size)
+    _save({"epoch": epochs, "arch": arch, "state_dict": sd,
+            **({"optimizer": opt.state_dict()} if keep_optimizer else {})}, dest)
 
 
 # ------------------------------------------------------------------------------------------------ MAE
@@ -333,6 +382,7 @@ def train_mae(dest: Path, seed: int, epochs: int = 10, batch: int = 64, blr: flo
     per_epoch = len(x) // batch
     steps, step = epochs * per_epoch, 0
     model.train()
+    bar = _progress(steps, "train MAE vit_tiny")
     for _ in range(epochs):
         for idx in _batches(len(x), batch, gen):
             for g in opt.param_groups:
@@ -343,6 +393,8 @@ def train_mae(dest: Path, seed: int, epochs: int = 10, batch: int = 64, blr: flo
             loss.backward()
             opt.step()
             step += 1
+            bar.update()
+    bar.close()
     _logger.info("mae vit_tiny: last loss %.3f", loss.item())
     args = argparse.Namespace(model="mae_vit_tiny_patch16", input_size=TRAIN_RES, mask_ratio=mask_ratio,
                               norm_pix_loss=True, batch_size=batch, epochs=epochs, blr=blr, lr=lr,
@@ -358,6 +410,57 @@ MINI_CHECKPOINTS: dict[str, MiniCheckpoint] = {c.name: c for c in (
     MiniCheckpoint("mini_mae_vit_tiny16", "vit_tiny_patch16_224", train_mae,
                    "MAE ViT-Ti/16 with its decoder, mae main_pretrain.py layout"),
 )}
+
+
+# Shipped inside the package (bench/_data/checkpoints/, checkpoints.yaml url `package:<file>`), so that
+# `bench run --protocol P` with no backbone evaluates a trained network at once: timm's 0.37M-parameter
+# `test_resnet` (ResNet basic blocks, widths 32-48-48-96, deep stem), small enough to ship (< 4 MB) and to
+# evaluate in seconds on a CPU. Its recipe differs from the ResNet-18's in two ways, both recorded here: MoCo v2's
+# RandomGrayscale (p 0.2) plus a random colour-channel order (p 0.8) — the miniature's digits are randomly coloured,
+# and without taking colour away this small network learns only colour (k-NN top-1 at chance after 12 epochs) — and
+# one training thread (identical files from any OMP_NUM_THREADS; two threads were ~10x slower on a busy 2-core
+# machine). Rebuild it with `python -m bench.data.mini_checkpoints --packaged` (then copy the printed sha256 into
+# checkpoints.yaml).
+PACKAGED = {
+    "mini_mocov2_test_resnet": dict(epochs=36, arch="test_resnet", p_gray=0.2, p_permute=0.8, keep_optimizer=False),
+}
+PACKAGED_THREADS = 1
+
+
+def build_packaged(name: str, dest: Path, cache: Path | None = None, seed: int = 0) -> Path:
+    """Train the packaged checkpoint `name` (its miniature ImageNet in `cache`) and write it to `dest`."""
+    import tempfile
+
+    from .._io import atomic_write_bytes
+    with tempfile.TemporaryDirectory(prefix="bench-packaged-") as tmp:
+        work = Path(cache or tmp) / "checkpoints" / dest.name
+        work.parent.mkdir(parents=True, exist_ok=True)
+        with _fixed_threads(PACKAGED_THREADS):
+            train_mocov2(work, seed, **PACKAGED[name])
+        atomic_write_bytes(dest, work.read_bytes())
+    return dest
+
+
+def _main(argv: list[str] | None = None) -> int:
+    import argparse as ap
+
+    from .._io import sha256_file
+    from ..backbones.zoo import get_entry, packaged_file
+    p = ap.ArgumentParser(prog="python -m bench.data.mini_checkpoints",
+                          description="train the reference miniature checkpoints (into the cache), or rebuild the "
+                                      "ones shipped inside the package (--packaged)")
+    p.add_argument("--packaged", action="store_true", help="rebuild bench/_data/checkpoints/* and print sha256")
+    p.add_argument("--cache", type=Path, help="bench cache holding the miniatures (default $BENCH_CACHE)")
+    args = p.parse_args(argv)
+    if not args.packaged:
+        for name, path in train_mini_checkpoints(args.cache).items():
+            print(f"{name}: {path}")
+        return 0
+    for name in PACKAGED:
+        dest = packaged_file(get_entry(name))
+        build_packaged(name, dest, args.cache)
+        print(f"{name}: {dest} sha256 {sha256_file(dest)} (checkpoints.yaml: {name}.sha256)")
+    return 0
 
 
 def ensure_mini_checkpoint(name: str, dest: Path, seed: int = 0) -> Path:
@@ -378,3 +481,7 @@ def train_mini_checkpoints(cache: Path | None = None, names: list[str] | None = 
     """Every reference miniature checkpoint (trained unless cached), through the registry like any `--ckpt NAME`."""
     from ..backbones.zoo import fetch_checkpoint
     return {n: fetch_checkpoint(n, cache)[0] for n in names or MINI_CHECKPOINTS}
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

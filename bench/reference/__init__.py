@@ -82,7 +82,7 @@ def reference_mapping() -> dict:
         data = yaml.safe_load(MAPPING_PATH.read_text())
     except (OSError, yaml.YAMLError) as e:
         raise BenchError(f"{MAPPING_PATH}: unreadable reference mapping ({e})") from e
-    for key in ("protocols", "tables", "unmapped", "excluded", "datasets", "methods", "ablations"):
+    for key in ("protocols", "tables", "unmapped", "excluded", "datasets", "methods", "ablations", "ours"):
         data.setdefault(key, {})
     return data
 

@@ -28,11 +28,17 @@ def write_minis(root: Path, names: list[str] | None = None, overwrite: bool = Fa
     for name in MINI_WRITERS.names():   # temp folders of a killed earlier generation
         remove_stale_temps(root, f".{name}.*")
     written = []
-    for name in names or MINI_WRITERS.names():
+    todo = [n for n in names or MINI_WRITERS.names() if overwrite or not (root / n).exists()]
+    import os
+
+    from tqdm.auto import tqdm
+    # one bar over the datasets being written (first use: a few seconds to a minute on a busy CPU)
+    bar = tqdm(todo, desc="writing miniature datasets", unit="dataset", leave=False,
+               disable=not todo or os.environ.get("BENCH_PROGRESS", "1") == "0")
+    for name in bar:
+        bar.set_postfix_str(name, refresh=False)
         writer = MINI_WRITERS.get(name)
         final = root / name
-        if final.exists() and not overwrite:
-            continue
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
         try:
             writer(tmp)
