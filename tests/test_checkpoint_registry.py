@@ -51,11 +51,11 @@ def test_every_entry_names_known_things():
         assert e.layout in layouts or (e.layout is None and (e.notes or e.how_to_get)), e.name
         assert _buildable(e.arch) if e.arch else e.notes, e.name
         assert e.url or e.how_to_get, e.name
-        if e.url and not e.url.startswith(zoo.MINI_SCHEME):
+        if e.url and not e.url.startswith((zoo.MINI_SCHEME, zoo.PACKAGE_SCHEME)):
             assert e.url.startswith("https://") and "drive.google.com" not in e.url, e.name   # Drive: how_to_get
         if e.sha256_prefix:   # the publisher's file name carries it (torch.hub / OpenMMLab convention)
             assert set(e.sha256_prefix) <= set("0123456789abcdef") and e.sha256_prefix in e.url.rsplit("/", 1)[-1]
-        if e.url and e.url.startswith(zoo.MINI_SCHEME):   # bench's own miniature checkpoints: no paper numbers
+        if e.url and e.url.startswith((zoo.MINI_SCHEME, zoo.PACKAGE_SCHEME)):   # bench's own miniatures: no paper numbers
             assert not e.numbers, e.name
             continue
         assert e.numbers and all({"protocol", "metric", "value", "table"} <= set(n) for n in e.numbers), e.name

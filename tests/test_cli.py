@@ -98,7 +98,8 @@ def test_bad_input_is_a_clear_error(argv, needle, capsys):
 
 def test_second_run_reuses_the_record_and_force_reruns(mini_root, tmp_path, capsys):
     out = tmp_path / "r"
-    args = ["run", "--protocol", "knn", "--preset", "instdisc", "--data-root", str(mini_root), "--out", str(out)]
+    args = ["run", "--protocol", "knn", "--preset", "instdisc", "--data-root", str(mini_root), "--out", str(out),
+            "--model", "resnet18"]
     assert main(args) == 0
     first = _record(out)
     assert main(args) == 0

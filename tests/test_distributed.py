@@ -39,7 +39,7 @@ def test_submitit_local_job_writes_the_record(mini_root, tmp_path, capsys):
     pytest.importorskip("submitit")
     out = tmp_path / "res"
     code = main(["run", "--protocol", "knn", "--preset", "instdisc", "--data-root", str(mini_root), "--out", str(out),
-                 "--resolution", "32", "--launcher", "submitit-local", "--job-dir", str(tmp_path / "jobs"), "--wait"])
+                 "--model", "resnet18", "--resolution", "32", "--launcher", "submitit-local", "--job-dir", str(tmp_path / "jobs"), "--wait"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "submitted job" in printed

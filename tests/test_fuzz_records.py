@@ -38,7 +38,7 @@ def records(draw) -> dict:
 
 ALLOWED_TAGS = {"html", "head", "meta", "title", "link", "script", "body", "nav", "a", "h1", "p", "code", "form",
                 "label", "select", "option", "span", "table", "thead", "tr", "th", "button", "tbody", "td", "figure",
-                "img", "figcaption"}
+                "img", "figcaption", "div", "br"}
 
 
 class _Markup(HTMLParser):
