@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from ._io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ._text import md_escape as _md
+from ._text import mpl_text, safe_name
 
 __all__ = ["sweep_name", "sweep_markdown", "sweep_figure", "write_sweep", "sweep_files", "sweeps_index"]
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", str(text)).strip("-")[:60] or "x"
-
-
 def sweep_name(s: dict[str, Any]) -> str:
-    return "__".join(_slug(x) for x in (s["protocol"], s["preset"], s["checkpoint_name"],
+    return "__".join(safe_name(x, 60) for x in (s["protocol"], s["preset"], s["checkpoint_name"],
                                         s["dataset"] + ("-mini" if s["mini"] else "")))
 
 
@@ -31,22 +28,23 @@ def _cell(p: dict[str, Any]) -> str:
 
 def sweep_markdown(s: dict[str, Any]) -> str:
     paper = next((p for p in s["points"] if p["paper"] and p.get("value") is not None), None)
-    lines = [f"# sensitivity · {s['protocol']} · {s['preset']} · {s['checkpoint_name']} · {s['dataset']}"
+    lines = [f"# sensitivity · {_md(s['protocol'])} · {_md(s['preset'])} · {_md(s['checkpoint_name'])} · "
+             f"{_md(s['dataset'])}"
              f"{' (miniature)' if s['mini'] else ''}", "",
              f"`{s['metric']}` with one protocol choice changed at a time; **paper** = preset `{s['preset']}` as "
              f"published. Intervals: 95% bootstrap over the evaluation set. Each row's `bench run` command (and "
              f"fingerprint) is in the `.json` beside this file.", "",
-             "| axis | value | " + s["metric"] + " | Δ vs paper | fingerprint | record |", "|---|---|---|---|---|---|"]
+             "| axis | value | " + _md(s["metric"]) + " | Δ vs paper | fingerprint | record |", "|---|---|---|---|---|---|"]
     for p in s["points"]:
         delta = f"{p['value'] - paper['value']:+.2f}" if paper and p.get("value") is not None and not p["paper"] \
             else ""
-        label = f"**{p['label']}**" if p["paper"] else p["label"]
-        lines.append(f"| {'**paper**' if p['paper'] else p['axis']} | {label} | {_cell(p)} | {delta} | "
-                     f"{p.get('fingerprint', '')} | {p.get('run_id', p.get('error', ''))} |")
+        label = f"**{_md(p['label'])}**" if p["paper"] else _md(p["label"])
+        lines.append(f"| {'**paper**' if p['paper'] else _md(p['axis'])} | {label} | {_cell(p)} | {delta} | "
+                     f"{_md(p.get('fingerprint', ''))} | {_md(p.get('run_id', p.get('error', '')))} |")
     lines += ["", "Spread (max − min, the paper variant included):", "", "| axis | min | max | spread |",
               "|---|---|---|---|"]
     for axis, v in s["spread"].items():
-        lines.append(f"| {axis} | {v['min']:.2f} | {v['max']:.2f} | {v['spread']:.2f} |")
+        lines.append(f"| {_md(axis)} | {v['min']:.2f} | {v['max']:.2f} | {v['spread']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -68,11 +66,12 @@ def sweep_figure(s: dict[str, Any]):
     spread = s["spread"].get("all")
     if spread:
         ax.axvspan(spread["min"], spread["max"], color="0.9", zorder=0)
-    ax.set_yticks(ys, [("paper: " if p["paper"] else f"{p['axis']}: ") + p["label"] for p in pts], fontsize=8)
-    ax.set_xlabel(f"{s['metric']} (95% bootstrap interval; grey: spread {spread['spread']:.2f})" if spread
-                  else s["metric"])
-    ax.set_title(f"{s['protocol']} · {s['checkpoint_name']} · {s['dataset']}{' (mini)' if s['mini'] else ''}",
-                 fontsize=9)
+    ax.set_yticks(ys, [mpl_text(("paper: " if p["paper"] else f"{p['axis']}: ") + p["label"]) for p in pts],
+                  fontsize=8)
+    ax.set_xlabel(mpl_text(f"{s['metric']} (95% bootstrap interval; grey: spread {spread['spread']:.2f})" if spread
+                           else s["metric"]))
+    ax.set_title(mpl_text(f"{s['protocol']} · {s['checkpoint_name']} · {s['dataset']}{' (mini)' if s['mini'] else ''}",
+                          limit=200), fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -96,8 +95,8 @@ def sweeps_index(results: Path) -> str:
         s = json.loads(p.read_text())
         paper = next((x for x in s["points"] if x["paper"]), {})
         spread = s["spread"].get("all", {}).get("spread")
-        rows.append(f"| {s['protocol']} | {s['checkpoint_name']} | {s['dataset']}{' (mini)' if s['mini'] else ''} | "
-                    f"{s['metric']} | {_cell(paper) if paper else ''} | "
+        rows.append(f"| {_md(s['protocol'])} | {_md(s['checkpoint_name'])} | {_md(s['dataset'])}"
+                    f"{' (mini)' if s['mini'] else ''} | {_md(s['metric'])} | {_cell(paper) if paper else ''} | "
                     f"{'' if spread is None else f'{spread:.2f}'} | [{p.stem}]({p.stem}.md) |")
     return "\n".join(rows) + "\n"
 
@@ -105,12 +104,13 @@ def sweeps_index(results: Path) -> str:
 def write_sweep(s: dict[str, Any], results: Path, *, plot: bool = True) -> list[Path]:
     folder = Path(results) / "sensitivity"
     name = sweep_name(s)
-    paths = [atomic_write_json(folder / f"{name}.json", s), atomic_write_text(folder / f"{name}.md", sweep_markdown(s))]
+    paths = [atomic_write_json(folder / f"{name}.json", s, root=folder),
+             atomic_write_text(folder / f"{name}.md", sweep_markdown(s), root=folder)]
     if plot:
         import matplotlib.pyplot as plt
         fig = sweep_figure(s)
         for fmt in ("png", "svg"):
-            paths.append(atomic_write_bytes(folder / f"{name}.{fmt}", _figure_bytes(fig, fmt)))
+            paths.append(atomic_write_bytes(folder / f"{name}.{fmt}", _figure_bytes(fig, fmt), root=folder))
         plt.close(fig)
-    paths.append(atomic_write_text(folder / "index.md", sweeps_index(results)))
+    paths.append(atomic_write_text(folder / "index.md", sweeps_index(results), root=folder))
     return paths

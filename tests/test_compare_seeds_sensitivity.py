@@ -156,3 +156,24 @@ def test_cls_prenorm_is_the_last_block_cls_before_the_final_norm():
         assert torch.allclose(compute_features(m, x, "cls-prenorm"), h[:, 0], atol=1e-5)
         assert torch.allclose(compute_features(m, x, "cls"), m.norm(h)[:, 0], atol=1e-5)
         assert not torch.allclose(h[:, 0], m.norm(h)[:, 0], atol=1e-3)
+
+
+def test_report_names_from_records_stay_in_their_cell_and_their_folder(tmp_path):
+    """Names in a comparison or sweep come from records (untrusted): file names pass bench._text.safe_name, Markdown
+    cells bench._text.md_escape, and nothing is written outside RESULTS/compare or RESULTS/sensitivity."""
+    from bench.comparison_report import comparison_markdown, write_comparison
+    from bench.sensitivity_report import sweep_markdown, sweep_name
+    side = {"who": "../../evil | x\ny", "run_id": "r|1", "value": 50.0, "interval": [49.0, 51.0]}
+    c = {"protocol": "knn", "preset": "dino", "dataset": "imagenet", "mini": True, "metric": "top1", "n": 10,
+         "a": side, "b": dict(side, who="b"), "difference": 1.0, "p_value": 0.5, "p_bootstrap": 0.5,
+         "interval": {"lo": -1.0, "hi": 2.0, "resamples": 100}, "test": "McNemar", "verdict": "no | difference",
+         "significant": False}
+    md = comparison_markdown(c)
+    row = next(ln for ln in md.splitlines() if ln.startswith("| A |"))
+    assert row.replace("\\|", "").count("|") == 5 and "\\| x y" in row
+    written = write_comparison(c, {"protocol": "knn", "preset": "dino", "dataset": {"name": "imagenet"}},
+                               tmp_path / "results")
+    assert all((tmp_path / "results" / "compare") in p.parents for p in written)
+    s = {"protocol": "knn", "preset": "dino", "checkpoint_name": "../x|y", "dataset": "imagenet", "mini": True,
+         "metric": "top1", "spread": {}, "points": [{"axis": "k|T", "label": "<b>", "paper": False, "value": 1.0}]}
+    assert "/" not in sweep_name(s) and "<b>" not in sweep_markdown(s) and "k\\|T" in sweep_markdown(s)
